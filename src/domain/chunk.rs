@@ -1,0 +1,130 @@
+//! Splitting entries into PutPartnerEvents calls.
+//!
+//! Entries are grouped by (region, source) in order of first appearance, and
+//! each group is cut greedily, in request order, into calls of at most
+//! [`MAX_ENTRIES_PER_CALL`] entries and `max_call_bytes` by the AWS formula.
+//! Every entry lands in exactly one call. An entry larger than the limit on
+//! its own is refused earlier (by [`super::entry::prepare`]), so it never
+//! reaches here; should one, it travels alone.
+
+use super::{entry::PreparedEntry, limits::MAX_ENTRIES_PER_CALL};
+
+/// One upstream call to be made: entries for one source in one region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallPlan {
+    pub entries: Vec<PreparedEntry>,
+}
+
+impl CallPlan {
+    /// The region all of this call's entries go to.
+    pub fn region(&self) -> &str {
+        self.entries[0].source.region()
+    }
+    /// The call's size by the AWS formula.
+    pub fn size(&self) -> usize {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+}
+
+/// Cuts `entries` into calls (see the module docs).
+pub fn split_into_calls(entries: Vec<PreparedEntry>, max_call_bytes: usize) -> Vec<CallPlan> {
+    // Groups in order of first appearance; few groups per request, so a
+    // linear search beats hashing here.
+    let mut groups: Vec<Vec<PreparedEntry>> = Vec::new();
+    for e in entries {
+        match groups.iter_mut().find(|g| g[0].source == e.source) {
+            Some(g) => g.push(e),
+            None => groups.push(vec![e]),
+        }
+    }
+    let mut calls = Vec::new();
+    for group in groups {
+        let mut current: Vec<PreparedEntry> = Vec::new();
+        let mut size = 0;
+        for e in group {
+            if !current.is_empty()
+                && (current.len() == MAX_ENTRIES_PER_CALL || size + e.size > max_call_bytes)
+            {
+                calls.push(CallPlan {
+                    entries: std::mem::take(&mut current),
+                });
+                size = 0;
+            }
+            size += e.size;
+            current.push(e);
+        }
+        if !current.is_empty() {
+            calls.push(CallPlan { entries: current });
+        }
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::tenant::SourceRef;
+
+    fn entry(index: u32, source: u8, size: usize) -> PreparedEntry {
+        PreparedEntry {
+            index,
+            source: SourceRef::new(
+                &format!("aws.partner/p/t/s{source}"),
+                if source % 2 == 0 {
+                    "us-east-1"
+                } else {
+                    "eu-west-1"
+                },
+            ),
+            time: None,
+            detail_type: "T".into(),
+            detail: "{}".into(),
+            resources: vec![],
+            size,
+        }
+    }
+
+    #[test]
+    fn forty_five_small_entries_make_three_calls() {
+        let calls = split_into_calls((0..45).map(|i| entry(i, 0, 100)).collect(), 256 * 1024);
+        assert_eq!(
+            calls.iter().map(|c| c.entries.len()).collect::<Vec<_>>(),
+            vec![20, 20, 5]
+        );
+    }
+
+    #[test]
+    fn size_cuts_before_count() {
+        let calls = split_into_calls((0..10).map(|i| entry(i, 0, 300)).collect(), 1000);
+        assert_eq!(
+            calls.iter().map(|c| c.entries.len()).collect::<Vec<_>>(),
+            vec![3, 3, 3, 1]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn every_entry_once_and_no_call_over_the_limits(
+            specs in proptest::collection::vec((0u8..4, 1usize..600), 0..300),
+            max in 600usize..5000,
+        ) {
+            let entries: Vec<_> = specs.iter().enumerate()
+                .map(|(i, (s, size))| entry(i as u32, *s, *size)).collect();
+            let calls = split_into_calls(entries, max);
+            let mut seen = vec![0u32; specs.len()];
+            for c in &calls {
+                prop_assert!(!c.entries.is_empty());
+                prop_assert!(c.entries.len() <= MAX_ENTRIES_PER_CALL);
+                prop_assert!(c.size() <= max);
+                let src = &c.entries[0].source;
+                prop_assert!(c.entries.iter().all(|e| &e.source == src));
+                // request order is kept inside a call
+                prop_assert!(c.entries.windows(2).all(|w| w[0].index < w[1].index));
+                for e in &c.entries { seen[e.index as usize] += 1; }
+            }
+            prop_assert!(seen.iter().all(|&n| n == 1));
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The gateway's rules, as plain synchronous functions over owned types: no
+//! tonic, prost or AWS SDK in here.
+//!
+//! - [`limits`]: EventBridge's limits as named constants.
+//! - [`source`]: partner event source names and region names.
+//! - [`tenant`]: the tenant directory (tenant -> sources -> region).
+//! - [`entry`]: one event, its validation and its size by the AWS formula.
+//! - [`chunk`]: splitting entries into calls of at most 20 entries and the size limit.
+//! - [`outcome`]: per-entry results and the error codes callers see.
+
+pub mod chunk;
+pub mod entry;
+pub mod limits;
+pub mod outcome;
+pub mod source;
+pub mod tenant;

@@ -1,0 +1,123 @@
+//! The tenant directory: which partner event source, in which region, each
+//! tenant's events go to. Callers name a tenant and optionally a source key;
+//! they never name a Source, so one service cannot write into another
+//! tenant's source.
+
+use std::{collections::BTreeMap, collections::HashMap, sync::Arc};
+
+/// One partner event source and its region. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceRef {
+    name: Arc<str>,
+    region: Arc<str>,
+}
+
+impl SourceRef {
+    pub fn new(name: &str, region: &str) -> Self {
+        Self {
+            name: name.into(),
+            region: region.into(),
+        }
+    }
+    /// The full source name, `aws.partner/...`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The AWS region the source lives in.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+}
+
+/// One tenant: its sources by key, and which one is the default.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    id: String,
+    default_source: String,
+    sources: BTreeMap<String, SourceRef>,
+}
+
+impl Tenant {
+    /// `default_source` must be a key of `sources` (the config checks it).
+    pub fn new(id: String, default_source: String, sources: BTreeMap<String, SourceRef>) -> Self {
+        debug_assert!(sources.contains_key(&default_source));
+        Self {
+            id,
+            default_source,
+            sources,
+        }
+    }
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// The source for `key`; the empty key means the default source.
+    pub fn source(&self, key: &str) -> Option<&SourceRef> {
+        let key = if key.is_empty() {
+            &self.default_source
+        } else {
+            key
+        };
+        self.sources.get(key)
+    }
+    /// The source keys, in order.
+    pub fn source_keys(&self) -> impl Iterator<Item = &str> {
+        self.sources.keys().map(String::as_str)
+    }
+    /// All sources with their keys.
+    pub fn sources(&self) -> impl Iterator<Item = (&str, &SourceRef)> {
+        self.sources.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// Every configured tenant.
+#[derive(Debug, Clone, Default)]
+pub struct TenantDirectory {
+    tenants: HashMap<String, Tenant>,
+}
+
+impl TenantDirectory {
+    pub fn new(tenants: impl IntoIterator<Item = Tenant>) -> Self {
+        Self {
+            tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        }
+    }
+    pub fn get(&self, tenant_id: &str) -> Option<&Tenant> {
+        self.tenants.get(tenant_id)
+    }
+    /// Every region some source lives in, sorted, each once.
+    pub fn regions(&self) -> Vec<String> {
+        let mut r: Vec<String> = self
+            .tenants
+            .values()
+            .flat_map(|t| t.sources.values().map(|s| s.region().to_string()))
+            .collect();
+        r.sort();
+        r.dedup();
+        r
+    }
+    pub fn len(&self) -> usize {
+        self.tenants.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_and_keyed_sources() {
+        let mut s = BTreeMap::new();
+        s.insert("a".into(), SourceRef::new("aws.partner/p/t/a", "us-east-1"));
+        s.insert("b".into(), SourceRef::new("aws.partner/p/t/b", "eu-west-1"));
+        let d = TenantDirectory::new([Tenant::new("t".into(), "b".into(), s)]);
+        let t = d.get("t").unwrap();
+        assert_eq!(t.source("").unwrap().name(), "aws.partner/p/t/b");
+        assert_eq!(t.source("a").unwrap().region(), "us-east-1");
+        assert!(t.source("c").is_none());
+        assert!(d.get("u").is_none());
+        assert_eq!(d.regions(), vec!["eu-west-1", "us-east-1"]);
+    }
+}

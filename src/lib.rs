@@ -1,0 +1,42 @@
+//! partner-events-gateway: a gRPC gateway in front of AWS EventBridge
+//! `PutPartnerEvents`.
+//!
+//! Internal services call [`api`] with batches of events for a tenant; the
+//! gateway maps the tenant to its partner event source and region, validates
+//! each entry as EventBridge would, splits the work into EventBridge calls,
+//! sends them through the AWS SDK, resends what failed retryably, and answers
+//! with one result per entry.
+//!
+//! # Layout
+//! - [`config`]: the config file (serde) -> a validated [`config::Config`].
+//! - [`domain`]: pure, synchronous rules: entries and their validation, the
+//!   AWS size formula, the tenant directory, splitting into calls, result codes.
+//! - [`upstream`]: the [`upstream::Upstream`] trait the pipeline sends
+//!   through, its EventBridge (AWS SDK) adapter, and retry decisions.
+//! - [`pipeline`]: turns one validated batch into upstream calls, retries
+//!   within the caller's deadline, and puts the results back in order.
+//! - [`api`]: the tonic service: proto <-> domain conversion and status mapping.
+//! - [`server`]: assembles the gRPC server (reflection, health, shutdown).
+//! - [`emulator`]: a local EventBridge speaking the same wire protocol, used by
+//!   default and by the tests.
+//! - [`telemetry`]: logging set-up.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod emulator;
+pub mod pipeline;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;
+
+/// Generated protobuf and tonic code for `partnerevents.v1`.
+pub mod proto {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("partnerevents.v1");
+
+    /// The encoded descriptor set of `proto/`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("partnerevents_descriptor");
+}

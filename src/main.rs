@@ -1,0 +1,183 @@
+//! The `partner-events-gateway` binary: flags -> config -> telemetry -> run.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use partner_events_gateway::{
+    config::Config,
+    emulator::{Emulator, EmulatorConfig},
+    server,
+    telemetry::{self, LogFormat},
+};
+
+#[derive(Parser)]
+#[command(version, about = "gRPC gateway for AWS EventBridge PutPartnerEvents")]
+struct Cli {
+    /// Log line format (the level comes from RUST_LOG, default info).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "PEG_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default). With no config file: 127.0.0.1:50051,
+    /// the built-in emulator, and a `demo` tenant.
+    Serve(ServeArgs),
+    /// Run only the EventBridge emulator (AWS JSON 1.1 over HTTP), for the
+    /// AWS CLI or SDKs with --endpoint-url.
+    Emulator {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:4010")]
+        listen: SocketAddr,
+        /// Append every accepted event to this JSON-lines file.
+        #[arg(long)]
+        events_file: Option<PathBuf>,
+        /// Log event payloads (off by default: payloads are customer data).
+        #[arg(long)]
+        log_payloads: bool,
+        /// Size limit of one call by the AWS formula, in bytes.
+        #[arg(long, default_value_t = partner_events_gateway::domain::limits::DEFAULT_MAX_CALL_BYTES)]
+        max_call_bytes: usize,
+    },
+    /// Validate a config file and explain what is wrong with it.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// TOML config file (see deploy/gateway.example.toml).
+    #[arg(long, short, env = "PEG_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides `server.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    runtime.block_on(async move {
+        match command {
+            Command::Serve(args) => serve(args).await,
+            Command::Emulator {
+                listen,
+                events_file,
+                log_payloads,
+                max_call_bytes,
+            } => {
+                let config = EmulatorConfig {
+                    max_call_bytes,
+                    log_payloads,
+                    events_file,
+                    ..EmulatorConfig::default()
+                };
+                let listener = match tokio::net::TcpListener::bind(listen).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("error: cannot listen on {listen}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                tracing::info!(addr = %listen, "EventBridge emulator listening");
+                match Emulator::serve(listener, config, shutdown_signal()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: emulator failed: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Command::CheckConfig { file } => match Config::load(&file) {
+                Ok(c) => {
+                    println!(
+                        "{}: OK ({} tenants, regions: {}; upstream: {:?}{})",
+                        file.display(),
+                        c.tenants.len(),
+                        c.tenants.regions().join(", "),
+                        c.upstream.kind,
+                        c.upstream
+                            .endpoint_url
+                            .as_deref()
+                            .map(|u| format!(" at {u}"))
+                            .unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let mut config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => {
+            tracing::info!(
+                "no config file given: local defaults (built-in emulator, tenant `demo`)"
+            );
+            Config::local_default()
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    match server::run(config, shutdown_signal()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            tracing::warn!("some calls did not finish within the grace period");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

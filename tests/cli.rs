@@ -1,0 +1,143 @@
+//! The binary itself: `check-config`, and `serve` from start to SIGTERM.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use partner_events_gateway::proto::{
+    partner_event_entry::Body, partner_events_client::PartnerEventsClient, PartnerEventEntry,
+    PutPartnerEventsRequest,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_partner-events-gateway");
+
+#[test]
+fn check_config_accepts_the_example_and_names_the_bad_field() {
+    let ok = Command::new(BIN)
+        .args([
+            "check-config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/gateway.example.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("OK"));
+
+    let dir = std::env::temp_dir().join(format!("peg-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[tenants.acme]\ndefault_source = \"x\"\n[tenants.acme.sources.billing]\nname = \"aws.partner/example.com/acme/billing\"\nregion = \"us-east-1\"\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tenants.acme.default_source") && err.contains("billing"),
+        "{err}"
+    );
+
+    // serve refuses to start on the same file, with the same message.
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tenants.acme.default_source"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn serve_with_no_config_accepts_demo_events_and_exits_0_on_sigterm() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Keep reading the log so the child never blocks on a full pipe.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut log = Vec::new();
+    while !log
+        .iter()
+        .any(|l: &String| l.contains("partner-events-gateway serving"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no start-up line: {log:#?}"
+        );
+        if let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            log.push(line);
+        }
+    }
+
+    let mut client = PartnerEventsClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let resp = client
+        .put_partner_events(PutPartnerEventsRequest {
+            tenant_id: "demo".into(),
+            batch_id: String::new(),
+            entries: vec![PartnerEventEntry {
+                detail_type: "Ping".into(),
+                body: Some(Body::Detail(
+                    r#"{"secret":"payload-must-not-be-logged"}"#.into(),
+                )),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let event_id = resp.entries[0].event_id.clone();
+    assert!(!event_id.is_empty(), "{resp:?}");
+    drop(client);
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    // The child has exited: its stderr closes, the reader ends, and the
+    // channel yields the rest of the log and then None.
+    while let Some(line) = rx.recv().await {
+        log.push(line);
+    }
+    let all = log.join("\n");
+    assert!(
+        all.contains(&event_id),
+        "the accepted event is logged with its id:\n{all}"
+    );
+    assert!(all.contains("SIGTERM"), "{all}");
+    assert!(
+        !all.contains("payload-must-not-be-logged"),
+        "the payload leaked into the log:\n{all}"
+    );
+}
