@@ -23,6 +23,9 @@ use crate::domain::{
 /// never exposes an unauthenticated port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 
+/// The most `server.max_in_flight_entries` may be (a semaphore's bound).
+pub const MAX_IN_FLIGHT_ENTRIES_CEILING: usize = 10_000_000;
+
 /// A config file that could not be read or does not hold.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -93,6 +96,14 @@ pub struct ServerSection {
     pub max_entries_per_request: usize,
     /// Largest gRPC message accepted, in bytes (tonic's default is 4 MiB).
     pub max_message_bytes: usize,
+    /// Entries in flight in the whole gateway. Beyond it streams stop being
+    /// read and unary calls wait up to their deadline, then get
+    /// RESOURCE_EXHAUSTED.
+    pub max_in_flight_entries: usize,
+    /// Entries in flight per stream; beyond it the stream stops being read.
+    pub stream_window_entries: usize,
+    /// Concurrent HTTP/2 streams (calls) per client connection.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for ServerSection {
@@ -102,6 +113,9 @@ impl Default for ServerSection {
             shutdown_grace_ms: 10_000,
             max_entries_per_request: DEFAULT_MAX_ENTRIES_PER_REQUEST,
             max_message_bytes: 4 * 1024 * 1024,
+            max_in_flight_entries: 20_000,
+            stream_window_entries: 2_000,
+            max_concurrent_streams: 256,
         }
     }
 }
@@ -127,8 +141,11 @@ pub struct UpstreamSection {
     pub endpoint_url: Option<String>,
     /// Size limit of one PutPartnerEvents call by the AWS formula.
     pub max_call_bytes: usize,
-    /// Upstream calls in flight at once, for the whole gateway.
+    /// Upstream calls in flight at once, per region.
     pub max_concurrent_calls: usize,
+    /// How long entries wait for others bound for the same source before a
+    /// call that is not full goes out. 0 turns coalescing off.
+    pub linger_ms: u64,
     /// The SDK's own attempts for a call that fails whole (throttling, 5xx).
     pub sdk_max_attempts: u32,
     pub connect_timeout_ms: u64,
@@ -152,6 +169,7 @@ impl Default for UpstreamSection {
             endpoint_url: None,
             max_call_bytes: DEFAULT_MAX_CALL_BYTES,
             max_concurrent_calls: 64,
+            linger_ms: 5,
             sdk_max_attempts: 3,
             connect_timeout_ms: 3_000,
             call_timeout_ms: 10_000,
@@ -212,6 +230,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub max_entries_per_request: usize,
     pub max_message_bytes: usize,
+    pub max_in_flight_entries: usize,
+    pub stream_window_entries: usize,
+    pub max_concurrent_streams: u32,
     pub upstream: UpstreamSection,
     pub emulator: EmulatorSection,
     pub emulator_listen: SocketAddr,
@@ -272,12 +293,39 @@ impl RawConfig {
         if s.max_message_bytes < 1024 {
             return Err(invalid("server.max_message_bytes", "must be at least 1024"));
         }
+        if s.stream_window_entries < s.max_entries_per_request {
+            return Err(invalid(
+                "server.stream_window_entries",
+                "must be at least server.max_entries_per_request (a batch must fit the window)",
+            ));
+        }
+        if s.max_in_flight_entries < s.stream_window_entries {
+            return Err(invalid(
+                "server.max_in_flight_entries",
+                "must be at least server.stream_window_entries",
+            ));
+        }
+        if s.max_concurrent_streams == 0 {
+            return Err(invalid(
+                "server.max_concurrent_streams",
+                "must be at least 1",
+            ));
+        }
+        if s.max_in_flight_entries > MAX_IN_FLIGHT_ENTRIES_CEILING {
+            return Err(invalid(
+                "server.max_in_flight_entries",
+                format!("must be at most {MAX_IN_FLIGHT_ENTRIES_CEILING}"),
+            ));
+        }
         let u = &self.upstream;
         if u.max_call_bytes < 1024 || u.max_call_bytes > MAX_CALL_BYTES_CEILING {
             return Err(invalid(
                 "upstream.max_call_bytes",
                 format!("must be 1024 to {MAX_CALL_BYTES_CEILING}"),
             ));
+        }
+        if u.linger_ms > 1_000 {
+            return Err(invalid("upstream.linger_ms", "must be at most 1000"));
         }
         if u.max_concurrent_calls == 0 {
             return Err(invalid(
@@ -320,6 +368,9 @@ impl RawConfig {
             shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
             max_entries_per_request: self.server.max_entries_per_request,
             max_message_bytes: self.server.max_message_bytes,
+            max_in_flight_entries: self.server.max_in_flight_entries,
+            stream_window_entries: self.server.stream_window_entries,
+            max_concurrent_streams: self.server.max_concurrent_streams,
             upstream: self.upstream,
             emulator: self.emulator,
             emulator_listen,

@@ -17,6 +17,7 @@
 //!   within the caller's deadline, and puts the results back in order.
 //! - [`api`]: the tonic service: proto <-> domain conversion and status mapping.
 //! - [`server`]: assembles the gRPC server (reflection, health, shutdown).
+//! - [`send`]: the `send` subcommand, a streaming client for the shell.
 //! - [`emulator`]: a local EventBridge speaking the same wire protocol, used by
 //!   default and by the tests.
 //! - [`telemetry`]: logging set-up.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod domain;
 pub mod emulator;
 pub mod pipeline;
+pub mod send;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;

@@ -47,6 +47,23 @@ enum Command {
         #[arg(long, default_value_t = partner_events_gateway::domain::limits::DEFAULT_MAX_CALL_BYTES)]
         max_call_bytes: usize,
     },
+    /// Send entries from a file or stdin (JSON lines, the AWS CLI's entry
+    /// shape) through StreamPartnerEvents; prints one JSON result line per
+    /// input line and exits 1 if any entry failed.
+    Send {
+        /// The tenant the entries belong to.
+        #[arg(long)]
+        tenant: String,
+        /// JSON-lines file; stdin when absent or `-`.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The gateway's address.
+        #[arg(long, default_value = "127.0.0.1:50051", env = "PEG_ADDR")]
+        addr: String,
+        /// Entries per stream message.
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+    },
     /// Validate a config file and explain what is wrong with it.
     CheckConfig {
         /// The TOML file.
@@ -103,6 +120,12 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Command::Send {
+                tenant,
+                file,
+                addr,
+                batch_size,
+            } => send(tenant, file, addr, batch_size).await,
             Command::CheckConfig { file } => match Config::load(&file) {
                 Ok(c) => {
                     println!(
@@ -156,6 +179,44 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn send(tenant: String, file: Option<PathBuf>, addr: String, batch_size: usize) -> ExitCode {
+    let input: Box<dyn std::io::BufRead + Send> = match file.as_deref() {
+        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+        Some(p) if p.as_os_str() == "-" => Box::new(std::io::BufReader::new(std::io::stdin())),
+        Some(p) => match std::fs::File::open(p) {
+            Ok(f) => Box::new(std::io::BufReader::new(f)),
+            Err(e) => {
+                eprintln!("error: cannot open {}: {e}", p.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let args = partner_events_gateway::send::SendArgs {
+        addr,
+        tenant,
+        batch_size,
+        input,
+    };
+    let mut out = std::io::stdout();
+    match partner_events_gateway::send::run(args, &mut out).await {
+        Ok(s) => {
+            eprintln!(
+                "{} lines: {} accepted, {} failed",
+                s.lines, s.accepted, s.failed
+            );
+            if s.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

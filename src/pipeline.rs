@@ -1,239 +1,336 @@
-//! From one validated batch to one result per entry.
+//! From validated entries to one result per entry, with coalescing.
 //!
-//! [`Pipeline::send`] splits the batch into calls (by source and region, at
-//! most 20 entries and the size limit each), sends them concurrently under a
-//! gateway-wide bound on calls in flight, resends only the entries that came
-//! back with a retryable code, in rounds with jittered backoff, while
-//! attempts remain and the deadline leaves room, and returns every entry's
-//! result.
+//! Every entry, from any unary call or stream, is queued on the lane of its
+//! (region, source). A lane packs queued entries into calls of at most 20
+//! entries and the size limit: a call goes out as soon as it is full, or
+//! when the first entry in it has waited `linger` (0 sends whatever is
+//! queued at once). Calls to one region run under a concurrency bound; when
+//! it is reached the lane stops taking entries, its queue fills, and
+//! submitters wait: backpressure reaches the callers instead of memory
+//! growing.
+//!
+//! Each entry carries its own reply channel and deadline, so an entry's
+//! result reaches its own batch and index whatever call it travelled in.
+//! An entry that comes back with a retryable code is queued again on its
+//! lane after a jittered backoff (never delaying or duplicating another
+//! entry's result), while attempts remain and its deadline leaves room.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures::future::join_all;
-use tokio::{sync::Semaphore, time::Instant};
+use tokio::{
+    sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 
 use crate::{
     domain::{
-        chunk::split_into_calls,
         entry::PreparedEntry,
+        limits::MAX_ENTRIES_PER_CALL,
         outcome::{codes, EntryResult, Outcome},
+        tenant::SourceRef,
     },
     upstream::{
         retry::{Decision, RetryPolicy},
-        CallError, Upstream,
+        Upstream,
     },
 };
 
 /// Time a resend needs at the least to be worth making before the deadline.
 const MIN_CALL_TIME: Duration = Duration::from_millis(20);
 
-/// Sends validated entries upstream; shared by every request.
-pub struct Pipeline {
-    upstream: Arc<dyn Upstream>,
-    max_call_bytes: usize,
-    retry: RetryPolicy,
-    calls_in_flight: Arc<Semaphore>,
+/// Entries a lane may hold queued before submitters wait.
+const LANE_QUEUE_ENTRIES: usize = 4 * MAX_ENTRIES_PER_CALL;
+
+/// How the pipeline packs and sends.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub max_call_bytes: usize,
+    /// How long a lane waits for more entries before sending a call that is
+    /// not full. Zero turns coalescing off.
+    pub linger: Duration,
+    /// Upstream calls in flight at once, per region.
+    pub max_concurrent_calls_per_region: usize,
+    pub retry: RetryPolicy,
 }
 
-/// One entry's state between rounds.
-struct Pending {
+/// One entry on its way: what to send, where its result goes.
+struct Job {
     entry: PreparedEntry,
     attempts: u32,
+    deadline: Instant,
+    reply: oneshot::Sender<EntryResult>,
+}
+
+impl Job {
+    fn answer(self, outcome: Outcome, attempts: u32) {
+        // The receiver is gone only if the caller gave up; nothing to do then.
+        let _ = self.reply.send(EntryResult { outcome, attempts });
+    }
+}
+
+/// Sends validated entries upstream; shared by every request and stream.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    upstream: Arc<dyn Upstream>,
+    settings: PipelineSettings,
+    lanes: Mutex<HashMap<SourceRef, mpsc::Sender<Job>>>,
+    regions: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl Pipeline {
-    pub fn new(
-        upstream: Arc<dyn Upstream>,
-        max_call_bytes: usize,
-        retry: RetryPolicy,
-        max_concurrent_calls: usize,
-    ) -> Self {
+    pub fn new(upstream: Arc<dyn Upstream>, settings: PipelineSettings) -> Self {
         Self {
-            upstream,
-            max_call_bytes,
-            retry,
-            calls_in_flight: Arc::new(Semaphore::new(max_concurrent_calls)),
+            inner: Arc::new(Inner {
+                upstream,
+                settings,
+                lanes: Mutex::default(),
+                regions: Mutex::default(),
+            }),
         }
     }
 
-    /// Sends `entries` and returns `(index, result)` for each of them, in no
-    /// particular order; each index exactly once. Nothing is sent, or
-    /// resent, past `deadline`.
+    /// Sends `entries` and returns `(index, result)` for each of them, each
+    /// index exactly once. Nothing is sent, or resent, past `deadline`; an
+    /// entry still unanswered at the deadline is reported as such.
     pub async fn send(
         &self,
         entries: Vec<PreparedEntry>,
         deadline: Instant,
     ) -> Vec<(u32, EntryResult)> {
-        let mut done: Vec<(u32, EntryResult)> = Vec::with_capacity(entries.len());
-        let mut pending: Vec<Pending> = entries
-            .into_iter()
-            .map(|entry| Pending { entry, attempts: 0 })
-            .collect();
-        let mut round = 0;
-        while !pending.is_empty() {
-            round += 1;
-            let mut attempts_by_index: Vec<(u32, u32)> = pending
-                .iter()
-                .map(|p| (p.entry.index, p.attempts))
-                .collect();
-            attempts_by_index.sort_unstable();
-            let plans = split_into_calls(
-                pending.into_iter().map(|p| p.entry).collect(),
-                self.max_call_bytes,
-            );
-            let answers = join_all(plans.into_iter().map(|plan| async move {
-                let answer = self.call(plan.region(), &plan.entries, deadline).await;
-                (plan.entries, answer)
-            }))
-            .await;
-
-            let mut retry: Vec<(Pending, Outcome)> = Vec::new();
-            for (entries, answer) in answers {
-                match answer {
-                    CallAnswer::Answered(outcomes) => {
-                        for (entry, outcome) in entries.into_iter().zip(outcomes) {
-                            let attempts = prior_attempts(&attempts_by_index, entry.index) + 1;
-                            match self.retry.decide(&outcome, attempts) {
-                                Decision::Retry => {
-                                    retry.push((Pending { entry, attempts }, outcome))
-                                }
-                                Decision::Done => {
-                                    done.push((entry.index, EntryResult { outcome, attempts }))
-                                }
-                                Decision::Exhausted => done.push((
-                                    entry.index,
-                                    EntryResult {
-                                        outcome: with_note(
-                                            outcome,
-                                            &format!("gave up after {attempts} attempts"),
-                                        ),
-                                        attempts,
-                                    },
-                                )),
-                            }
-                        }
-                    }
-                    CallAnswer::Failed(err) => {
-                        let outcome = Outcome::failed(err.entry_code(), err.message.clone());
-                        for entry in entries {
-                            let attempts = prior_attempts(&attempts_by_index, entry.index) + 1;
-                            done.push((
-                                entry.index,
-                                EntryResult {
-                                    outcome: outcome.clone(),
-                                    attempts,
-                                },
-                            ));
-                        }
-                    }
-                    CallAnswer::NotSent(outcome) => {
-                        for entry in entries {
-                            let attempts = prior_attempts(&attempts_by_index, entry.index);
-                            done.push((
-                                entry.index,
-                                EntryResult {
-                                    outcome: outcome.clone(),
-                                    attempts,
-                                },
-                            ));
-                        }
-                    }
+        let mut waiting = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let index = entry.index;
+            let (tx, rx) = oneshot::channel();
+            let lane = self.inner.lane(&entry.source);
+            let job = Job {
+                entry,
+                attempts: 0,
+                deadline,
+                reply: tx,
+            };
+            // Waits while the lane is full: that is the backpressure.
+            match tokio::time::timeout_at(deadline, lane.send(job)).await {
+                Ok(Ok(())) => waiting.push((index, Some(rx))),
+                Ok(Err(mpsc::error::SendError(job))) => {
+                    job.answer(
+                        Outcome::failed(
+                            codes::SHUTTING_DOWN,
+                            "the gateway is shutting down; the entry was not sent",
+                        ),
+                        0,
+                    );
+                    waiting.push((index, Some(rx)));
                 }
+                Err(_elapsed) => waiting.push((index, None)),
             }
-            if retry.is_empty() {
-                break;
-            }
-            let wait = self.retry.backoff(round);
-            if Instant::now() + wait + MIN_CALL_TIME >= deadline {
-                // No room for another round: report the last answer.
-                for (p, outcome) in retry {
-                    done.push((
-                        p.entry.index,
-                        EntryResult {
-                            outcome: with_note(
-                                outcome,
-                                &format!(
-                                    "not resent: the caller's deadline left no room after {} attempts",
-                                    p.attempts
-                                ),
-                            ),
-                            attempts: p.attempts,
-                        },
-                    ));
-                }
-                break;
-            }
-            tracing::debug!(
-                entries = retry.len(),
-                round,
-                ?wait,
-                "resending failed entries"
-            );
-            tokio::time::sleep(wait).await;
-            pending = retry.into_iter().map(|(p, _)| p).collect();
         }
-        done
+        join_all(waiting.into_iter().map(|(index, rx)| async move {
+            let result = match rx {
+                None => EntryResult::refused(
+                    codes::DEADLINE_EXCEEDED,
+                    "the caller's deadline passed while the entry waited to be queued; it was not sent",
+                ),
+                Some(rx) => match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_dropped)) => EntryResult::refused(
+                        codes::OUTCOME_UNKNOWN,
+                        "the gateway lost track of this entry",
+                    ),
+                    Err(_elapsed) => EntryResult::refused(
+                        codes::OUTCOME_UNKNOWN,
+                        "the caller's deadline passed before EventBridge answered for this entry; it may or may not have been accepted",
+                    ),
+                },
+            };
+            (index, result)
+        }))
+        .await
+    }
+}
+
+impl Inner {
+    /// The lane of `source`, started on first use.
+    fn lane(self: &Arc<Self>, source: &SourceRef) -> mpsc::Sender<Job> {
+        let mut lanes = self.lanes.lock().expect("lock");
+        if let Some(tx) = lanes.get(source) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(LANE_QUEUE_ENTRIES);
+        lanes.insert(source.clone(), tx.clone());
+        let region = self.region(source.region());
+        tokio::spawn(Arc::clone(self).run_lane(source.clone(), rx, tx.downgrade(), region));
+        tx
     }
 
-    /// One upstream call, bounded by the gateway-wide limit and `deadline`.
-    async fn call(&self, region: &str, entries: &[PreparedEntry], deadline: Instant) -> CallAnswer {
-        let permit = match tokio::time::timeout_at(
-            deadline,
-            self.calls_in_flight.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(p)) => p,
-            Ok(Err(_closed)) => {
-                return CallAnswer::NotSent(Outcome::failed(
-                    codes::SHUTTING_DOWN,
-                    "the gateway is shutting down; the entry was not sent",
+    fn region(&self, region: &str) -> Arc<Semaphore> {
+        self.regions
+            .lock()
+            .expect("lock")
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(
+                    self.settings.max_concurrent_calls_per_region,
                 ))
+            })
+            .clone()
+    }
+
+    /// Packs queued jobs into calls until the pipeline is dropped.
+    async fn run_lane(
+        self: Arc<Self>,
+        source: SourceRef,
+        mut rx: mpsc::Receiver<Job>,
+        requeue: mpsc::WeakSender<Job>,
+        region: Arc<Semaphore>,
+    ) {
+        let max_bytes = self.settings.max_call_bytes;
+        let mut carry: Option<Job> = None;
+        loop {
+            let first = match carry.take() {
+                Some(j) => j,
+                None => match rx.recv().await {
+                    Some(j) => j,
+                    None => return,
+                },
+            };
+            let linger_until = Instant::now() + self.settings.linger;
+            let mut size = first.entry.size;
+            let mut call = vec![first];
+            while call.len() < MAX_ENTRIES_PER_CALL {
+                let next = match rx.try_recv() {
+                    Ok(j) => Some(j),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) if self.settings.linger.is_zero() => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        tokio::time::timeout_at(linger_until, rx.recv())
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                };
+                let Some(job) = next else { break };
+                if size + job.entry.size > max_bytes {
+                    carry = Some(job);
+                    break;
+                }
+                size += job.entry.size;
+                call.push(job);
             }
-            Err(_elapsed) => return CallAnswer::NotSent(Outcome::failed(
-                codes::DEADLINE_EXCEEDED,
-                "the caller's deadline passed while the entry waited to be sent; it was not sent",
-            )),
-        };
-        let answer =
-            tokio::time::timeout_at(deadline, self.upstream.put_partner_events(region, entries))
-                .await;
+            // Entries whose caller is gone or whose deadline has passed are
+            // not sent: nobody would learn their outcome.
+            let now = Instant::now();
+            let mut live = Vec::with_capacity(call.len());
+            for job in call {
+                if job.reply.is_closed() {
+                    continue;
+                }
+                if job.deadline <= now {
+                    let attempts = job.attempts;
+                    job.answer(
+                        Outcome::failed(
+                            codes::DEADLINE_EXCEEDED,
+                            "the caller's deadline passed while the entry was queued; it was not sent",
+                        ),
+                        attempts,
+                    );
+                    continue;
+                }
+                live.push(job);
+            }
+            if live.is_empty() {
+                continue;
+            }
+            // Waiting here stops this lane from taking more entries.
+            let permit = region.clone().acquire_owned().await.expect("never closed");
+            tokio::spawn(Arc::clone(&self).call(source.clone(), live, permit, requeue.clone()));
+        }
+    }
+
+    /// One upstream call, then each entry answered or queued again.
+    async fn call(
+        self: Arc<Self>,
+        source: SourceRef,
+        jobs: Vec<Job>,
+        permit: OwnedSemaphorePermit,
+        requeue: mpsc::WeakSender<Job>,
+    ) {
+        let entries: Vec<PreparedEntry> = jobs.iter().map(|j| j.entry.clone()).collect();
+        let latest = jobs
+            .iter()
+            .map(|j| j.deadline)
+            .max()
+            .expect("a call has entries");
+        let answer = tokio::time::timeout_at(
+            latest,
+            self.upstream.put_partner_events(source.region(), &entries),
+        )
+        .await;
         drop(permit);
-        match answer {
-            Ok(Ok(outcomes)) if outcomes.len() == entries.len() => CallAnswer::Answered(outcomes),
-            Ok(Ok(_)) => CallAnswer::Answered(vec![
+        let outcomes: Vec<Outcome> = match answer {
+            Ok(Ok(outcomes)) if outcomes.len() == jobs.len() => outcomes,
+            Ok(Ok(_)) => vec![
                 Outcome::failed(
                     codes::OUTCOME_UNKNOWN,
                     "the upstream adapter answered for the wrong number of entries",
                 );
-                entries.len()
-            ]),
-            Ok(Err(err)) => CallAnswer::Failed(err),
-            Err(_elapsed) => CallAnswer::Answered(vec![
+                jobs.len()
+            ],
+            Ok(Err(err)) => vec![Outcome::failed(err.entry_code(), err.message.clone()); jobs.len()],
+            Err(_elapsed) => vec![
                 Outcome::failed(
                     codes::OUTCOME_UNKNOWN,
                     "the caller's deadline passed while the EventBridge call was in flight; the entry may or may not have been accepted",
                 );
-                entries.len()
-            ]),
+                jobs.len()
+            ],
+        };
+        let retry = self.settings.retry;
+        for (mut job, outcome) in jobs.into_iter().zip(outcomes) {
+            job.attempts += 1;
+            let attempts = job.attempts;
+            match retry.decide(&outcome, attempts) {
+                Decision::Done => job.answer(outcome, attempts),
+                Decision::Exhausted => job.answer(
+                    with_note(outcome, &format!("gave up after {attempts} attempts")),
+                    attempts,
+                ),
+                Decision::Retry => {
+                    let wait = retry.backoff(attempts);
+                    if Instant::now() + wait + MIN_CALL_TIME >= job.deadline {
+                        job.answer(
+                            with_note(
+                                outcome,
+                                &format!("not resent: the caller's deadline left no room after {attempts} attempts"),
+                            ),
+                            attempts,
+                        );
+                        continue;
+                    }
+                    let Some(lane) = requeue.upgrade() else {
+                        job.answer(outcome, attempts);
+                        continue;
+                    };
+                    tracing::debug!(index = job.entry.index, attempts, ?wait, "resending entry");
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        if let Err(mpsc::error::SendError(job)) = lane.send(job).await {
+                            let attempts = job.attempts;
+                            job.answer(outcome, attempts);
+                        }
+                    });
+                }
+            }
         }
     }
-}
-
-enum CallAnswer {
-    /// One outcome per entry.
-    Answered(Vec<Outcome>),
-    /// The call failed whole.
-    Failed(CallError),
-    /// The call was never made.
-    NotSent(Outcome),
-}
-
-fn prior_attempts(sorted: &[(u32, u32)], index: u32) -> u32 {
-    sorted
-        .binary_search_by_key(&index, |&(i, _)| i)
-        .map(|pos| sorted[pos].1)
-        .unwrap_or(0)
 }
 
 fn with_note(outcome: Outcome, note: &str) -> Outcome {
@@ -257,7 +354,7 @@ mod tests {
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::domain::tenant::SourceRef;
+    use crate::upstream::CallError;
 
     /// Answers each entry from a script keyed by detail type: a list of
     /// per-attempt codes ("" = accepted), the last one repeating.
@@ -324,7 +421,13 @@ mod tests {
             base: Duration::from_millis(10),
             max: Duration::from_millis(100),
         };
-        (Pipeline::new(up.clone(), 256 * 1024, policy, 4), up)
+        let settings = PipelineSettings {
+            max_call_bytes: 256 * 1024,
+            linger: Duration::from_millis(5),
+            max_concurrent_calls_per_region: 4,
+            retry: policy,
+        };
+        (Pipeline::new(up.clone(), settings), up)
     }
 
     fn by_index(mut r: Vec<(u32, EntryResult)>) -> Vec<EntryResult> {
@@ -396,6 +499,48 @@ mod tests {
             matches!(&r[0].outcome, Outcome::Failed { code, message } if code == "ThrottlingException" && message.contains("deadline"))
         );
         assert_eq!(*up.calls.lock().unwrap(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_from_many_callers_share_calls() {
+        let (p, up) = pipeline(vec![]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // 100 one-entry batches at once, as 100 streams or unary callers would send them.
+        let results = join_all((0..100).map(|i| p.send(vec![entry(i, "A")], deadline))).await;
+        assert!(results
+            .iter()
+            .all(|r| r.len() == 1 && r[0].1.outcome.is_accepted()));
+        assert_eq!(
+            *up.calls.lock().unwrap(),
+            5,
+            "100 entries coalesce into 5 full calls"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_linger_sends_at_once() {
+        let up = Arc::new(Scripted {
+            script: vec![],
+            seen: Mutex::default(),
+            calls: Mutex::default(),
+        });
+        let settings = PipelineSettings {
+            max_call_bytes: 256 * 1024,
+            linger: Duration::ZERO,
+            max_concurrent_calls_per_region: 4,
+            retry: RetryPolicy {
+                max_attempts: 3,
+                base: Duration::from_millis(10),
+                max: Duration::from_millis(100),
+            },
+        };
+        let p = Pipeline::new(up.clone(), settings);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for i in 0..3 {
+            let r = p.send(vec![entry(i, "A")], deadline).await;
+            assert!(r[0].1.outcome.is_accepted());
+        }
+        assert_eq!(*up.calls.lock().unwrap(), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,16 +4,20 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
-    api::service::{Core, PartnerEventsService},
+    api::service::{Core, Gauges, PartnerEventsService},
     config::{Config, UpstreamKind},
     emulator::{Emulator, EmulatorConfig, EmulatorHandle},
-    pipeline::Pipeline,
+    pipeline::{Pipeline, PipelineSettings},
     proto::{self, partner_events_server::PartnerEventsServer},
     upstream::{eventbridge::EventBridgeUpstream, retry::RetryPolicy},
 };
@@ -44,6 +48,8 @@ pub enum ServeError {
 pub struct RunningGateway {
     local_addr: SocketAddr,
     emulator: Option<EmulatorHandle>,
+    core: Arc<Core>,
+    shutdown: watch::Sender<bool>,
     health: HealthReporter,
     grace: Duration,
     stop: Option<oneshot::Sender<()>>,
@@ -61,15 +67,22 @@ impl RunningGateway {
         self.emulator.as_ref()
     }
 
-    /// Stops accepting calls, waits for in-flight ones up to the grace
-    /// period, and stops the in-process emulator. Returns whether everything
-    /// finished within the grace period.
+    /// Entries and streams in flight right now.
+    pub fn gauges(&self) -> Gauges {
+        self.core.gauges()
+    }
+
+    /// Stops accepting calls, tells open streams to finish (they answer
+    /// every batch already read, then end with UNAVAILABLE), waits for
+    /// in-flight calls up to the grace period, and stops the in-process
+    /// emulator. Returns whether everything finished within the grace period.
     pub async fn shutdown(mut self) -> bool {
         for name in ["", SERVICE_NAME] {
             self.health
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
         }
+        let _ = self.shutdown.send(true);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -138,21 +151,28 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     let u = &config.upstream;
     let pipeline = Pipeline::new(
         Arc::new(upstream),
-        u.max_call_bytes,
-        RetryPolicy {
-            max_attempts: u.entry_max_attempts,
-            base: Duration::from_millis(u.retry_base_ms),
-            max: Duration::from_millis(u.retry_max_ms),
+        PipelineSettings {
+            max_call_bytes: u.max_call_bytes,
+            linger: Duration::from_millis(u.linger_ms),
+            max_concurrent_calls_per_region: u.max_concurrent_calls,
+            retry: RetryPolicy {
+                max_attempts: u.entry_max_attempts,
+                base: Duration::from_millis(u.retry_base_ms),
+                max: Duration::from_millis(u.retry_max_ms),
+            },
         },
-        u.max_concurrent_calls,
     );
-    let core = Arc::new(Core {
-        tenants: config.tenants.clone(),
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let core = Arc::new(Core::new(
+        config.tenants.clone(),
         pipeline,
-        max_entries_per_request: config.max_entries_per_request,
-        max_call_bytes: u.max_call_bytes,
-        default_deadline: Duration::from_millis(u.default_deadline_ms),
-    });
+        config.max_entries_per_request,
+        u.max_call_bytes,
+        Duration::from_millis(u.default_deadline_ms),
+        config.max_in_flight_entries,
+        config.stream_window_entries,
+        shutdown_rx,
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -171,12 +191,14 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let service = PartnerEventsServer::new(PartnerEventsService::new(core))
+    let service = PartnerEventsServer::new(PartnerEventsService::new(core.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = Server::builder()
+        // Per connection: a client cannot open unbounded concurrent calls.
+        .max_concurrent_streams(config.max_concurrent_streams)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -191,6 +213,8 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     Ok(RunningGateway {
         local_addr,
         emulator,
+        core,
+        shutdown: shutdown_tx,
         health,
         grace: config.shutdown_grace,
         stop: Some(stop_tx),

@@ -11,6 +11,10 @@ use partner_events_gateway::proto::{
     PutPartnerEventsRequest,
 };
 
+mod common;
+
+use common::TestGateway;
+
 const BIN: &str = env!("CARGO_BIN_EXE_partner-events-gateway");
 
 #[test]
@@ -140,4 +144,67 @@ async fn serve_with_no_config_accepts_demo_events_and_exits_0_on_sigterm() {
         !all.contains("payload-must-not-be-logged"),
         "the payload leaked into the log:\n{all}"
     );
+}
+
+#[tokio::test]
+async fn send_streams_a_file_and_reports_every_line() {
+    let gw = TestGateway::start("").await;
+    let dir = std::env::temp_dir().join(format!("peg-send-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("entries.jsonl");
+    let mut text = String::new();
+    for i in 0..250 {
+        text.push_str(&format!(
+            "{{\"DetailType\":\"InvoicePaid\",\"Detail\":\"{{\\\"n\\\":{i}}}\",\"Time\":1704164645}}\n"
+        ));
+    }
+    text.push_str("this is not json\n"); // line 251
+    text.push_str("{\"DetailType\":\"X\",\"Detail\":\"[1]\"}\n"); // line 252: MalformedDetail
+    text.push_str("{\"DetailType\":\"Y\",\"Detail\":{\"obj\":true},\"SourceKey\":\"audit\"}\n"); // line 253
+    std::fs::write(&file, text).unwrap();
+
+    let addr = gw.gateway.local_addr().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args([
+                "send",
+                "--tenant",
+                "acme",
+                "--addr",
+                &addr,
+                "--batch-size",
+                "40",
+                "--file",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 253);
+    let mut lines: Vec<u64> = rows.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    lines.sort_unstable();
+    assert_eq!(lines, (1..=253).collect::<Vec<u64>>());
+    let by_line = |n: u64| rows.iter().find(|r| r["line"] == n).unwrap().clone();
+    assert!(by_line(1)["event_id"].is_string());
+    assert_eq!(by_line(251)["error_code"], "InvalidLine");
+    assert_eq!(by_line(252)["error_code"], "MalformedDetail");
+    assert!(by_line(253)["event_id"].is_string());
+    let accepted = rows.iter().filter(|r| r["event_id"].is_string()).count();
+    assert_eq!(accepted, 251);
+    assert_eq!(gw.emulator().events().len(), 251);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("251 accepted, 2 failed"));
+    std::fs::remove_dir_all(dir).unwrap();
+    gw.stop().await;
 }

@@ -1,0 +1,318 @@
+//! `partner-events-gateway send`: ingestion from the shell.
+//!
+//! Reads entries as JSON lines in the AWS CLI's entry shape (`DetailType`,
+//! `Detail`, `Resources`, `Time`, plus an optional `SourceKey`), streams
+//! them through `StreamPartnerEvents` in batches, and prints one JSON line
+//! per input line as answers arrive (so not always in input order): its
+//! line number and event id, or its error. A line that
+//! is not a valid entry is reported without being sent. `Source` is refused:
+//! the gateway picks the source from the tenant directory.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, IsTerminal, Write},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use prost_types::Timestamp;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tonic::transport::Channel;
+
+use crate::proto::{
+    partner_event_entry::Body, partner_events_client::PartnerEventsClient, PartnerEventEntry,
+    PutPartnerEventsRequest,
+};
+
+/// One input line, as the AWS CLI writes an entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct LineEntry {
+    detail_type: Option<String>,
+    /// JSON text, or (for convenience) a JSON object.
+    detail: Option<serde_json::Value>,
+    #[serde(default)]
+    resources: Vec<String>,
+    /// Epoch seconds, or an RFC 3339 timestamp.
+    time: Option<serde_json::Value>,
+    #[serde(default)]
+    source_key: String,
+    /// Refused with a clear message (see the module docs).
+    source: Option<String>,
+    /// Accepted and ignored: the AWS CLI's files may carry it.
+    event_bus_name: Option<String>,
+}
+
+/// Turns one input line into an entry, or says why it cannot be one.
+pub fn parse_line(line: &str) -> Result<PartnerEventEntry, String> {
+    let e: LineEntry = serde_json::from_str(line).map_err(|e| format!("not a JSON entry: {e}"))?;
+    if e.source.is_some() {
+        return Err(
+            "`Source` is set by the gateway from the tenant directory; remove it (use `SourceKey` to pick one of the tenant's sources)"
+                .into(),
+        );
+    }
+    let _ = e.event_bus_name;
+    let body = match e.detail {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(Body::Detail(s)),
+        Some(v @ serde_json::Value::Object(_)) => Some(Body::Detail(v.to_string())),
+        Some(_) => return Err("`Detail` must be JSON text or a JSON object".into()),
+    };
+    let time = match e.time {
+        None => None,
+        Some(serde_json::Value::Number(n)) => {
+            let secs = n
+                .as_f64()
+                .ok_or_else(|| "`Time` is not a number of seconds".to_string())?;
+            Some(Timestamp {
+                seconds: secs.floor() as i64,
+                nanos: 0,
+            })
+        }
+        Some(serde_json::Value::String(s)) => {
+            let t = humantime::parse_rfc3339_weak(&s)
+                .map_err(|e| format!("`Time` is not an RFC 3339 timestamp: {e}"))?;
+            let secs = match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs_f64().ceil() as i64),
+            };
+            Some(Timestamp {
+                seconds: secs,
+                nanos: 0,
+            })
+        }
+        Some(_) => return Err("`Time` must be epoch seconds or an RFC 3339 string".into()),
+    };
+    Ok(PartnerEventEntry {
+        time,
+        detail_type: e.detail_type.unwrap_or_default(),
+        body,
+        resources: e.resources,
+        source_key: e.source_key,
+    })
+}
+
+/// What `send` was asked to do.
+pub struct SendArgs {
+    pub addr: String,
+    pub tenant: String,
+    pub batch_size: usize,
+    pub input: Box<dyn BufRead + Send>,
+}
+
+/// Totals of a run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub lines: usize,
+    pub accepted: usize,
+    pub failed: usize,
+}
+
+/// Streams the input and writes one result line per input line to `out`.
+pub async fn run(args: SendArgs, out: &mut (dyn Write + Send)) -> Result<Summary, String> {
+    let endpoint = if args.addr.contains("://") {
+        args.addr.clone()
+    } else {
+        format!("http://{}", args.addr)
+    };
+    let channel = Channel::from_shared(endpoint.clone())
+        .map_err(|e| format!("bad address {endpoint}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+    let mut client = PartnerEventsClient::new(channel);
+
+    // Lines are read on a blocking thread; batches go out as they fill.
+    // `lines_by_batch` maps each batch in flight to its entries' line numbers.
+    let lines_by_batch: Arc<Mutex<HashMap<u64, Vec<usize>>>> = Arc::default();
+    let (req_tx, req_rx) = mpsc::channel::<PutPartnerEventsRequest>(4);
+    let (bad_tx, mut bad_rx) = mpsc::unbounded_channel::<(usize, String)>();
+    let reader = {
+        let tenant = args.tenant.clone();
+        let batch_size = args.batch_size.max(1);
+        let lines_by_batch = lines_by_batch.clone();
+        let mut input = args.input;
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut entries = Vec::with_capacity(batch_size);
+            let mut lines = Vec::with_capacity(batch_size);
+            let mut sequence = 0u64;
+            let mut flush =
+                |entries: &mut Vec<PartnerEventEntry>, lines: &mut Vec<usize>| -> bool {
+                    if entries.is_empty() {
+                        return true;
+                    }
+                    lines_by_batch
+                        .lock()
+                        .expect("lock")
+                        .insert(sequence, std::mem::take(lines));
+                    let req = PutPartnerEventsRequest {
+                        tenant_id: tenant.clone(),
+                        entries: std::mem::take(entries),
+                        batch_id: format!("send-{sequence}"),
+                    };
+                    sequence += 1;
+                    req_tx.blocking_send(req).is_ok()
+                };
+            let mut text = String::new();
+            let mut n = 0usize;
+            loop {
+                text.clear();
+                match input.read_line(&mut text) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("cannot read input line {}: {e}", n + 1)),
+                }
+                n += 1;
+                if text.trim().is_empty() {
+                    continue;
+                }
+                match parse_line(text.trim()) {
+                    Ok(e) => {
+                        entries.push(e);
+                        lines.push(n);
+                        if entries.len() == batch_size && !flush(&mut entries, &mut lines) {
+                            return Ok(());
+                        }
+                    }
+                    Err(msg) => {
+                        let _ = bad_tx.send((n, msg));
+                    }
+                }
+            }
+            flush(&mut entries, &mut lines);
+            Ok(())
+        })
+    };
+
+    let mut responses = client
+        .stream_partner_events(ReceiverStream::new(req_rx))
+        .await
+        .map_err(|s| format!("the gateway refused the stream: {}", s.message()))?
+        .into_inner();
+
+    let write = |out: &mut (dyn Write + Send), row: serde_json::Value, summary: &mut Summary| {
+        summary.lines += 1;
+        if row.get("event_id").is_some() {
+            summary.accepted += 1;
+        } else {
+            summary.failed += 1;
+        }
+        writeln!(out, "{row}").map_err(|e| format!("cannot write output: {e}"))
+    };
+    let progress = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut summary = Summary::default();
+    let mut stream_error = None;
+    let mut bad_open = true;
+    loop {
+        tokio::select! {
+            bad = bad_rx.recv(), if bad_open => match bad {
+                Some((line, msg)) => write(out, json!({"line": line, "error_code": "InvalidLine", "error_message": msg}), &mut summary)?,
+                None => bad_open = false,
+            },
+            r = responses.next() => match r {
+                None => break,
+                Some(Err(status)) => {
+                    stream_error = Some(format!("the stream ended early: {:?}: {}", status.code(), status.message()));
+                    break;
+                }
+                Some(Ok(resp)) => {
+                    let lines = lines_by_batch.lock().expect("lock").remove(&resp.sequence).unwrap_or_default();
+                    for (r, line) in resp.entries.iter().zip(lines) {
+                        let row = if r.error_code.is_empty() {
+                            json!({"line": line, "event_id": r.event_id})
+                        } else {
+                            json!({"line": line, "error_code": r.error_code, "error_message": r.error_message})
+                        };
+                        write(out, row, &mut summary)?;
+                    }
+                    if progress && last_progress.elapsed() > Duration::from_millis(250) {
+                        last_progress = Instant::now();
+                        eprint!(
+                            "\r{} entries answered ({:.0}/s)   ",
+                            summary.lines,
+                            summary.lines as f64 / started.elapsed().as_secs_f64().max(0.001)
+                        );
+                    }
+                }
+            },
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    // The stream may end before the reader notices (an error): stop it.
+    drop(responses);
+    reader
+        .await
+        .map_err(|e| format!("input reader failed: {e}"))??;
+    while let Ok((line, msg)) = bad_rx.try_recv() {
+        write(
+            out,
+            json!({"line": line, "error_code": "InvalidLine", "error_message": msg}),
+            &mut summary,
+        )?;
+    }
+    // Batches the gateway never answered still get a line each.
+    let reason =
+        stream_error.unwrap_or_else(|| "the gateway did not answer this entry's batch".into());
+    let mut left: Vec<usize> = lines_by_batch
+        .lock()
+        .expect("lock")
+        .drain()
+        .flat_map(|(_, l)| l)
+        .collect();
+    left.sort_unstable();
+    for line in left {
+        write(
+            out,
+            json!({"line": line, "error_code": "NotAnswered", "error_message": reason}),
+            &mut summary,
+        )?;
+    }
+    out.flush()
+        .map_err(|e| format!("cannot write output: {e}"))?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_cli_shape() {
+        let e = parse_line(
+            r#"{"DetailType":"InvoicePaid","Detail":"{\"a\":1}","Resources":["arn:x"],"Time":1704164645}"#,
+        )
+        .unwrap();
+        assert_eq!(e.detail_type, "InvoicePaid");
+        assert_eq!(e.body, Some(Body::Detail(r#"{"a":1}"#.into())));
+        assert_eq!(e.resources, vec!["arn:x"]);
+        assert_eq!(e.time.unwrap().seconds, 1_704_164_645);
+
+        let e = parse_line(r#"{"DetailType":"X","Detail":{"b":[1,2]},"Time":"2024-01-02T03:04:05Z","SourceKey":"audit"}"#)
+            .unwrap();
+        assert_eq!(e.body, Some(Body::Detail(r#"{"b":[1,2]}"#.into())));
+        assert_eq!(e.time.unwrap().seconds, 1_704_164_645);
+        assert_eq!(e.source_key, "audit");
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(parse_line("{").unwrap_err().contains("not a JSON entry"));
+        assert!(
+            parse_line(r#"{"Source":"aws.partner/a/b","DetailType":"X","Detail":"{}"}"#)
+                .unwrap_err()
+                .contains("SourceKey")
+        );
+        assert!(parse_line(r#"{"DetailType":"X","Detail":5}"#).is_err());
+        assert!(parse_line(r#"{"DetailType":"X","Detial":"{}"}"#)
+            .unwrap_err()
+            .contains("unknown field"));
+    }
+}
