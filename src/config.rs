@@ -10,6 +10,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
 
+use crate::auth::AuthPolicy;
 use crate::domain::{
     limits::{
         DEFAULT_MAX_CALL_BYTES, DEFAULT_MAX_ENTRIES_PER_REQUEST, MAX_CALL_BYTES_CEILING,
@@ -54,6 +55,10 @@ pub struct RawConfig {
     pub server: ServerSection,
     pub upstream: UpstreamSection,
     pub emulator: EmulatorSection,
+    pub metrics: MetricsSection,
+    pub tls: Option<TlsSection>,
+    pub auth: AuthSection,
+    pub quotas: QuotasSection,
     pub tenants: BTreeMap<String, TenantSection>,
 }
 
@@ -79,7 +84,128 @@ impl Default for RawConfig {
             server: ServerSection::default(),
             upstream: UpstreamSection::default(),
             emulator: EmulatorSection::default(),
+            metrics: MetricsSection::default(),
+            tls: None,
+            auth: AuthSection::default(),
+            quotas: QuotasSection::default(),
             tenants,
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus text on a separate HTTP port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Where `/metrics` is served; an empty string turns metrics off.
+    pub listen: String,
+    /// Add the tenant as a label of the entry counters. Off by default: with
+    /// many tenants it multiplies the series.
+    pub tenant_label: bool,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".to_string(),
+            tenant_label: false,
+        }
+    }
+}
+
+/// `[tls]`: TLS on the gRPC port; with `client_ca_file`, mutual TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The server's certificate chain, PEM.
+    pub cert_file: String,
+    /// The server's private key, PEM.
+    pub key_file: String,
+    /// CA bundle (PEM) that client certificates must chain to. Set: clients
+    /// may present a certificate, and its SAN URI or DNS names identify them.
+    pub client_ca_file: Option<String>,
+    /// With `client_ca_file`: refuse connections without a client certificate.
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+/// How callers are identified and authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Anyone who reaches the port may write for any tenant (the local
+    /// default; the gateway logs a warning at start-up).
+    #[default]
+    Off,
+    /// Every call needs an identity (client certificate or bearer token)
+    /// that `[auth.callers]` allows for the tenant.
+    Required,
+}
+
+/// `[auth]`: caller identities and what each may do.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub mode: AuthMode,
+    /// Bearer tokens, for meshes that terminate TLS before the gateway.
+    pub tokens: Vec<TokenSection>,
+    /// Caller identity (SPIFFE id, DNS name, or a token's caller name) ->
+    /// the tenants it may write for.
+    pub callers: BTreeMap<String, CallerSection>,
+}
+
+/// One bearer token: exactly one of `sha256`, `file`, `env`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSection {
+    /// The caller this token identifies.
+    pub caller: String,
+    /// Hex SHA-256 of the token (the token itself is never in the file).
+    pub sha256: Option<String>,
+    /// A file holding the token (a mounted secret).
+    pub file: Option<String>,
+    /// An environment variable holding the token.
+    pub env: Option<String>,
+}
+
+/// `[auth.callers."<identity>"]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerSection {
+    /// Tenant ids or patterns with `*` (`acme`, `acme-*`, `*`).
+    pub tenants: Vec<String>,
+    /// This caller's own limit in entries per second (overrides
+    /// `quotas.caller_entries_per_second`).
+    pub entries_per_second: Option<f64>,
+}
+
+/// `[quotas]`: pacing upstream, and limits per tenant and per caller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotasSection {
+    /// PutPartnerEvents calls per second per region, kept below
+    /// EventBridge's quota (1,400/s by default per account and region) so
+    /// that the gateway queues instead of being throttled. 0: no pacing.
+    pub upstream_calls_per_second: f64,
+    /// Calls that may go out at once above the steady rate.
+    pub upstream_burst: u32,
+    /// Entries per second one tenant may send. 0: no limit.
+    pub tenant_entries_per_second: f64,
+    /// Entries per second one caller may send. 0: no limit.
+    pub caller_entries_per_second: f64,
+    /// Seconds' worth of the per-tenant and per-caller rates that may be
+    /// used at once.
+    pub burst_seconds: f64,
+}
+
+impl Default for QuotasSection {
+    fn default() -> Self {
+        Self {
+            upstream_calls_per_second: 1_000.0,
+            upstream_burst: 100,
+            tenant_entries_per_second: 0.0,
+            caller_entries_per_second: 0.0,
+            burst_seconds: 1.0,
         }
     }
 }
@@ -104,6 +230,15 @@ pub struct ServerSection {
     pub stream_window_entries: usize,
     /// Concurrent HTTP/2 streams (calls) per client connection.
     pub max_concurrent_streams: u32,
+    /// A plaintext port serving only the health service, for Kubernetes'
+    /// gRPC probes, which cannot speak TLS. Empty: none.
+    pub health_listen: String,
+    /// Connections are closed (gracefully) after this long, so clients
+    /// reconnect and spread over replicas behind an L4 balancer. 0: never.
+    pub max_connection_age_ms: u64,
+    /// How often the config file is checked for changes (tenants and auth
+    /// reload without a restart; SIGHUP reloads at once). 0: only SIGHUP.
+    pub reload_poll_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -116,6 +251,9 @@ impl Default for ServerSection {
             max_in_flight_entries: 20_000,
             stream_window_entries: 2_000,
             max_concurrent_streams: 256,
+            health_listen: String::new(),
+            max_connection_age_ms: 0,
+            reload_poll_ms: 2_000,
         }
     }
 }
@@ -227,6 +365,16 @@ pub struct SourceSection {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Plaintext health-only port.
+    pub health_listen: Option<SocketAddr>,
+    pub max_connection_age: Option<Duration>,
+    pub reload_poll: Option<Duration>,
+    /// Where `/metrics` is served; None: off.
+    pub metrics_listen: Option<SocketAddr>,
+    pub metrics_tenant_label: bool,
+    pub tls: Option<TlsSection>,
+    pub auth: AuthPolicy,
+    pub quotas: QuotasSection,
     pub shutdown_grace: Duration,
     pub max_entries_per_request: usize,
     pub max_message_bytes: usize,
@@ -363,8 +511,62 @@ impl RawConfig {
             }
         }
         let tenants = build_directory(&self.tenants)?;
+        let parse_optional = |field: &str, v: &str| -> Result<Option<SocketAddr>, ConfigError> {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            v.parse()
+                .map(Some)
+                .map_err(|e| invalid(field, format!("`{v}` is not an address: {e}")))
+        };
+        let health_listen = parse_optional("server.health_listen", &self.server.health_listen)?;
+        let metrics_listen = parse_optional("metrics.listen", &self.metrics.listen)?;
+        if let Some(tls) = &self.tls {
+            if tls.require_client_cert && tls.client_ca_file.is_none() {
+                return Err(invalid(
+                    "tls.require_client_cert",
+                    "needs tls.client_ca_file (the CA client certificates chain to)",
+                ));
+            }
+        }
+        let q = &self.quotas;
+        for (field, v) in [
+            (
+                "quotas.upstream_calls_per_second",
+                q.upstream_calls_per_second,
+            ),
+            (
+                "quotas.tenant_entries_per_second",
+                q.tenant_entries_per_second,
+            ),
+            (
+                "quotas.caller_entries_per_second",
+                q.caller_entries_per_second,
+            ),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(invalid(field, "must be 0 (off) or a positive number"));
+            }
+        }
+        if !(q.burst_seconds > 0.0 && q.burst_seconds.is_finite()) {
+            return Err(invalid("quotas.burst_seconds", "must be a positive number"));
+        }
+        if q.upstream_calls_per_second > 0.0 && q.upstream_burst == 0 {
+            return Err(invalid("quotas.upstream_burst", "must be at least 1"));
+        }
+        let auth = AuthPolicy::from_section(&self.auth)?;
         Ok(Config {
             listen,
+            health_listen,
+            max_connection_age: (self.server.max_connection_age_ms > 0)
+                .then(|| Duration::from_millis(self.server.max_connection_age_ms)),
+            reload_poll: (self.server.reload_poll_ms > 0)
+                .then(|| Duration::from_millis(self.server.reload_poll_ms)),
+            metrics_listen,
+            metrics_tenant_label: self.metrics.tenant_label,
+            tls: self.tls,
+            auth,
+            quotas: self.quotas,
             shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
             max_entries_per_request: self.server.max_entries_per_request,
             max_message_bytes: self.server.max_message_bytes,

@@ -20,14 +20,20 @@
 //! - [`send`]: the `send` subcommand, a streaming client for the shell.
 //! - [`emulator`]: a local EventBridge speaking the same wire protocol, used by
 //!   default and by the tests.
+//! - [`auth`]: caller identity (mTLS, bearer tokens) and the tenant table.
+//! - [`quota`]: token buckets for upstream pacing and per-tenant/caller limits.
+//! - [`metrics`]: Prometheus metrics on a separate port.
 //! - [`telemetry`]: logging set-up.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod emulator;
+pub mod metrics;
 pub mod pipeline;
+pub mod quota;
 pub mod send;
 pub mod server;
 pub mod telemetry;

@@ -79,6 +79,9 @@ struct ServeArgs {
     /// Overrides `server.listen`.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Overrides `metrics.listen` (an empty value turns metrics off).
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -170,7 +173,20 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    match server::run(config, shutdown_signal()).await {
+    if let Some(m) = args.metrics_listen {
+        config.metrics_listen = if m.is_empty() {
+            None
+        } else {
+            match m.parse() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    eprintln!("error: --metrics-listen `{m}` is not an address: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
+    }
+    match server::run(config, args.config.clone(), shutdown_signal()).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             tracing::warn!("some calls did not finish within the grace period");

@@ -34,9 +34,11 @@ use crate::{
         outcome::{codes, EntryResult, Outcome},
         tenant::SourceRef,
     },
+    metrics::Metrics,
+    quota::TokenBucket,
     upstream::{
         retry::{Decision, RetryPolicy},
-        Upstream,
+        CallFailureKind, Upstream,
     },
 };
 
@@ -55,6 +57,9 @@ pub struct PipelineSettings {
     pub linger: Duration,
     /// Upstream calls in flight at once, per region.
     pub max_concurrent_calls_per_region: usize,
+    /// Calls per second per region (0: unpaced), with this burst.
+    pub upstream_calls_per_second: f64,
+    pub upstream_burst: u32,
     pub retry: RetryPolicy,
 }
 
@@ -81,16 +86,28 @@ pub struct Pipeline {
 
 struct Inner {
     upstream: Arc<dyn Upstream>,
+    metrics: Arc<Metrics>,
     settings: PipelineSettings,
     lanes: Mutex<HashMap<SourceRef, mpsc::Sender<Job>>>,
-    regions: Mutex<HashMap<String, Arc<Semaphore>>>,
+    regions: Mutex<HashMap<String, Arc<Region>>>,
+}
+
+/// What calls to one region share: the concurrency bound and the pacer.
+struct Region {
+    calls: Arc<Semaphore>,
+    pacer: Option<TokenBucket>,
 }
 
 impl Pipeline {
-    pub fn new(upstream: Arc<dyn Upstream>, settings: PipelineSettings) -> Self {
+    pub fn new(
+        upstream: Arc<dyn Upstream>,
+        metrics: Arc<Metrics>,
+        settings: PipelineSettings,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 upstream,
+                metrics,
                 settings,
                 lanes: Mutex::default(),
                 regions: Mutex::default(),
@@ -171,15 +188,19 @@ impl Inner {
         tx
     }
 
-    fn region(&self, region: &str) -> Arc<Semaphore> {
+    fn region(&self, region: &str) -> Arc<Region> {
+        let s = &self.settings;
         self.regions
             .lock()
             .expect("lock")
             .entry(region.to_string())
             .or_insert_with(|| {
-                Arc::new(Semaphore::new(
-                    self.settings.max_concurrent_calls_per_region,
-                ))
+                Arc::new(Region {
+                    calls: Arc::new(Semaphore::new(s.max_concurrent_calls_per_region)),
+                    pacer: (s.upstream_calls_per_second > 0.0).then(|| {
+                        TokenBucket::new(s.upstream_calls_per_second, f64::from(s.upstream_burst))
+                    }),
+                })
             })
             .clone()
     }
@@ -190,7 +211,7 @@ impl Inner {
         source: SourceRef,
         mut rx: mpsc::Receiver<Job>,
         requeue: mpsc::WeakSender<Job>,
-        region: Arc<Semaphore>,
+        region: Arc<Region>,
     ) {
         let max_bytes = self.settings.max_call_bytes;
         let mut carry: Option<Job> = None;
@@ -249,8 +270,17 @@ impl Inner {
             if live.is_empty() {
                 continue;
             }
-            // Waiting here stops this lane from taking more entries.
-            let permit = region.clone().acquire_owned().await.expect("never closed");
+            // Waiting here stops this lane from taking more entries: the
+            // region's pacing and concurrency push back on the callers.
+            if let Some(pacer) = &region.pacer {
+                pacer.take().await;
+            }
+            let permit = region
+                .calls
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
             tokio::spawn(Arc::clone(&self).call(source.clone(), live, permit, requeue.clone()));
         }
     }
@@ -269,12 +299,29 @@ impl Inner {
             .map(|j| j.deadline)
             .max()
             .expect("a call has entries");
+        let started = Instant::now();
         let answer = tokio::time::timeout_at(
             latest,
             self.upstream.put_partner_events(source.region(), &entries),
         )
         .await;
         drop(permit);
+        let outcome_label = match &answer {
+            Ok(Ok(o)) if o.iter().all(Outcome::is_accepted) => "ok",
+            Ok(Ok(_)) => "partial_failure",
+            Ok(Err(e)) => match e.kind {
+                CallFailureKind::NotSent => "not_sent",
+                CallFailureKind::Rejected => "rejected",
+                CallFailureKind::Unknown => "unknown",
+            },
+            Err(_) => "deadline",
+        };
+        self.metrics.upstream_call(
+            source.region(),
+            outcome_label,
+            entries.len(),
+            started.elapsed(),
+        );
         let outcomes: Vec<Outcome> = match answer {
             Ok(Ok(outcomes)) if outcomes.len() == jobs.len() => outcomes,
             Ok(Ok(_)) => vec![
@@ -320,6 +367,7 @@ impl Inner {
                         continue;
                     };
                     tracing::debug!(index = job.entry.index, attempts, ?wait, "resending entry");
+                    self.metrics.retry(source.region());
                     tokio::spawn(async move {
                         tokio::time::sleep(wait).await;
                         if let Err(mpsc::error::SendError(job)) = lane.send(job).await {
@@ -425,9 +473,14 @@ mod tests {
             max_call_bytes: 256 * 1024,
             linger: Duration::from_millis(5),
             max_concurrent_calls_per_region: 4,
+            upstream_calls_per_second: 0.0,
+            upstream_burst: 1,
             retry: policy,
         };
-        (Pipeline::new(up.clone(), settings), up)
+        (
+            Pipeline::new(up.clone(), Arc::new(Metrics::new(false)), settings),
+            up,
+        )
     }
 
     fn by_index(mut r: Vec<(u32, EntryResult)>) -> Vec<EntryResult> {
@@ -528,13 +581,15 @@ mod tests {
             max_call_bytes: 256 * 1024,
             linger: Duration::ZERO,
             max_concurrent_calls_per_region: 4,
+            upstream_calls_per_second: 0.0,
+            upstream_burst: 1,
             retry: RetryPolicy {
                 max_attempts: 3,
                 base: Duration::from_millis(10),
                 max: Duration::from_millis(100),
             },
         };
-        let p = Pipeline::new(up.clone(), settings);
+        let p = Pipeline::new(up.clone(), Arc::new(Metrics::new(false)), settings);
         let deadline = Instant::now() + Duration::from_secs(5);
         for i in 0..3 {
             let r = p.send(vec![entry(i, "A")], deadline).await;

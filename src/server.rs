@@ -2,21 +2,23 @@
 //! emulator when configured), the pipeline, the `PartnerEvents` service,
 //! health, and reflection; then serves until told to stop, and drains.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
+use futures::{FutureExt, TryFutureExt};
 use tokio::{
     net::TcpListener,
     sync::{oneshot, watch},
     task::JoinHandle,
 };
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
-    api::service::{Core, Gauges, PartnerEventsService},
-    config::{Config, UpstreamKind},
+    api::service::{Core, CoreSettings, Gauges, PartnerEventsService},
+    config::{AuthMode, Config, TlsSection, UpstreamKind},
     emulator::{Emulator, EmulatorConfig, EmulatorHandle},
+    metrics::Metrics,
     pipeline::{Pipeline, PipelineSettings},
     proto::{self, partner_events_server::PartnerEventsServer},
     upstream::{eventbridge::EventBridgeUpstream, retry::RetryPolicy},
@@ -38,6 +40,11 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("TLS: cannot read {path}: {source}")]
+    TlsFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("reflection set-up failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
@@ -47,6 +54,8 @@ pub enum ServeError {
 /// A gateway serving in the background (what `main` and the tests hold).
 pub struct RunningGateway {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    side_tasks: Vec<JoinHandle<()>>,
     emulator: Option<EmulatorHandle>,
     core: Arc<Core>,
     shutdown: watch::Sender<bool>,
@@ -60,6 +69,22 @@ impl RunningGateway {
     /// Where the gRPC server listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` is served, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Puts the tenant directory and the authorization table of `config`
+    /// in force (other settings need a restart). Open streams go on.
+    pub fn reload(&self, config: &Config) {
+        self.reloader().reload(config);
+    }
+
+    /// A handle that reloads this gateway, for a config watcher.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.core.clone())
     }
 
     /// The in-process emulator, when the gateway started one.
@@ -105,6 +130,9 @@ impl RunningGateway {
                 false
             }
         };
+        for t in self.side_tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+        }
         if let Some(e) = &self.emulator {
             e.shutdown();
         }
@@ -114,6 +142,10 @@ impl RunningGateway {
 
 /// Builds everything from `config` and serves on `listener` in the background.
 pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGateway, ServeError> {
+    // Both of rustls' crypto providers are compiled in (the AWS SDK brings
+    // aws-lc, tonic's TLS ring): name one for the process. An error only
+    // means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: config.listen,
         source,
@@ -149,9 +181,13 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     let upstream =
         EventBridgeUpstream::new(&config.upstream, endpoint_url.as_deref(), &regions).await;
     let u = &config.upstream;
+    let metrics = Arc::new(Metrics::new(config.metrics_tenant_label));
     let pipeline = Pipeline::new(
         Arc::new(upstream),
+        metrics.clone(),
         PipelineSettings {
+            upstream_calls_per_second: config.quotas.upstream_calls_per_second,
+            upstream_burst: config.quotas.upstream_burst,
             max_call_bytes: u.max_call_bytes,
             linger: Duration::from_millis(u.linger_ms),
             max_concurrent_calls_per_region: u.max_concurrent_calls,
@@ -165,14 +201,25 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let core = Arc::new(Core::new(
         config.tenants.clone(),
+        config.auth.clone(),
         pipeline,
-        config.max_entries_per_request,
-        u.max_call_bytes,
-        Duration::from_millis(u.default_deadline_ms),
-        config.max_in_flight_entries,
-        config.stream_window_entries,
-        shutdown_rx,
+        metrics.clone(),
+        CoreSettings {
+            max_entries_per_request: config.max_entries_per_request,
+            max_call_bytes: u.max_call_bytes,
+            default_deadline: Duration::from_millis(u.default_deadline_ms),
+            max_in_flight: config.max_in_flight_entries,
+            stream_window_entries: config.stream_window_entries,
+            quotas: config.quotas.clone(),
+        },
+        shutdown_rx.clone(),
     ));
+    if config.auth.mode == AuthMode::Off {
+        tracing::warn!(
+            "SECURITY OFF: [auth] mode = \"off\": any client that reaches this port may write \
+             events for every tenant. Set [auth] mode = \"required\" with TLS in production."
+        );
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -196,9 +243,72 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         .max_encoding_message_size(config.max_message_bytes);
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let router = Server::builder()
+    let mut builder = Server::builder()
         // Per connection: a client cannot open unbounded concurrent calls.
-        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_concurrent_streams(config.max_concurrent_streams);
+    if let Some(age) = config.max_connection_age {
+        // Clients reconnect now and then, which spreads them over replicas
+        // behind an L4 balancer that would otherwise pin each connection.
+        builder = builder
+            .max_connection_age(age)
+            .max_connection_age_grace(config.shutdown_grace);
+    }
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(load_tls(tls)?)?;
+    }
+    let mut side_tasks = Vec::new();
+    if let Some(addr) = config.health_listen {
+        // Kubernetes' gRPC probes cannot speak TLS: health alone, plaintext.
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        tracing::info!(addr = %local, "plaintext health port serving");
+        let mut stop = shutdown_rx.clone();
+        side_tasks.push(tokio::spawn(
+            Server::builder()
+                .add_service(health_service.clone())
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .map_err(|e| tracing::error!(error = %e, "health port failed"))
+                .map(|_| ()),
+        ));
+    }
+    let mut metrics_addr = None;
+    if let Some(addr) = config.metrics_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        metrics_addr = Some(local);
+        tracing::info!(addr = %local, "metrics serving on /metrics");
+        let gauges_core = core.clone();
+        let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let g = gauges_core.gauges();
+            gauges_core
+                .metrics
+                .in_flight_entries
+                .set(g.in_flight_entries as i64);
+            gauges_core.metrics.open_streams.set(g.open_streams as i64);
+        });
+        let mut stop = shutdown_rx.clone();
+        side_tasks.push(tokio::spawn(
+            crate::metrics::serve(listener, metrics.clone(), refresh, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .map(|r| {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "metrics port failed");
+                }
+            }),
+        ));
+    }
+    let router = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -212,6 +322,8 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     tracing::info!(addr = %local_addr, tenants = config.tenants.len(), "partner-events-gateway serving");
     Ok(RunningGateway {
         local_addr,
+        metrics_addr,
+        side_tasks,
         emulator,
         core,
         shutdown: shutdown_tx,
@@ -222,14 +334,112 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     })
 }
 
+fn load_tls(tls: &TlsSection) -> Result<ServerTlsConfig, ServeError> {
+    let read = |path: &str| {
+        std::fs::read(path).map_err(|source| ServeError::TlsFile {
+            path: path.to_string(),
+            source,
+        })
+    };
+    let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(&tls.cert_file)?,
+        read(&tls.key_file)?,
+    ));
+    if let Some(ca) = &tls.client_ca_file {
+        cfg = cfg
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            .client_auth_optional(!tls.require_client_cert);
+    }
+    Ok(cfg)
+}
+
+/// Reloads a running gateway's tenants and authorization table.
+#[derive(Clone)]
+pub struct Reloader(Arc<Core>);
+
+impl Reloader {
+    pub fn reload(&self, config: &Config) {
+        self.0.reload(config.tenants.clone(), config.auth.clone());
+        tracing::info!(
+            tenants = config.tenants.len(),
+            "tenant directory and authorization table reloaded"
+        );
+    }
+}
+
+/// Reloads from `path` on SIGHUP and whenever the file's content changes
+/// (checked every `poll`). A file that does not load is refused with a log
+/// line naming the problem, and the config in force stays. Runs until
+/// `stop` turns true.
+pub async fn watch_config(
+    path: PathBuf,
+    poll: Option<Duration>,
+    reloader: Reloader,
+    mut stop: watch::Receiver<bool>,
+) {
+    let read = |p: &PathBuf| std::fs::read(p).ok();
+    let mut last = read(&path);
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        let tick = async {
+            match poll {
+                Some(p) => tokio::time::sleep(p).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let forced = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = hangup => true,
+            _ = tick => false,
+        };
+        let now = read(&path);
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        match Config::load(&path) {
+            Ok(config) => reloader.reload(&config),
+            Err(e) => {
+                tracing::error!(error = %e, "config reload refused; the config in force stays")
+            }
+        }
+    }
+}
+
 /// Binds `config.listen`, serves until `shutdown` resolves, then drains.
 /// Returns whether the drain finished within the grace period.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<bool, ServeError> {
+/// With `config_path`, the file is watched for reloads (see [`watch_config`]).
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<bool, ServeError> {
     let addr = config.listen;
+    let poll = config.reload_poll;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let gateway = start(config, listener).await?;
+    if let Some(path) = config_path {
+        tokio::spawn(watch_config(
+            path,
+            poll,
+            gateway.reloader(),
+            gateway.shutdown.subscribe(),
+        ));
+    }
     shutdown.await;
     tracing::info!("shutting down: no new calls; finishing those in flight");
     Ok(gateway.shutdown().await)

@@ -2,6 +2,7 @@
 //! validation, admission under the in-flight bounds, then the [`Pipeline`];
 //! each answer carries one result per entry, in request order.
 
+use arc_swap::ArcSwap;
 use std::{
     pin::Pin,
     sync::{
@@ -20,6 +21,7 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
+use tracing::Instrument;
 
 use super::{
     convert::{entry_from_proto, result_to_proto},
@@ -27,16 +29,20 @@ use super::{
     status::RequestError,
 };
 use crate::{
+    auth::{certificate_identities, AuthError, AuthPolicy, Caller},
+    config::{AuthMode, QuotasSection},
     domain::{
         entry::prepare,
         outcome::{codes, EntryResult},
-        tenant::{Tenant, TenantDirectory},
+        tenant::TenantDirectory,
     },
+    metrics::{grpc_code_name, GrpcCodeLabels, GrpcLabels, Metrics},
     pipeline::Pipeline,
     proto::{
         partner_events_server::PartnerEvents, BatchError, PartnerEventResult,
         PutPartnerEventsRequest, PutPartnerEventsResponse,
     },
+    quota::KeyedLimiter,
 };
 
 /// Longest `batch_id` accepted: it is echoed and logged, so it stays small.
@@ -46,17 +52,29 @@ pub const MAX_BATCH_ID_CHARS: usize = 256;
 /// it batch tasks wait, their entries stay in the window, and reading stops.
 const STREAM_RESPONSE_BUFFER: usize = 64;
 
-/// What every request needs; shared by all calls.
-pub struct Core {
-    pub tenants: TenantDirectory,
-    pub pipeline: Pipeline,
+/// The settings of [`Core`] that come from the config.
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
     pub max_entries_per_request: usize,
     pub max_call_bytes: usize,
     pub default_deadline: Duration,
+    pub max_in_flight: usize,
     pub stream_window_entries: usize,
+    pub quotas: QuotasSection,
+}
+
+/// What every request needs; shared by all calls.
+pub struct Core {
+    /// Swapped whole on reload; each batch uses the directory it started with.
+    tenants: ArcSwap<TenantDirectory>,
+    auth: ArcSwap<AuthPolicy>,
+    pub pipeline: Pipeline,
+    pub metrics: Arc<Metrics>,
+    settings: CoreSettings,
+    tenant_limits: KeyedLimiter,
+    caller_limits: KeyedLimiter,
     /// One permit per entry in flight, gateway-wide.
     in_flight: Arc<Semaphore>,
-    max_in_flight: usize,
     open_streams: AtomicUsize,
     /// Turns true when the gateway starts shutting down.
     shutdown: watch::Receiver<bool>,
@@ -70,40 +88,81 @@ pub struct Gauges {
 }
 
 impl Core {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         tenants: TenantDirectory,
+        auth: AuthPolicy,
         pipeline: Pipeline,
-        max_entries_per_request: usize,
-        max_call_bytes: usize,
-        default_deadline: Duration,
-        max_in_flight: usize,
-        stream_window_entries: usize,
+        metrics: Arc<Metrics>,
+        settings: CoreSettings,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            tenants,
+            tenants: ArcSwap::from_pointee(tenants),
+            auth: ArcSwap::from_pointee(auth),
             pipeline,
-            max_entries_per_request,
-            max_call_bytes,
-            default_deadline,
-            stream_window_entries,
-            in_flight: Arc::new(Semaphore::new(max_in_flight)),
-            max_in_flight,
+            metrics,
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            settings,
+            tenant_limits: KeyedLimiter::default(),
+            caller_limits: KeyedLimiter::default(),
             open_streams: AtomicUsize::new(0),
             shutdown,
         }
     }
 
+    /// Puts a new tenant directory and authorization table in force. Calls
+    /// and batches already admitted finish with the ones they started with.
+    pub fn reload(&self, tenants: TenantDirectory, auth: AuthPolicy) {
+        self.tenants.store(Arc::new(tenants));
+        self.auth.store(Arc::new(auth));
+    }
+
+    /// The tenant directory in force.
+    pub fn tenants(&self) -> Arc<TenantDirectory> {
+        self.tenants.load_full()
+    }
+
+    /// Identifies the caller of a request from its metadata and TLS peer.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Option<Caller>, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let cert_identities = request
+            .peer_certs()
+            .and_then(|chain| {
+                chain
+                    .first()
+                    .map(|der| certificate_identities(der.as_ref()))
+            })
+            .unwrap_or_default();
+        let caller = self
+            .auth
+            .load()
+            .identify(authorization, cert_identities)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        if caller.is_none() && self.auth.load().mode == AuthMode::Required {
+            return Err(Status::unauthenticated(
+                AuthError::Unauthenticated.to_string(),
+            ));
+        }
+        Ok(caller)
+    }
+
     pub fn gauges(&self) -> Gauges {
         Gauges {
-            in_flight_entries: self.max_in_flight - self.in_flight.available_permits(),
+            in_flight_entries: self.settings.max_in_flight - self.in_flight.available_permits(),
             open_streams: self.open_streams.load(Ordering::Relaxed),
         }
     }
 
     /// The request-level checks: a batch failing them is refused whole.
-    fn check<'a>(&'a self, req: &PutPartnerEventsRequest) -> Result<&'a Tenant, RequestError> {
+    /// Returns the tenant directory the batch is then processed with.
+    fn check(
+        &self,
+        req: &PutPartnerEventsRequest,
+        caller: Option<&Caller>,
+    ) -> Result<Arc<TenantDirectory>, RequestError> {
         let mut violations = Vec::new();
         if req.tenant_id.is_empty() {
             violations.push(("tenant_id".to_string(), "required".to_string()));
@@ -113,13 +172,13 @@ impl Core {
                 "entries".to_string(),
                 "at least one entry is required".to_string(),
             ));
-        } else if req.entries.len() > self.max_entries_per_request {
+        } else if req.entries.len() > self.settings.max_entries_per_request {
             violations.push((
                 "entries".to_string(),
                 format!(
                     "{} entries; at most {} are allowed per request",
                     req.entries.len(),
-                    self.max_entries_per_request
+                    self.settings.max_entries_per_request
                 ),
             ));
         }
@@ -132,9 +191,54 @@ impl Core {
         if !violations.is_empty() {
             return Err(RequestError::Invalid(violations));
         }
-        self.tenants
-            .get(&req.tenant_id)
-            .ok_or_else(|| RequestError::UnknownTenant(req.tenant_id.clone()))
+        // Authorization before existence: a caller learns nothing about
+        // tenants it may not write for.
+        self.auth
+            .load()
+            .authorize(caller, &req.tenant_id)
+            .map_err(|e| RequestError::PermissionDenied(e.to_string()))?;
+        let tenants = self.tenants.load_full();
+        if tenants.get(&req.tenant_id).is_none() {
+            return Err(RequestError::UnknownTenant(req.tenant_id.clone()));
+        }
+        self.take_quota(&req.tenant_id, caller, req.entries.len())?;
+        Ok(tenants)
+    }
+
+    /// Per-tenant and per-caller entries-per-second limits.
+    fn take_quota(
+        &self,
+        tenant: &str,
+        caller: Option<&Caller>,
+        n: usize,
+    ) -> Result<(), RequestError> {
+        let q = &self.settings.quotas;
+        if q.tenant_entries_per_second > 0.0 {
+            self.tenant_limits
+                .try_take(tenant, q.tenant_entries_per_second, q.burst_seconds, n)
+                .map_err(|retry_after| RequestError::RateLimited {
+                    scope: "tenant",
+                    subject: tenant.to_string(),
+                    retry_after,
+                })?;
+        }
+        if let Some(caller) = caller {
+            let rate = self
+                .auth
+                .load()
+                .caller_rate(caller)
+                .unwrap_or(q.caller_entries_per_second);
+            if rate > 0.0 {
+                self.caller_limits
+                    .try_take(caller.name(), rate, q.burst_seconds, n)
+                    .map_err(|retry_after| RequestError::RateLimited {
+                        scope: "caller",
+                        subject: caller.name().to_string(),
+                        retry_after,
+                    })?;
+            }
+        }
+        Ok(())
     }
 
     /// Processes one admitted batch (it passed [`Core::check`] and holds its
@@ -142,11 +246,16 @@ impl Core {
     async fn run(
         &self,
         req: PutPartnerEventsRequest,
-        tenant: &Tenant,
+        tenants: &TenantDirectory,
         sequence: u64,
         deadline: Instant,
     ) -> PutPartnerEventsResponse {
         let started = Instant::now();
+        let Some(tenant) = tenants.get(&req.tenant_id) else {
+            // check() found it in this same directory.
+            let err = RequestError::UnknownTenant(req.tenant_id.clone());
+            return refused_batch(req, sequence, &err);
+        };
         let n = req.entries.len();
         let mut results: Vec<Option<EntryResult>> = vec![None; n];
         let mut prepared = Vec::with_capacity(n);
@@ -155,7 +264,7 @@ impl Core {
             let checked = entry_from_proto(e)
                 .map_err(|e| EntryResult::refused(codes::INVALID_ARGUMENT, e.0))
                 .and_then(|e| {
-                    prepare(index, e, tenant, self.max_call_bytes)
+                    prepare(index, e, tenant, self.settings.max_call_bytes)
                         .map_err(|e| EntryResult::refused(e.code, e.message))
                 });
             match checked {
@@ -182,7 +291,9 @@ impl Core {
                         "the gateway lost track of this entry",
                     )
                 });
-                result_to_proto(i as u32, r)
+                let r = result_to_proto(i as u32, r);
+                self.metrics.entry(&r.error_code, &req.tenant_id);
+                r
             })
             .collect();
         let failed = entries.iter().filter(|e| !e.error_code.is_empty()).count();
@@ -209,10 +320,11 @@ impl Core {
     async fn unary(
         &self,
         req: PutPartnerEventsRequest,
+        caller: Option<&Caller>,
         budget: Duration,
     ) -> Result<PutPartnerEventsResponse, Status> {
         let deadline = Instant::now() + budget;
-        let tenant = self.check(&req)?;
+        let tenants = self.check(&req, caller)?;
         let n = req.entries.len() as u32;
         let _permits =
             match tokio::time::timeout_at(deadline, self.in_flight.clone().acquire_many_owned(n))
@@ -222,9 +334,9 @@ impl Core {
                 Ok(Err(_closed)) => {
                     return Err(Status::unavailable("the gateway is shutting down"))
                 }
-                Err(_elapsed) => return Err(overloaded(self.max_in_flight)),
+                Err(_elapsed) => return Err(overloaded(self.settings.max_in_flight)),
             };
-        Ok(self.run(req, tenant, 0, deadline).await)
+        Ok(self.run(req, &tenants, 0, deadline).await)
     }
 }
 
@@ -255,10 +367,7 @@ fn refused_batch(
     sequence: u64,
     err: &RequestError,
 ) -> PutPartnerEventsResponse {
-    let code = match err {
-        RequestError::Invalid(_) => codes::INVALID_BATCH,
-        RequestError::UnknownTenant(_) => codes::UNKNOWN_TENANT,
-    };
+    let code = err.batch_code();
     let n = req.entries.len();
     PutPartnerEventsResponse {
         batch_id: req.batch_id,
@@ -303,11 +412,13 @@ enum StreamEnd {
 /// Reads batches from one stream and answers each (see the proto docs).
 async fn run_stream(
     core: Arc<Core>,
+    caller: Option<Caller>,
     mut inbound: Streaming<PutPartnerEventsRequest>,
     tx: mpsc::Sender<Result<PutPartnerEventsResponse, Status>>,
 ) {
     let _guard = StreamGuard::new(core.clone());
-    let window = Arc::new(Semaphore::new(core.stream_window_entries));
+    let started = Instant::now();
+    let window = Arc::new(Semaphore::new(core.settings.stream_window_entries));
     let mut shutdown = core.shutdown.clone();
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut sequence = 0u64;
@@ -331,12 +442,19 @@ async fn run_stream(
         };
         let seq = sequence;
         sequence += 1;
-        if let Err(e) = core.check(&req) {
-            if tx.send(Ok(refused_batch(req, seq, &e))).await.is_err() {
-                break StreamEnd::Gone;
+        core.metrics
+            .grpc_msg_received
+            .get_or_create(&STREAM_LABELS)
+            .inc();
+        let tenants = match core.check(&req, caller.as_ref()) {
+            Ok(t) => t,
+            Err(e) => {
+                if tx.send(Ok(refused_batch(req, seq, &e))).await.is_err() {
+                    break StreamEnd::Gone;
+                }
+                continue;
             }
-            continue;
-        }
+        };
         // Admission: room in this stream's window and in the gateway. While
         // waiting, nothing more is read from the stream.
         let n = req.entries.len() as u32;
@@ -351,16 +469,28 @@ async fn run_stream(
         let tx = tx.clone();
         tasks.spawn(async move {
             let _permits = permits;
-            let resp = match core.check(&req) {
-                Ok(tenant) => {
-                    let deadline = Instant::now() + core.default_deadline;
-                    core.run(req, tenant, seq, deadline).await
-                }
-                Err(e) => refused_batch(req, seq, &e),
-            };
-            let _ = tx.send(Ok(resp)).await;
+            let deadline = Instant::now() + core.settings.default_deadline;
+            let resp = core.run(req, &tenants, seq, deadline).await;
+            if tx.send(Ok(resp)).await.is_ok() {
+                core.metrics
+                    .grpc_msg_sent
+                    .get_or_create(&STREAM_LABELS)
+                    .inc();
+            }
         });
     };
+    let code = match end {
+        StreamEnd::HalfClosed => Code::Ok,
+        StreamEnd::ShuttingDown => Code::Unavailable,
+        StreamEnd::Gone => Code::Cancelled,
+    };
+    let m = &core.metrics;
+    m.grpc_handled
+        .get_or_create(&handled(&STREAM_LABELS, code))
+        .inc();
+    m.grpc_handling_seconds
+        .get_or_create(&STREAM_LABELS)
+        .observe(started.elapsed().as_secs_f64());
     match end {
         StreamEnd::Gone => tasks.abort_all(),
         StreamEnd::HalfClosed | StreamEnd::ShuttingDown => {
@@ -407,6 +537,42 @@ impl PartnerEventsService {
     }
 }
 
+const SERVICE: &str = "partnerevents.v1.PartnerEvents";
+const UNARY_LABELS: GrpcLabels = GrpcLabels {
+    grpc_type: "unary",
+    grpc_service: SERVICE,
+    grpc_method: "PutPartnerEvents",
+};
+const STREAM_LABELS: GrpcLabels = GrpcLabels {
+    grpc_type: "bidi_stream",
+    grpc_service: SERVICE,
+    grpc_method: "StreamPartnerEvents",
+};
+
+fn handled(l: &GrpcLabels, code: Code) -> GrpcCodeLabels {
+    GrpcCodeLabels {
+        grpc_type: l.grpc_type,
+        grpc_service: l.grpc_service,
+        grpc_method: l.grpc_method,
+        grpc_code: grpc_code_name(code),
+    }
+}
+
+/// The caller's `x-request-id` when it is a short token, else a new one.
+fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<PutPartnerEventsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -415,9 +581,37 @@ impl PartnerEvents for PartnerEventsService {
         &self,
         request: Request<PutPartnerEventsRequest>,
     ) -> Result<Response<PutPartnerEventsResponse>, Status> {
-        let budget = budget(request.metadata(), self.core.default_deadline);
-        let resp = self.core.unary(request.into_inner(), budget).await?;
-        Ok(Response::new(resp))
+        let started = Instant::now();
+        let m = &self.core.metrics;
+        m.grpc_started.get_or_create(&UNARY_LABELS).inc();
+        let request_id = request_id(request.metadata());
+        let result = async {
+            let caller = self.core.caller(&request)?;
+            let budget = budget(request.metadata(), self.core.settings.default_deadline);
+            let req = request.into_inner();
+            let span = tracing::info_span!(
+                "put_partner_events",
+                %request_id,
+                tenant = %req.tenant_id,
+                caller = caller.as_ref().map(Caller::name).unwrap_or(""),
+            );
+            self.core
+                .unary(req, caller.as_ref(), budget)
+                .instrument(span)
+                .await
+        }
+        .await;
+        let code = result.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
+        m.grpc_handled
+            .get_or_create(&handled(&UNARY_LABELS, code))
+            .inc();
+        m.grpc_handling_seconds
+            .get_or_create(&UNARY_LABELS)
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(status) = &result {
+            tracing::info!(%request_id, code = ?status.code(), message = status.message(), "call refused");
+        }
+        result.map(Response::new)
     }
 
     type StreamPartnerEventsStream = ResponseStream;
@@ -426,8 +620,27 @@ impl PartnerEvents for PartnerEventsService {
         &self,
         request: Request<Streaming<PutPartnerEventsRequest>>,
     ) -> Result<Response<Self::StreamPartnerEventsStream>, Status> {
+        let m = self.core.metrics.clone();
+        m.grpc_started.get_or_create(&STREAM_LABELS).inc();
+        let caller = match self.core.caller(&request) {
+            Ok(c) => c,
+            Err(status) => {
+                m.grpc_handled
+                    .get_or_create(&handled(&STREAM_LABELS, status.code()))
+                    .inc();
+                return Err(status);
+            }
+        };
+        let request_id = request_id(request.metadata());
+        let span = tracing::info_span!(
+            "stream_partner_events",
+            %request_id,
+            caller = caller.as_ref().map(Caller::name).unwrap_or(""),
+        );
         let (tx, rx) = mpsc::channel(STREAM_RESPONSE_BUFFER);
-        tokio::spawn(run_stream(self.core.clone(), request.into_inner(), tx));
+        tokio::spawn(
+            run_stream(self.core.clone(), caller, request.into_inner(), tx).instrument(span),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

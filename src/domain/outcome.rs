@@ -35,6 +35,11 @@ pub mod codes {
     pub const INVALID_BATCH: &str = "InvalidBatch";
     /// On a stream: the batch's tenant is not in the tenant directory.
     pub const UNKNOWN_TENANT: &str = "UnknownTenant";
+    /// On a stream: the caller may not write for the batch's tenant.
+    pub const PERMISSION_DENIED: &str = "PermissionDenied";
+    /// On a stream: the tenant or the caller is over its entries-per-second
+    /// limit; `batch_error` says when to retry.
+    pub const RATE_LIMITED: &str = "RateLimited";
 
     /// EventBridge's per-entry codes that are worth resending.
     pub const THROTTLING: &str = "ThrottlingException";

@@ -36,17 +36,8 @@ impl TestGateway {
     /// Starts a gateway from TOML (the `[tenants]` above are appended when
     /// the text has none) on 127.0.0.1:0.
     pub async fn start(toml: &str) -> Self {
-        let text = if toml.contains("[tenants.") {
-            toml.to_string()
-        } else {
-            format!("{toml}\n{TENANTS}")
-        };
-        let config = Config::from_toml(&text, "test").expect("test config is valid");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let gateway = server::start(config, listener)
-            .await
-            .expect("gateway starts");
-        let channel = Channel::from_shared(format!("http://{}", gateway.local_addr()))
+        let (gateway, url) = Self::launch(toml).await;
+        let channel = Channel::from_shared(url)
             .unwrap()
             .connect()
             .await
@@ -56,6 +47,37 @@ impl TestGateway {
             channel,
             gateway,
         }
+    }
+
+    /// Like [`TestGateway::start`], for a gateway the test connects to
+    /// itself (TLS): `client` and `channel` are lazy plaintext ones.
+    pub async fn start_unconnected(toml: &str) -> Self {
+        let (gateway, url) = Self::launch(toml).await;
+        let channel = Channel::from_shared(url).unwrap().connect_lazy();
+        Self {
+            client: PartnerEventsClient::new(channel.clone()),
+            channel,
+            gateway,
+        }
+    }
+
+    async fn launch(toml: &str) -> (RunningGateway, String) {
+        let text = if toml.contains("[tenants.") {
+            toml.to_string()
+        } else {
+            format!("{toml}\n{TENANTS}")
+        };
+        let mut config = Config::from_toml(&text, "test").expect("test config is valid");
+        // Tests run side by side: never the fixed default metrics port.
+        if config.metrics_listen.is_some() {
+            config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = server::start(config, listener)
+            .await
+            .expect("gateway starts");
+        let url = format!("http://{}", gateway.local_addr());
+        (gateway, url)
     }
 
     pub fn emulator(&self) -> &EmulatorHandle {

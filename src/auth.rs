@@ -1,0 +1,344 @@
+//! Who is calling, and which tenants they may write for.
+//!
+//! A caller is identified by its TLS client certificate (each SAN URI, such
+//! as a SPIFFE id, and each SAN DNS name is an identity) or by a bearer
+//! token (`authorization: Bearer <token>`, for meshes that terminate TLS),
+//! whose SHA-256 is compared in constant time with the configured ones. The
+//! authorization table maps identities to tenant patterns.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{AuthMode, AuthSection, ConfigError};
+
+/// A caller's identities (certificate SANs, or a token's caller name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub identities: Vec<String>,
+}
+
+impl Caller {
+    /// The name logs and metrics use: the first identity.
+    pub fn name(&self) -> &str {
+        self.identities.first().map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Why a call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no caller identity: present a client certificate or a bearer token")]
+    Unauthenticated,
+    #[error("the bearer token is not valid")]
+    BadToken,
+    #[error("caller `{caller}` may not write for tenant `{tenant}`")]
+    Denied { caller: String, tenant: String },
+}
+
+/// A tenant pattern: exact, or with `*` standing for any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantPattern(String);
+
+impl TenantPattern {
+    pub fn matches(&self, tenant: &str) -> bool {
+        glob_match(&self.0, tenant)
+    }
+}
+
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    if text.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(at) => rest = &rest[at + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A checked `[auth]` section.
+#[derive(Debug, Clone, Default)]
+pub struct AuthPolicy {
+    pub mode: AuthMode,
+    tokens: Vec<(String, [u8; 32])>,
+    callers: BTreeMap<String, CallerRule>,
+}
+
+#[derive(Debug, Clone)]
+struct CallerRule {
+    tenants: Vec<TenantPattern>,
+    entries_per_second: Option<f64>,
+}
+
+impl AuthPolicy {
+    /// Builds the policy; token files and variables are read here.
+    pub fn from_section(section: &AuthSection) -> Result<Self, ConfigError> {
+        let invalid = |field: String, problem: String| ConfigError::Invalid { field, problem };
+        let mut tokens = Vec::new();
+        for (i, t) in section.tokens.iter().enumerate() {
+            let field = format!("auth.tokens[{i}]");
+            if t.caller.is_empty() {
+                return Err(invalid(format!("{field}.caller"), "required".into()));
+            }
+            let hash = match (&t.sha256, &t.file, &t.env) {
+                (Some(hex_hash), None, None) => {
+                    let bytes = hex::decode(hex_hash.trim()).map_err(|_| {
+                        invalid(format!("{field}.sha256"), "must be 64 hex digits".into())
+                    })?;
+                    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                        invalid(format!("{field}.sha256"), "must be 64 hex digits".into())
+                    })?
+                }
+                (None, Some(path), None) => {
+                    let token = std::fs::read_to_string(path).map_err(|e| {
+                        invalid(
+                            format!("{field}.file"),
+                            format!("cannot read `{path}`: {e}"),
+                        )
+                    })?;
+                    sha256(token.trim())
+                }
+                (None, None, Some(var)) => {
+                    let token = std::env::var(var).map_err(|_| {
+                        invalid(format!("{field}.env"), format!("`{var}` is not set"))
+                    })?;
+                    sha256(token.trim())
+                }
+                _ => {
+                    return Err(invalid(
+                        field,
+                        "give exactly one of `sha256`, `file`, `env`".into(),
+                    ))
+                }
+            };
+            tokens.push((t.caller.clone(), hash));
+        }
+        let mut callers = BTreeMap::new();
+        for (name, c) in &section.callers {
+            if c.tenants.is_empty() {
+                return Err(invalid(
+                    format!("auth.callers.\"{name}\".tenants"),
+                    "list at least one tenant or pattern".into(),
+                ));
+            }
+            if let Some(r) = c.entries_per_second {
+                if !(r > 0.0 && r.is_finite()) {
+                    return Err(invalid(
+                        format!("auth.callers.\"{name}\".entries_per_second"),
+                        "must be a positive number".into(),
+                    ));
+                }
+            }
+            callers.insert(
+                name.clone(),
+                CallerRule {
+                    tenants: c.tenants.iter().map(|t| TenantPattern(t.clone())).collect(),
+                    entries_per_second: c.entries_per_second,
+                },
+            );
+        }
+        if section.mode == AuthMode::Required && callers.is_empty() {
+            return Err(invalid(
+                "auth.callers".into(),
+                "with mode = \"required\", list at least one caller".into(),
+            ));
+        }
+        Ok(Self {
+            mode: section.mode,
+            tokens,
+            callers,
+        })
+    }
+
+    /// Identifies the caller from its bearer token or its certificate SANs.
+    /// A token that is present but wrong is an error even when a
+    /// certificate would do: a caller that sends one means to use it.
+    pub fn identify(
+        &self,
+        authorization: Option<&str>,
+        cert_identities: Vec<String>,
+    ) -> Result<Option<Caller>, AuthError> {
+        if let Some(value) = authorization {
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .ok_or(AuthError::BadToken)?;
+            let presented = sha256(token.trim());
+            // Compare with every token, without stopping early, so timing
+            // does not tell how much of a hash matched or which entry did.
+            let mut found: Option<&str> = None;
+            for (caller, hash) in &self.tokens {
+                if constant_time_eq(hash, &presented) {
+                    found = Some(caller);
+                }
+            }
+            return match found {
+                Some(caller) => Ok(Some(Caller {
+                    identities: vec![caller.to_string()],
+                })),
+                None => Err(AuthError::BadToken),
+            };
+        }
+        if cert_identities.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Caller {
+            identities: cert_identities,
+        }))
+    }
+
+    /// Whether `caller` may write for `tenant`. With auth off, everyone may.
+    pub fn authorize(&self, caller: Option<&Caller>, tenant: &str) -> Result<(), AuthError> {
+        if self.mode == AuthMode::Off {
+            return Ok(());
+        }
+        let caller = caller.ok_or(AuthError::Unauthenticated)?;
+        let allowed = caller.identities.iter().any(|id| {
+            self.callers
+                .get(id)
+                .is_some_and(|rule| rule.tenants.iter().any(|p| p.matches(tenant)))
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(AuthError::Denied {
+                caller: caller.name().to_string(),
+                tenant: tenant.to_string(),
+            })
+        }
+    }
+
+    /// The caller's own entries-per-second limit, if the table sets one.
+    pub fn caller_rate(&self, caller: &Caller) -> Option<f64> {
+        caller
+            .identities
+            .iter()
+            .find_map(|id| self.callers.get(id).and_then(|r| r.entries_per_second))
+    }
+}
+
+fn sha256(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The identities in a DER client certificate: its SAN URIs, then its SAN
+/// DNS names. A certificate that does not parse has none.
+pub fn certificate_identities(der: &[u8]) -> Vec<String> {
+    use x509_parser::{extensions::GeneralName, prelude::FromDer};
+    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    let mut uris = Vec::new();
+    let mut dns = Vec::new();
+    for name in &san.value.general_names {
+        match name {
+            GeneralName::URI(u) => uris.push(u.to_string()),
+            GeneralName::DNSName(d) => dns.push(d.to_string()),
+            _ => {}
+        }
+    }
+    uris.extend(dns);
+    uris
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CallerSection, TokenSection};
+
+    fn policy() -> AuthPolicy {
+        let mut callers = BTreeMap::new();
+        callers.insert(
+            "spiffe://example.org/billing".to_string(),
+            CallerSection {
+                tenants: vec!["acme".into(), "globex-*".into()],
+                entries_per_second: None,
+            },
+        );
+        callers.insert(
+            "ops".to_string(),
+            CallerSection {
+                tenants: vec!["*".into()],
+                entries_per_second: Some(5.0),
+            },
+        );
+        AuthPolicy::from_section(&AuthSection {
+            mode: AuthMode::Required,
+            tokens: vec![TokenSection {
+                caller: "ops".into(),
+                sha256: Some(hex::encode(sha256("s3cret"))),
+                file: None,
+                env: None,
+            }],
+            callers,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(glob_match("acme", "acme"));
+        assert!(!glob_match("acme", "acme2"));
+        assert!(glob_match("globex-*", "globex-eu"));
+        assert!(!glob_match("globex-*", "globe"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxc"));
+        assert!(!glob_match("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn tokens_and_table() {
+        let p = policy();
+        let ops = p.identify(Some("Bearer s3cret"), vec![]).unwrap().unwrap();
+        assert_eq!(ops.name(), "ops");
+        assert_eq!(
+            p.identify(Some("Bearer wrong"), vec![]),
+            Err(AuthError::BadToken)
+        );
+        assert_eq!(
+            p.identify(Some("Basic abc"), vec![]),
+            Err(AuthError::BadToken)
+        );
+        assert_eq!(p.identify(None, vec![]), Ok(None));
+        assert!(p.authorize(Some(&ops), "anyone").is_ok());
+        assert_eq!(p.caller_rate(&ops), Some(5.0));
+
+        let billing = p
+            .identify(None, vec!["spiffe://example.org/billing".into()])
+            .unwrap()
+            .unwrap();
+        assert!(p.authorize(Some(&billing), "acme").is_ok());
+        assert!(p.authorize(Some(&billing), "globex-eu").is_ok());
+        assert!(matches!(
+            p.authorize(Some(&billing), "initech"),
+            Err(AuthError::Denied { .. })
+        ));
+        assert_eq!(p.authorize(None, "acme"), Err(AuthError::Unauthenticated));
+    }
+
+    #[test]
+    fn off_allows_everyone() {
+        let p = AuthPolicy::default();
+        assert!(p.authorize(None, "acme").is_ok());
+    }
+}

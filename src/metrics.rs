@@ -1,0 +1,360 @@
+//! Prometheus metrics, served as text on a separate HTTP port (`/metrics`).
+//!
+//! Names follow go-grpc-prometheus for the gRPC side, so existing
+//! dashboards work, and `partner_events_*` for the rest. Every label value
+//! comes from a small known set: method names, status codes, configured
+//! regions, and result codes folded into [`code_label`]. No event id,
+//! payload or caller-chosen string ever becomes a label; the tenant only
+//! does when the operator turns `metrics.tenant_label` on.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, linear_buckets, Histogram},
+    },
+    registry::Registry,
+};
+
+use crate::domain::outcome::codes;
+
+/// Labels of the gRPC server metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub grpc_type: &'static str,
+    pub grpc_service: &'static str,
+    pub grpc_method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcCodeLabels {
+    pub grpc_type: &'static str,
+    pub grpc_service: &'static str,
+    pub grpc_method: &'static str,
+    pub grpc_code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntryLabels {
+    pub code: &'static str,
+    /// Empty unless `metrics.tenant_label` is on.
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub region: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub region: String,
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    pub tenant_label: bool,
+    pub grpc_started: Family<GrpcLabels, Counter>,
+    pub grpc_handled: Family<GrpcCodeLabels, Counter>,
+    pub grpc_handling_seconds: Family<GrpcLabels, Histogram>,
+    pub grpc_msg_received: Family<GrpcLabels, Counter>,
+    pub grpc_msg_sent: Family<GrpcLabels, Counter>,
+    pub entries: Family<EntryLabels, Counter>,
+    pub upstream_calls: Family<CallLabels, Counter>,
+    pub upstream_call_seconds: Family<RegionLabels, Histogram>,
+    pub upstream_call_entries: Histogram,
+    pub retries: Family<RegionLabels, Counter>,
+    pub in_flight_entries: Gauge,
+    pub open_streams: Gauge,
+    pub breaker_open: Family<RegionLabels, Gauge>,
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new(tenant_label: bool) -> Self {
+        let mut registry = Registry::default();
+        let grpc_started = Family::<GrpcLabels, Counter>::default();
+        let grpc_handled = Family::<GrpcCodeLabels, Counter>::default();
+        let grpc_handling_seconds = Family::<GrpcLabels, Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
+        let grpc_msg_received = Family::<GrpcLabels, Counter>::default();
+        let grpc_msg_sent = Family::<GrpcLabels, Counter>::default();
+        let entries = Family::<EntryLabels, Counter>::default();
+        let upstream_calls = Family::<CallLabels, Counter>::default();
+        let upstream_call_seconds = Family::<RegionLabels, Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
+        let upstream_call_entries = Histogram::new(linear_buckets(1.0, 1.0, 20));
+        let retries = Family::<RegionLabels, Counter>::default();
+        let in_flight_entries = Gauge::default();
+        let open_streams = Gauge::default();
+        let breaker_open = Family::<RegionLabels, Gauge>::default();
+
+        registry.register(
+            "grpc_server_started",
+            "RPCs started on the server",
+            grpc_started.clone(),
+        );
+        registry.register(
+            "grpc_server_handled",
+            "RPCs completed on the server, by status code",
+            grpc_handled.clone(),
+        );
+        registry.register(
+            "grpc_server_handling_seconds",
+            "Time to handle an RPC",
+            grpc_handling_seconds.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_received",
+            "Stream messages received",
+            grpc_msg_received.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_sent",
+            "Stream messages sent",
+            grpc_msg_sent.clone(),
+        );
+        registry.register(
+            "partner_events_entries",
+            "Entries answered, by result code (ok for an event id)",
+            entries.clone(),
+        );
+        registry.register(
+            "partner_events_upstream_calls",
+            "PutPartnerEvents calls, by region and outcome",
+            upstream_calls.clone(),
+        );
+        registry.register(
+            "partner_events_upstream_call_seconds",
+            "PutPartnerEvents call latency, SDK retries included",
+            upstream_call_seconds.clone(),
+        );
+        registry.register(
+            "partner_events_upstream_call_entries",
+            "Entries per PutPartnerEvents call",
+            upstream_call_entries.clone(),
+        );
+        registry.register(
+            "partner_events_retries",
+            "Entries resent after a retryable failure",
+            retries.clone(),
+        );
+        registry.register(
+            "partner_events_in_flight_entries",
+            "Entries admitted and not yet answered",
+            in_flight_entries.clone(),
+        );
+        registry.register(
+            "partner_events_open_streams",
+            "Open StreamPartnerEvents streams",
+            open_streams.clone(),
+        );
+        registry.register(
+            "partner_events_breaker_open",
+            "1 while a region's circuit breaker is open",
+            breaker_open.clone(),
+        );
+
+        Self {
+            registry,
+            tenant_label,
+            grpc_started,
+            grpc_handled,
+            grpc_handling_seconds,
+            grpc_msg_received,
+            grpc_msg_sent,
+            entries,
+            upstream_calls,
+            upstream_call_seconds,
+            upstream_call_entries,
+            retries,
+            in_flight_entries,
+            open_streams,
+            breaker_open,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Counts one answered entry.
+    pub fn entry(&self, code: &str, tenant: &str) {
+        self.entries
+            .get_or_create(&EntryLabels {
+                code: code_label(code),
+                tenant: if self.tenant_label {
+                    tenant.to_string()
+                } else {
+                    String::new()
+                },
+            })
+            .inc();
+    }
+
+    /// Records one upstream call.
+    pub fn upstream_call(
+        &self,
+        region: &str,
+        outcome: &'static str,
+        entries: usize,
+        took: Duration,
+    ) {
+        self.upstream_calls
+            .get_or_create(&CallLabels {
+                region: region.to_string(),
+                outcome,
+            })
+            .inc();
+        self.upstream_call_seconds
+            .get_or_create(&RegionLabels {
+                region: region.to_string(),
+            })
+            .observe(took.as_secs_f64());
+        self.upstream_call_entries.observe(entries as f64);
+    }
+
+    pub fn retry(&self, region: &str) {
+        self.retries
+            .get_or_create(&RegionLabels {
+                region: region.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Result codes as label values: the known ones as they are, "ok" for an
+/// accepted entry, and "other" for anything else EventBridge may invent, so
+/// the label set stays bounded.
+pub fn code_label(code: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        codes::INVALID_ARGUMENT,
+        codes::MALFORMED_DETAIL,
+        codes::ENTRY_TOO_LARGE,
+        codes::UNKNOWN_SOURCE_KEY,
+        codes::OUTCOME_UNKNOWN,
+        codes::UPSTREAM_ERROR,
+        codes::UPSTREAM_UNAVAILABLE,
+        codes::DEADLINE_EXCEEDED,
+        codes::SHUTTING_DOWN,
+        codes::INVALID_BATCH,
+        codes::UNKNOWN_TENANT,
+        codes::THROTTLING,
+        codes::INTERNAL_FAILURE,
+        "AccessDeniedException",
+        "InvalidAccountIdException",
+        "NotAuthorizedForSourceException",
+        "NotAuthorizedForDetailTypeException",
+        "RedactionFailure",
+        "InternalException",
+        "ValidationException",
+        "OperationDisabledException",
+    ];
+    if code.is_empty() {
+        return "ok";
+    }
+    KNOWN
+        .iter()
+        .find(|k| **k == code)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The gRPC code as go-grpc-prometheus names it.
+pub fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    before_render: Arc<dyn Fn() + Send + Sync>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::{routing::get, Router};
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            let before_render = before_render.clone();
+            async move {
+                before_render();
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    let _: SocketAddr = listener.local_addr()?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_fold_into_a_bounded_set() {
+        assert_eq!(code_label(""), "ok");
+        assert_eq!(code_label("ThrottlingException"), "ThrottlingException");
+        assert_eq!(code_label("SomethingNewFromAws"), "other");
+    }
+
+    #[test]
+    fn renders_the_expected_names() {
+        let m = Metrics::new(false);
+        m.entry("", "acme");
+        m.entry("MalformedDetail", "acme");
+        m.upstream_call("us-east-1", "ok", 20, Duration::from_millis(12));
+        let text = m.render();
+        for name in [
+            "partner_events_entries_total{code=\"ok\",tenant=\"\"} 1",
+            "partner_events_entries_total{code=\"MalformedDetail\",tenant=\"\"} 1",
+            "partner_events_upstream_calls_total{region=\"us-east-1\",outcome=\"ok\"} 1",
+            "partner_events_upstream_call_entries_count 1",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        assert!(!text.contains("acme"), "no tenant label unless turned on");
+    }
+}

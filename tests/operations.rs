@@ -1,0 +1,207 @@
+//! Operations: metrics scraped over HTTP, upstream pacing, per-tenant
+//! limits, and reloads (in place, and from the watched file) under a live
+//! stream.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{entry, eventually, request, TestGateway};
+use partner_events_gateway::{config::Config, server::watch_config};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    sync::mpsc,
+};
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
+
+#[tokio::test]
+async fn metrics_are_scraped_with_the_expected_names() {
+    let gw = TestGateway::start("").await;
+    let bad = entry("A", "{");
+    gw.client
+        .clone()
+        .put_partner_events(request("acme", vec![entry("A", "{}"), bad]))
+        .await
+        .unwrap();
+    let _ = gw
+        .client
+        .clone()
+        .put_partner_events(request("nobody", vec![entry("A", "{}")]))
+        .await;
+    let text = scrape(gw.gateway.metrics_addr().unwrap()).await;
+    for want in [
+        r#"grpc_server_started_total{grpc_type="unary",grpc_service="partnerevents.v1.PartnerEvents",grpc_method="PutPartnerEvents"} 2"#,
+        r#"grpc_server_handled_total{grpc_type="unary",grpc_service="partnerevents.v1.PartnerEvents",grpc_method="PutPartnerEvents",grpc_code="OK"} 1"#,
+        r#"grpc_server_handled_total{grpc_type="unary",grpc_service="partnerevents.v1.PartnerEvents",grpc_method="PutPartnerEvents",grpc_code="NotFound"} 1"#,
+        "grpc_server_handling_seconds_bucket",
+        r#"partner_events_entries_total{code="ok",tenant=""} 1"#,
+        r#"partner_events_entries_total{code="MalformedDetail",tenant=""} 1"#,
+        r#"partner_events_upstream_calls_total{region="us-east-1",outcome="ok"} 1"#,
+        "partner_events_upstream_call_seconds_bucket",
+        "partner_events_upstream_call_entries_sum 1",
+        "partner_events_in_flight_entries 0",
+        "partner_events_open_streams 0",
+    ] {
+        assert!(text.contains(want), "missing {want}\n{text}");
+    }
+    assert!(!text.contains("\"{}\""), "no payload in metrics");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_calls_are_paced_per_region() {
+    // One entry per call (the size limit), 40 calls at 50/s with a burst of 1.
+    let gw = TestGateway::start(
+        "[upstream]\nmax_call_bytes = 1024\nlinger_ms = 0\n[quotas]\nupstream_calls_per_second = 50.0\nupstream_burst = 1\n",
+    )
+    .await;
+    let detail = format!(r#"{{"pad":"{}"}}"#, "x".repeat(600));
+    let started = Instant::now();
+    let resp = gw
+        .client
+        .clone()
+        .put_partner_events(request(
+            "acme",
+            (0..40).map(|_| entry("P", &detail)).collect(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let took = started.elapsed();
+    assert_eq!(resp.failed_entry_count, 0);
+    assert_eq!(gw.emulator().calls().len(), 40);
+    let rate = 39.0 / took.as_secs_f64();
+    assert!(
+        rate <= 52.0,
+        "{rate:.1} calls/s over a 50/s pace ({took:?})"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_over_its_limit_gets_resource_exhausted_with_a_retry_delay() {
+    let gw =
+        TestGateway::start("[quotas]\ntenant_entries_per_second = 10.0\nburst_seconds = 1.0\n")
+            .await;
+    let ok = gw
+        .client
+        .clone()
+        .put_partner_events(request("acme", (0..10).map(|_| entry("A", "{}")).collect()))
+        .await
+        .unwrap();
+    assert_eq!(ok.into_inner().failed_entry_count, 0);
+    let err = gw
+        .client
+        .clone()
+        .put_partner_events(request("acme", (0..5).map(|_| entry("A", "{}")).collect()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    let delay = err
+        .get_details_retry_info()
+        .expect("RetryInfo")
+        .retry_delay
+        .unwrap();
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_secs(1),
+        "{delay:?}"
+    );
+    assert_eq!(gw.emulator().events().len(), 10);
+    gw.stop().await;
+}
+
+const INITECH: &str = "\n[tenants.initech]\ndefault_source = \"main\"\n[tenants.initech.sources.main]\nname = \"aws.partner/example.com/initech/main\"\nregion = \"us-west-2\"\n";
+
+#[tokio::test]
+async fn reload_under_a_live_stream() {
+    let gw = TestGateway::start("").await;
+    let (tx, rx) = mpsc::channel(8);
+    let mut responses = gw
+        .client
+        .clone()
+        .stream_partner_events(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(request("initech", vec![entry("A", "{}")]))
+        .await
+        .unwrap();
+    let before = responses.next().await.unwrap().unwrap();
+    assert_eq!(before.batch_error.unwrap().code, Code::NotFound as i32);
+
+    let config = Config::from_toml(&format!("{}{INITECH}", common::TENANTS), "reload").unwrap();
+    gw.gateway.reload(&config);
+
+    tx.send(request("initech", vec![entry("A", "{}")]))
+        .await
+        .unwrap();
+    let after = responses.next().await.unwrap().unwrap();
+    assert_eq!(after.failed_entry_count, 0, "{after:?}");
+    assert_eq!(after.sequence, 1, "the same stream went on");
+    drop(tx);
+    assert!(responses.next().await.is_none());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_watched_file_reloads_and_a_bad_file_is_refused() {
+    let gw = TestGateway::start("").await;
+    let dir = std::env::temp_dir().join(format!("peg-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, common::TENANTS).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(watch_config(
+        path.clone(),
+        Some(Duration::from_millis(10)),
+        gw.gateway.reloader(),
+        stop_rx,
+    ));
+    let initech_accepted = || {
+        let mut client = gw.client.clone();
+        async move {
+            client
+                .put_partner_events(request("initech", vec![entry("A", "{}")]))
+                .await
+                .is_ok()
+        }
+    };
+    // A broken file: refused, acme still served.
+    std::fs::write(&path, "[tenants.initech]\ndefault_source = \"nope\"\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(gw
+        .client
+        .clone()
+        .put_partner_events(request("acme", vec![entry("A", "{}")]))
+        .await
+        .is_ok());
+    assert!(!initech_accepted().await);
+    // A good file with a new tenant: in force within a few polls.
+    std::fs::write(&path, format!("{}{INITECH}", common::TENANTS)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !initech_accepted().await {
+        assert!(Instant::now() < deadline, "the new tenant never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_tx.send(true).unwrap();
+    watcher.await.unwrap();
+    eventually("nothing in flight", || {
+        gw.gateway.gauges().in_flight_entries == 0
+    })
+    .await;
+    std::fs::remove_dir_all(dir).unwrap();
+    gw.stop().await;
+}

@@ -1,0 +1,236 @@
+//! TLS, mutual TLS, bearer tokens and the authorization table, through real
+//! clients, with certificates generated at test time (rcgen).
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{entry, request, TestGateway};
+use partner_events_gateway::proto::partner_events_client::PartnerEventsClient;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use sha2::Digest;
+use tonic::{
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+    Code, Request,
+};
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+const BILLING: &str = "spiffe://example.org/ns/billing/sa/billing";
+const INTRUDER: &str = "spiffe://example.org/ns/other/sa/other";
+
+struct Pki {
+    dir: PathBuf,
+    ca_pem: String,
+    billing: Identity,
+    intruder: Identity,
+}
+
+fn pki() -> Pki {
+    let dir = std::env::temp_dir().join(format!(
+        "peg-pki-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+
+    let client = |uri: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &ca).unwrap();
+        Identity::from_pem(cert.pem(), key.serialize_pem())
+    };
+    Pki {
+        ca_pem: ca.pem(),
+        billing: client(BILLING),
+        intruder: client(INTRUDER),
+        dir,
+    }
+}
+
+fn config(pki: &Pki, health_port: u16) -> String {
+    let d = pki.dir.display();
+    let ops_hash = hex::encode(sha2::Sha256::digest(b"ops-token"));
+    format!(
+        r#"
+[server]
+health_listen = "127.0.0.1:{health_port}"
+[tls]
+cert_file = "{d}/server.pem"
+key_file = "{d}/server.key"
+client_ca_file = "{d}/ca.pem"
+[auth]
+mode = "required"
+[[auth.tokens]]
+caller = "ops"
+sha256 = "{ops_hash}"
+[auth.callers."{BILLING}"]
+tenants = ["acme"]
+[auth.callers."ops"]
+tenants = ["*"]
+{}
+"#,
+        common::TENANTS
+    )
+}
+
+async fn tls_client(
+    gw: &TestGateway,
+    pki: &Pki,
+    identity: Option<Identity>,
+) -> PartnerEventsClient<Channel> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .domain_name("localhost");
+    if let Some(id) = identity {
+        tls = tls.identity(id);
+    }
+    let channel = Channel::from_shared(format!(
+        "https://127.0.0.1:{}",
+        gw.gateway.local_addr().port()
+    ))
+    .unwrap()
+    .tls_config(tls)
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    PartnerEventsClient::new(channel)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn mtls_identity_is_authorized_per_tenant() {
+    let pki = pki();
+    let gw = TestGateway::start_unconnected(&config(&pki, free_port())).await;
+
+    let mut billing = tls_client(&gw, &pki, Some(pki.billing.clone())).await;
+    let ok = billing
+        .put_partner_events(request("acme", vec![entry("A", "{}")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.failed_entry_count, 0);
+
+    let denied = billing
+        .put_partner_events(request("initech", vec![entry("A", "{}")]))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains(BILLING));
+
+    let mut intruder = tls_client(&gw, &pki, Some(pki.intruder.clone())).await;
+    let denied = intruder
+        .put_partner_events(request("acme", vec![entry("A", "{}")]))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    // TLS without a client certificate and without a token: no identity.
+    let mut anonymous = tls_client(&gw, &pki, None).await;
+    let err = anonymous
+        .put_partner_events(request("acme", vec![entry("A", "{}")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // A stream is refused at once without an identity.
+    let err = anonymous
+        .stream_partner_events(tokio_stream::iter(vec![request(
+            "acme",
+            vec![entry("A", "{}")],
+        )]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    assert_eq!(
+        gw.emulator().events().len(),
+        1,
+        "only the allowed call reached EventBridge"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn bearer_tokens_identify_callers() {
+    let pki = pki();
+    let gw = TestGateway::start_unconnected(&config(&pki, free_port())).await;
+    let mut client = tls_client(&gw, &pki, None).await;
+    let with_token = |token: &str, tenant: &str| {
+        let mut r = Request::new(request(tenant, vec![entry("A", "{}")]));
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    };
+    let ok = client
+        .put_partner_events(with_token("ops-token", "acme"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.failed_entry_count, 0);
+    let err = client
+        .put_partner_events(with_token("wrong", "acme"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn plaintext_is_refused_on_the_tls_port_and_health_has_its_own_port() {
+    let pki = pki();
+    let health_port = free_port();
+    let gw = TestGateway::start_unconnected(&config(&pki, health_port)).await;
+    let plaintext = Channel::from_shared(format!("http://{}", gw.gateway.local_addr()))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plaintext {
+        let err = PartnerEventsClient::new(channel)
+            .put_partner_events(request("acme", vec![entry("A", "{}")]))
+            .await
+            .unwrap_err();
+        assert_ne!(err.code(), Code::Ok);
+    }
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{health_port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let status = health
+        .check(HealthCheckRequest {
+            service: "partnerevents.v1.PartnerEvents".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status, 1, "SERVING on the plaintext health port");
+    gw.stop().await;
+    std::fs::remove_dir_all(&pki.dir).unwrap();
+}
