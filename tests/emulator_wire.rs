@@ -57,6 +57,7 @@ fn entry(detail_type: &str, detail: &str) -> PutPartnerEventsRequestEntry {
         .build()
 }
 
+/// A call answered 200 with no fault, every entry accepted but the failed.
 fn ok_call(entries: usize, size: usize, failed_entry_count: usize) -> RecordedCall {
     RecordedCall {
         entries,
@@ -64,6 +65,31 @@ fn ok_call(entries: usize, size: usize, failed_entry_count: usize) -> RecordedCa
         status: 200,
         error_type: None,
         failed_entry_count,
+        accepted: entries - failed_entry_count,
+        fault: None,
+        entry_faults: 0,
+        delay_ms: 0,
+    }
+}
+
+/// A call refused whole with `status`, nothing accepted.
+fn failed_call(
+    entries: usize,
+    size: usize,
+    status: u16,
+    error_type: Option<&str>,
+    fault: Option<&str>,
+) -> RecordedCall {
+    RecordedCall {
+        entries,
+        size,
+        status,
+        error_type: error_type.map(Into::into),
+        failed_entry_count: 0,
+        accepted: 0,
+        fault: fault.map(Into::into),
+        entry_faults: 0,
+        delay_ms: 0,
     }
 }
 
@@ -204,13 +230,13 @@ async fn twenty_one_entries_fail_the_call_with_validation_exception() {
     assert!(emu.events().is_empty());
     assert_eq!(
         emu.calls(),
-        vec![RecordedCall {
-            entries: 21,
-            size: 21 * (40 + 1 + 2),
-            status: 400,
-            error_type: Some("ValidationException".into()),
-            failed_entry_count: 0,
-        }]
+        vec![failed_call(
+            21,
+            21 * (40 + 1 + 2),
+            400,
+            Some("ValidationException"),
+            None
+        )]
     );
 
     // 20 is fine.
@@ -326,13 +352,13 @@ async fn a_call_error_fault_reaches_the_sdk_as_its_modelled_error() {
     assert!(emu.events().is_empty(), "nothing of a failed call is kept");
     assert_eq!(
         emu.calls(),
-        vec![RecordedCall {
-            entries: 2,
-            size: 2 * (40 + 2) + 4 + 4,
-            status: 500,
-            error_type: Some("InternalException".into()),
-            failed_entry_count: 0,
-        }]
+        vec![failed_call(
+            2,
+            2 * (40 + 2) + 4 + 4,
+            500,
+            Some("InternalException"),
+            Some("call_error")
+        )]
     );
 }
 
@@ -399,13 +425,7 @@ async fn a_call_html_fault_gives_an_error_without_a_code() {
     );
     assert_eq!(
         emu.calls(),
-        vec![RecordedCall {
-            entries: 1,
-            size: 40 + 4 + 2,
-            status: 500,
-            error_type: None,
-            failed_entry_count: 0,
-        }]
+        vec![failed_call(1, 40 + 4 + 2, 500, None, Some("call_html"))]
     );
 }
 
@@ -428,7 +448,14 @@ async fn an_empty_entries_fault_answers_like_moto() {
     assert_eq!(out.failed_entry_count(), 0);
     assert!(out.entries().is_empty());
     assert!(emu.events().is_empty());
-    assert_eq!(emu.calls(), vec![ok_call(2, 2 * 42 + 4 + 5, 0)]);
+    assert_eq!(
+        emu.calls(),
+        vec![RecordedCall {
+            accepted: 0,
+            fault: Some("empty_entries".into()),
+            ..ok_call(2, 2 * 42 + 4 + 5, 0)
+        }]
+    );
 }
 
 #[tokio::test]
@@ -615,13 +642,7 @@ async fn a_malformed_body_is_a_serialization_exception() {
     assert_eq!(body["__type"], "SerializationException");
     assert_eq!(
         emu.calls(),
-        vec![RecordedCall {
-            entries: 0,
-            size: 0,
-            status: 400,
-            error_type: Some("SerializationException".into()),
-            failed_entry_count: 0,
-        }]
+        vec![failed_call(0, 0, 400, Some("SerializationException"), None)]
     );
 
     let (status, _, body) = raw_post(&emu, "", "{}").await;

@@ -1,7 +1,8 @@
 //! A local EventBridge that speaks the real wire protocol (AWS JSON 1.1,
-//! `POST /`, `x-amz-target: AWSEvents.PutPartnerEvents`), so the gateway
-//! reaches it through the real AWS SDK with `endpoint_url`. It validates
-//! calls and entries as EventBridge does, records what it accepted, and
+//! `POST /`, `x-amz-target: AWSEvents.<Operation>`), so the gateway reaches
+//! it through the real AWS SDK with `endpoint_url`. It validates
+//! `PutPartnerEvents` calls and entries as EventBridge does, records what it
+//! accepted, models the partner side of the event source lifecycle, and
 //! fails on demand through [`FaultRule`]s. Signatures are not checked.
 //!
 //! ```no_run
@@ -15,28 +16,91 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Operations
+//! - `AWSEvents.PutPartnerEvents`: validated, recorded, subject to faults.
+//! - `AWSEvents.CreatePartnerEventSource` `{Name, Account}` ->
+//!   `{EventSourceArn}`; a new source is `PENDING` and expires (reported,
+//!   not enforced) 90 days later. A name in use: `ResourceAlreadyExistsException`.
+//! - `AWSEvents.DescribePartnerEventSource` `{Name}` -> `{Arn, Name}`.
+//! - `AWSEvents.ListPartnerEventSourceAccounts` `{EventSourceName}` ->
+//!   `{PartnerEventSourceAccounts: [{Account, CreationTime, ExpirationTime, State}]}`,
+//!   times in epoch seconds, `ExpirationTime` only while `PENDING`.
+//! - `AWSEvents.DeletePartnerEventSource` `{Name, Account}` -> `{}`; the
+//!   source stays listed as `DELETED`.
+//!
+//! An unknown source name is `ResourceNotFoundException` (for Delete too,
+//! though the service model lists no such error there). ARNs take the region
+//! of the request's SigV4 credential scope (default `us-east-1`); the
+//! emulator keeps one namespace of sources for all regions.
+//!
+//! # Delivery
+//! Like AWS, `PutPartnerEvents` accepts an event for any well-formed source
+//! name whatever its state. [`EmulatorHandle::events`] holds the delivered
+//! ones: for `ACTIVE` sources, and for sources the emulator has never heard
+//! of, so that a setup with no lifecycle calls at all (the default demo)
+//! delivers everything. Events for a known `PENDING` or `DELETED` source go
+//! to [`EmulatorHandle::undelivered`].
+//!
+//! # Playing the customer
+//! The customer's side (creating or deleting the event bus that activates a
+//! source) is not AWS's partner API, so it sits behind emulator-only targets
+//! (and [`EmulatorHandle::associate`], [`EmulatorHandle::delete_bus`],
+//! [`EmulatorHandle::set_source_state`] in Rust). Each answers
+//! `{"Name": ..., "State": ...}`:
+//! - `EmulatorControl.AssociateSource` `{Name}`: `PENDING` -> `ACTIVE`.
+//! - `EmulatorControl.DeleteEventBus` `{Name}`: `ACTIVE` -> `PENDING`, new expiration.
+//! - `EmulatorControl.SetSourceState` `{Name, State}`: any state.
+//!
+//! ```sh
+//! curl -s http://127.0.0.1:4010/ \
+//!   -H 'content-type: application/x-amz-json-1.1' \
+//!   -H 'x-amz-target: EmulatorControl.AssociateSource' \
+//!   -d '{"Name": "aws.partner/example.com/demo/billing"}'
+//! # {"Name":"aws.partner/example.com/demo/billing","State":"ACTIVE"}
+//! ```
+//!
+//! # Faults
+//! [`FaultRule`]s apply to `PutPartnerEvents` only: per-entry error codes,
+//! whole-call errors (JSON or HTML), `Entries` empty or one short, delays,
+//! hangs and dropped connections, each for one `DetailType` or every entry,
+//! always or at a rate. Rates and jitter draw from a PRNG seeded by
+//! [`EmulatorConfig::fault_seed`]: the same seed and the same sequence of
+//! requests give the same faults. [`load_fault_file`] reads a
+//! [`FaultPlan`] from TOML or JSON; [`RecordedCall`] tells what fired.
+//!
 //! # Layout
-//! - `server`: the axum router, dispatch on `x-amz-target`, [`Emulator`] and
-//!   [`EmulatorHandle`].
-//! - `service`: one request body in, one reply out, state updated; no HTTP.
+//! - `server`: the axum router, dispatch on `x-amz-target`, waiting and
+//!   dropping connections for faults, [`Emulator`] and [`EmulatorHandle`].
+//! - `service`: one `PutPartnerEvents` body in, one answer out, state
+//!   updated; no HTTP.
+//! - `lifecycle`: the source operations and control targets, body in, reply out.
+//! - `sources`: the partner event sources and their states, pure.
 //! - `validate`: the AWS rules as pure functions (size formula, source
 //!   pattern, entry and call checks) and their limits as constants.
-//! - [`faults`]: fault rules and the book that counts their firings.
+//! - [`faults`]: fault rules, the seeded book that fires them, fault files.
 //! - `record`: recorded events and calls, and the events file.
 //! - `wire`: the JSON shapes and header names.
 
 pub mod faults;
+mod lifecycle;
 mod record;
 mod server;
 mod service;
+mod sources;
 mod validate;
 mod wire;
 
 use std::path::PathBuf;
 
-pub use faults::{Fault, FaultRule};
-pub use record::{RecordedCall, RecordedEvent};
+pub use faults::{
+    load_fault_file, Fault, FaultFileError, FaultPlan, FaultRule, DEFAULT_FAULT_SEED,
+    EVERY_DETAIL_TYPE, HANG_LIMIT,
+};
+pub use record::{RecordedCall, RecordedEvent, NO_ANSWER};
 pub use server::{Emulator, EmulatorHandle};
+pub use sources::{
+    PartnerSource, SeedSource, SourceError, SourceState, DEFAULT_REGION, PENDING_EXPIRY_SECS,
+};
 pub use validate::{
     DEFAULT_MAX_CALL_BYTES, MAX_DETAIL_TYPE_CHARS, MAX_ENTRIES_PER_CALL, MAX_RESOURCE_CHARS,
     MAX_SOURCE_CHARS,
@@ -50,10 +114,26 @@ pub struct EmulatorConfig {
     pub max_call_bytes: usize,
     /// Whether accepted events are logged with their `Detail`.
     pub log_payloads: bool,
-    /// When set, each accepted event is appended to this file as a JSON line.
+    /// When set, each delivered event is appended to this file as a JSON line.
     pub events_file: Option<PathBuf>,
     /// Fault rules in force from the start.
     pub faults: Vec<FaultRule>,
+    /// Seed of the PRNG behind fault rates and jitter.
+    pub fault_seed: u64,
+    /// Partner event sources that exist from the start, e.g. the demo
+    /// tenant's `ACTIVE` one. An invalid or repeated one fails the start.
+    pub sources: Vec<SeedSource>,
+}
+
+impl EmulatorConfig {
+    /// The same config with `plan`'s rules and seed.
+    pub fn with_fault_plan(self, plan: FaultPlan) -> Self {
+        Self {
+            faults: plan.rules,
+            fault_seed: plan.seed,
+            ..self
+        }
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -63,6 +143,8 @@ impl Default for EmulatorConfig {
             log_payloads: false,
             events_file: None,
             faults: Vec::new(),
+            fault_seed: DEFAULT_FAULT_SEED,
+            sources: Vec::new(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! What the emulator remembers: the events it accepted and the calls it
-//! received, and the optional JSON-lines file of accepted events.
+//! received, and the optional JSON-lines file of delivered events.
 
 use std::{
     fs::{File, OpenOptions},
@@ -9,7 +9,7 @@ use std::{
 
 use serde::Serialize;
 
-/// An accepted event, as the emulator holds it. Serialized (in this field
+/// An accepted event, as the emulator holds it (delivered or not). Serialized (in this field
 /// order) as one line of the events file.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RecordedEvent {
@@ -24,26 +24,48 @@ pub struct RecordedEvent {
     pub detail: String,
 }
 
-/// One `PutPartnerEvents` call the emulator received, whatever its outcome.
+/// The `status` of a call that got no HTTP answer: it hung or its
+/// connection was dropped.
+pub const NO_ANSWER: u16 = 0;
+
+/// One `PutPartnerEvents` call the emulator received, whatever its outcome:
+/// what the caller was told, and what the emulator did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordedCall {
     /// Entries in the request (0 when the body could not be read).
     pub entries: usize,
     /// The call's size by the AWS formula (0 when the body could not be read).
     pub size: usize,
-    /// The HTTP status answered: 200, or the error's status.
+    /// The HTTP status answered: 200, the error's status, or [`NO_ANSWER`].
     pub status: u16,
-    /// The error type answered (`__type`), for a JSON error; `None` for a 200
-    /// and for an HTML error page.
+    /// The error type answered (`__type`), for a JSON error; `None` for a 200,
+    /// an HTML error page and no answer.
     pub error_type: Option<String>,
     /// `FailedEntryCount` of a 200 answer; 0 otherwise.
     pub failed_entry_count: usize,
+    /// Events the emulator recorded from this call, delivered or not,
+    /// whatever the caller was told (a dropped call can have accepted some).
+    pub accepted: usize,
+    /// The kind of the call fault that decided the answer
+    /// ([`Fault::kind`](super::Fault::kind): `"call_error"`, `"hang"`, ...);
+    /// `None` when the call was answered as the service would.
+    pub fault: Option<String>,
+    /// Entries failed by an injected entry fault (counted in
+    /// `failed_entry_count` too, when the call was answered).
+    pub entry_faults: usize,
+    /// The injected delay before the answer, in milliseconds.
+    pub delay_ms: u64,
 }
 
 impl RecordedCall {
     /// Whether the call was answered with HTTP 200.
     pub fn is_ok(&self) -> bool {
         self.status == 200
+    }
+
+    /// Whether the call got no HTTP answer at all (hung or dropped).
+    pub fn got_no_answer(&self) -> bool {
+        self.status == NO_ANSWER
     }
 }
 

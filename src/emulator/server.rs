@@ -1,29 +1,49 @@
 //! The HTTP side: an axum router on `POST /` that dispatches on
 //! `x-amz-target`, the [`Emulator`] entry points and the [`EmulatorHandle`].
+//! The waiting of faults happens here (delays, hangs), and so does dropping
+//! a connection without an answer, through a TCP stream the handler can cut.
 
 use std::{
     future::Future,
+    io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
+    task::{Context, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
     body::{Body, Bytes},
-    extract::{rejection::BytesRejection, DefaultBodyLimit, State as AxumState},
+    extract::{
+        connect_info::Connected, rejection::BytesRejection, ConnectInfo, DefaultBodyLimit,
+        State as AxumState,
+    },
     response::Response,
     routing::post,
+    serve::{IncomingStream, Listener},
     Router,
 };
 use http::{header, HeaderMap, HeaderValue, StatusCode};
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
 
 use super::{
-    faults::FaultRule,
+    faults::{FaultBook, FaultPlan, FaultRule, HANG_LIMIT},
+    lifecycle,
     record::{EventsFile, RecordedCall, RecordedEvent},
-    service::{Limits, State},
+    service::{Answer, Delivery, Limits, State},
+    sources::{PartnerSource, SeedSource, SourceError, SourceState, Sources, DEFAULT_REGION},
     wire::{
-        ErrorBody, Reply, CONTENT_TYPE_JSON, ERROR_TYPE_HEADER, HTML_ERROR_PAGE, REQUEST_ID_HEADER,
-        TARGET_HEADER, TARGET_PUT_PARTNER_EVENTS, UNKNOWN_OPERATION_EXCEPTION,
+        ErrorBody, Reply, AUTHORIZATION_HEADER, CONTENT_TYPE_JSON, ERROR_TYPE_HEADER,
+        HTML_ERROR_PAGE, REQUEST_ID_HEADER, TARGET_HEADER, TARGET_PUT_PARTNER_EVENTS,
+        UNKNOWN_OPERATION_EXCEPTION,
     },
     EmulatorConfig,
 };
@@ -35,26 +55,45 @@ fn body_limit(max_call_bytes: usize) -> usize {
     max_call_bytes.saturating_mul(6).saturating_add(64 * 1024)
 }
 
+/// Now, in epoch seconds: the clock of the source lifecycle.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// State shared by the server task and every handle.
 #[derive(Debug)]
 struct Shared {
     limits: Limits,
     state: Mutex<State>,
+    /// Set once shutdown begins, so that hung calls and delays end and the
+    /// graceful drain does not wait for them.
+    stopping: watch::Sender<bool>,
 }
 
 impl Shared {
-    fn new(config: EmulatorConfig) -> std::io::Result<Self> {
+    fn new(config: EmulatorConfig) -> io::Result<Self> {
         let events_file = config
             .events_file
             .as_deref()
             .map(EventsFile::open)
             .transpose()?;
+        let mut sources = Sources::default();
+        sources
+            .seed(&config.sources, unix_now())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         Ok(Self {
             limits: Limits {
                 max_call_bytes: config.max_call_bytes,
                 log_payloads: config.log_payloads,
             },
-            state: Mutex::new(State::new(config.faults, events_file)),
+            state: Mutex::new(State::new(
+                FaultBook::new(config.faults, config.fault_seed),
+                sources,
+                events_file,
+            )),
+            stopping: watch::Sender::new(false),
         })
     }
 
@@ -62,6 +101,16 @@ impl Shared {
     /// test thread holding a handle): poisoning is ignored.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits `duration`, or less if shutdown begins.
+    async fn wait(&self, duration: Duration) {
+        let mut stopping = self.stopping.subscribe();
+        let _ = tokio::time::timeout(duration, async move {
+            // An error means the sender is gone: nothing to wait for.
+            stopping.wait_for(|stop| *stop).await.is_ok()
+        })
+        .await;
     }
 }
 
@@ -72,13 +121,13 @@ pub struct Emulator;
 
 impl Emulator {
     /// Serves on `listener` until `shutdown` resolves, then drains open
-    /// connections. Fails only if the events file cannot be opened or the
-    /// listener fails.
+    /// connections. Fails only if the events file cannot be opened, a seed
+    /// source is invalid, or the listener fails.
     pub async fn serve(
         listener: TcpListener,
         config: EmulatorConfig,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    ) -> io::Result<()> {
         let shared = Arc::new(Shared::new(config)?);
         serve_shared(listener, shared, shutdown).await
     }
@@ -87,10 +136,7 @@ impl Emulator {
     /// tokio runtime, and returns a handle to inspect and stop it. The server
     /// stops on [`EmulatorHandle::shutdown`] or when every clone of the
     /// handle has been dropped.
-    pub async fn spawn(
-        addr: SocketAddr,
-        config: EmulatorConfig,
-    ) -> std::io::Result<EmulatorHandle> {
+    pub async fn spawn(addr: SocketAddr, config: EmulatorConfig) -> io::Result<EmulatorHandle> {
         let shared = Arc::new(Shared::new(config)?);
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
@@ -120,22 +166,30 @@ async fn serve_shared(
     listener: TcpListener,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
+    let signal_shared = Arc::clone(&shared);
+    let shutdown = async move {
+        shutdown.await;
+        signal_shared.stopping.send_replace(true);
+    };
     let app = Router::new()
         .route("/", post(dispatch))
         .layer(DefaultBodyLimit::max(body_limit(
             shared.limits.max_call_bytes,
         )))
         .with_state(shared);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        CuttableListener(listener),
+        app.into_make_service_with_connect_info::<ConnectionCut>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
-/// Routes on `x-amz-target`, as AWS JSON services do; other operations are
-/// added as further arms.
+/// Routes on `x-amz-target`, as AWS JSON services do.
 async fn dispatch(
     AxumState(shared): AxumState<Arc<Shared>>,
+    ConnectInfo(cut): ConnectInfo<ConnectionCut>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -143,18 +197,182 @@ async fn dispatch(
         .get(TARGET_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let reply = match target {
-        TARGET_PUT_PARTNER_EVENTS => match body {
+    if target == TARGET_PUT_PARTNER_EVENTS {
+        let answer = match body {
             Ok(body) => shared.lock().put_partner_events(&shared.limits, &body),
-            Err(rejection) => shared.lock().unreadable_body(rejection.status().as_u16()),
-        },
-        _ => Reply::error(
+            Err(rejection) => {
+                let status = rejection.status().as_u16();
+                return into_response(shared.lock().unreadable_body(status));
+            }
+        };
+        return deliver(&shared, &cut, answer).await;
+    }
+    // An unreadable body reads as empty: a lifecycle operation refuses it
+    // as not JSON.
+    let body = body.unwrap_or_default();
+    let reply = lifecycle::answer(
+        shared.lock().sources_mut(),
+        target,
+        &region_of(&headers),
+        &body,
+        unix_now(),
+    )
+    .unwrap_or_else(|| {
+        Reply::error(
             400,
             UNKNOWN_OPERATION_EXCEPTION,
             "The operation named by x-amz-target is not supported by this emulator.",
-        ),
-    };
+        )
+    });
     into_response(reply)
+}
+
+/// Waits out the answer's delay, then replies, hangs or drops.
+async fn deliver(shared: &Shared, cut: &ConnectionCut, answer: Answer) -> Response {
+    if !answer.delay.is_zero() {
+        shared.wait(answer.delay).await;
+    }
+    match answer.delivery {
+        Delivery::Reply(reply) => into_response(reply),
+        Delivery::Hang => {
+            // A client that gives up closes its end; the server may only
+            // notice when it writes, so the hang is bounded.
+            shared.wait(HANG_LIMIT).await;
+            cut.cut();
+            Response::new(Body::empty())
+        }
+        Delivery::Drop => {
+            // The response is never written: hyper's first write fails and
+            // it closes the connection.
+            cut.cut();
+            Response::new(Body::empty())
+        }
+    }
+}
+
+/// The region in the SigV4 credential scope
+/// (`Credential=AKID/20240101/eu-west-1/events/aws4_request`), or
+/// [`DEFAULT_REGION`].
+fn region_of(headers: &HeaderMap) -> String {
+    headers
+        .get(AUTHORIZATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|auth| {
+            let scope = auth.split("Credential=").nth(1)?;
+            let scope = scope.split([',', ' ']).next()?;
+            let region = scope.split('/').nth(2)?;
+            (!region.is_empty()).then(|| region.to_string())
+        })
+        .unwrap_or_else(|| DEFAULT_REGION.to_string())
+}
+
+/// The switch that cuts one connection: once set, its stream fails every
+/// read and write, so hyper gives up on the connection and closes it
+/// without sending what it was about to.
+#[derive(Clone, Debug, Default)]
+struct ConnectionCut(Arc<AtomicBool>);
+
+impl ConnectionCut {
+    fn cut(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn is_cut(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.is_cut() {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection dropped by an emulator fault",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Connected<IncomingStream<'_, CuttableListener>> for ConnectionCut {
+    fn connect_info(stream: IncomingStream<'_, CuttableListener>) -> Self {
+        stream.io().cut.clone()
+    }
+}
+
+/// A TCP listener whose connections can be cut by their handler.
+struct CuttableListener(TcpListener);
+
+impl Listener for CuttableListener {
+    type Io = CuttableStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (inner, addr) = Listener::accept(&mut self.0).await;
+        let stream = CuttableStream {
+            inner,
+            cut: ConnectionCut::default(),
+        };
+        (stream, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// A TCP stream that fails once its [`ConnectionCut`] is set.
+#[derive(Debug)]
+struct CuttableStream {
+    inner: TcpStream,
+    cut: ConnectionCut,
+}
+
+impl AsyncRead for CuttableStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.cut.check()?;
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CuttableStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.cut.check()?;
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.cut.check()?;
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.cut.check()?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 fn into_response(reply: Reply) -> Response {
@@ -164,6 +382,11 @@ fn into_response(reply: Reply) -> Response {
             CONTENT_TYPE_JSON,
             None,
             serde_json::to_vec(&response).unwrap_or_default(),
+        ),
+        Reply::Json(value) => (
+            CONTENT_TYPE_JSON,
+            None,
+            serde_json::to_vec(&value).unwrap_or_default(),
         ),
         Reply::Error {
             error_type,
@@ -196,7 +419,8 @@ fn into_response(reply: Reply) -> Response {
 }
 
 /// A running emulator started by [`Emulator::spawn`]: its address, what it
-/// recorded, its fault rules, and a way to stop it. Clones share all of it.
+/// recorded, its fault rules and sources, and a way to stop it. Clones share
+/// all of it.
 #[derive(Clone)]
 pub struct EmulatorHandle {
     local_addr: SocketAddr,
@@ -231,9 +455,18 @@ impl EmulatorHandle {
         format!("http://{addr}")
     }
 
-    /// Every accepted event, in the order accepted.
+    /// Every accepted event that was delivered, in the order accepted:
+    /// events for `ACTIVE` sources and for sources the emulator has never
+    /// heard of (so a setup without lifecycle calls delivers everything).
     pub fn events(&self) -> Vec<RecordedEvent> {
         self.shared.lock().events().to_vec()
+    }
+
+    /// Every accepted event that was not delivered because its source exists
+    /// and is `PENDING` or `DELETED` (AWS accepts them without a word), in
+    /// the order accepted.
+    pub fn undelivered(&self) -> Vec<RecordedEvent> {
+        self.shared.lock().undelivered().to_vec()
     }
 
     /// Every `PutPartnerEvents` call received, failed ones included, in order.
@@ -241,14 +474,80 @@ impl EmulatorHandle {
         self.shared.lock().calls().to_vec()
     }
 
-    /// Replaces the fault rules; firing counts start afresh.
+    /// Replaces the fault rules; firing counts start afresh, the PRNG goes
+    /// on where it was.
     pub fn set_faults(&self, faults: Vec<FaultRule>) {
         self.shared.lock().set_faults(faults);
     }
 
-    /// Forgets the recorded events and calls (the fault rules stay).
+    /// Replaces the fault rules and restarts the PRNG from the plan's seed:
+    /// from here on, the same requests give the same faults as in any
+    /// emulator given the same plan.
+    pub fn set_plan(&self, plan: FaultPlan) {
+        let mut state = self.shared.lock();
+        state.set_faults(plan.rules);
+        state.faults_mut().reseed(plan.seed);
+    }
+
+    /// Restarts the PRNG from `seed`; the rules and their counts stay.
+    pub fn set_seed(&self, seed: u64) {
+        self.shared.lock().faults_mut().reseed(seed);
+    }
+
+    /// Forgets the recorded events (delivered or not) and calls; the fault
+    /// rules and the sources stay.
     pub fn clear(&self) {
         self.shared.lock().clear();
+    }
+
+    /// Every partner event source the emulator knows, by name.
+    pub fn sources(&self) -> Vec<PartnerSource> {
+        self.shared.lock().sources().all()
+    }
+
+    /// The source named `source_name`, if the emulator knows it.
+    pub fn source(&self, source_name: &str) -> Option<PartnerSource> {
+        self.shared.lock().sources().get(source_name).ok().cloned()
+    }
+
+    /// Adds a source as if the partner had created it (and set its state),
+    /// without going through `CreatePartnerEventSource`.
+    pub fn add_source(&self, source: SeedSource) -> Result<(), SourceError> {
+        self.shared
+            .lock()
+            .sources_mut()
+            .seed(std::slice::from_ref(&source), unix_now())
+    }
+
+    /// Plays the customer creating an event bus for the source: `ACTIVE`,
+    /// its events delivered from now on. Fails for an unknown or deleted
+    /// source.
+    pub fn associate(&self, source_name: &str) -> Result<(), SourceError> {
+        self.shared
+            .lock()
+            .sources_mut()
+            .associate(source_name, unix_now())
+    }
+
+    /// Plays the customer deleting its event bus: back to `PENDING` with a
+    /// new expiration. Fails unless the source is `ACTIVE`.
+    pub fn delete_bus(&self, source_name: &str) -> Result<(), SourceError> {
+        self.shared
+            .lock()
+            .sources_mut()
+            .delete_bus(source_name, unix_now())
+    }
+
+    /// Sets a known source's state, whatever it was.
+    pub fn set_source_state(
+        &self,
+        source_name: &str,
+        state: SourceState,
+    ) -> Result<(), SourceError> {
+        self.shared
+            .lock()
+            .sources_mut()
+            .set_state(source_name, state, unix_now())
     }
 
     /// Asks the server to stop: it stops accepting and drains open
@@ -293,6 +592,50 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with("text/html"));
+    }
+
+    #[test]
+    fn the_region_comes_from_the_credential_scope() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(region_of(&headers), "us-east-1");
+        headers.insert(
+            AUTHORIZATION_HEADER,
+            HeaderValue::from_static(
+                "AWS4-HMAC-SHA256 Credential=AKID/20240101/eu-west-1/events/aws4_request, \
+                 SignedHeaders=host;x-amz-date, Signature=abc",
+            ),
+        );
+        assert_eq!(region_of(&headers), "eu-west-1");
+        headers.insert(
+            AUTHORIZATION_HEADER,
+            HeaderValue::from_static("AWS4-HMAC-SHA256 Credential=AKID/20240101"),
+        );
+        assert_eq!(region_of(&headers), "us-east-1");
+    }
+
+    #[test]
+    fn json_replies_are_200_json() {
+        let response = into_response(Reply::json(&serde_json::json!({"Arn": "a"})));
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE_JSON);
+        assert!(!response.headers().contains_key(ERROR_TYPE_HEADER));
+    }
+
+    #[tokio::test]
+    async fn an_invalid_seed_source_fails_the_start() {
+        let config = EmulatorConfig {
+            sources: vec![SeedSource::new(
+                "not-a-partner-source",
+                "123456789012",
+                SourceState::Active,
+            )],
+            ..EmulatorConfig::default()
+        };
+        let err = Emulator::spawn("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("not-a-partner-source"), "{err}");
     }
 
     #[tokio::test]

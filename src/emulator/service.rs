@@ -1,12 +1,17 @@
 //! The emulator's behaviour without HTTP: one `PutPartnerEvents` body in,
-//! one [`Reply`] out, with the recorded events, calls and fault counters
-//! updated on the way. Synchronous, so it runs under a `std::sync::Mutex`.
+//! one [`Answer`] out (a delay, then a reply, a hang or a dropped
+//! connection), with the recorded events, calls, fault counters and sources
+//! updated on the way. Synchronous, so it runs under a `std::sync::Mutex`;
+//! the HTTP side does the waiting.
+
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
 use super::{
     faults::{Fault, FaultBook, FaultRule},
-    record::{EventsFile, RecordedCall, RecordedEvent},
+    record::{EventsFile, RecordedCall, RecordedEvent, NO_ANSWER},
+    sources::Sources,
     validate::{call_size, check_call, validate_entry},
     wire::{
         PutPartnerEventsRequest, PutPartnerEventsResponse, Reply, RequestEntry, ResultEntry,
@@ -21,54 +26,129 @@ pub struct Limits {
     pub log_payloads: bool,
 }
 
+/// What the HTTP side does with a `PutPartnerEvents` call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// How long to wait first.
+    pub delay: Duration,
+    pub delivery: Delivery,
+}
+
+/// How a call ends, after the delay.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Delivery {
+    /// Send this reply.
+    Reply(Reply),
+    /// Answer nothing until the client gives up; see [`Fault::Hang`].
+    Hang,
+    /// Close the connection without an answer; see [`Fault::DropConnection`].
+    Drop,
+}
+
+/// What happened to the entries of one call, for its [`RecordedCall`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    accepted: usize,
+    entry_faults: usize,
+}
+
 /// Everything the emulator remembers between calls.
 #[derive(Debug, Default)]
 pub struct State {
     events: Vec<RecordedEvent>,
+    undelivered: Vec<RecordedEvent>,
     calls: Vec<RecordedCall>,
     faults: FaultBook,
     events_file: Option<EventsFile>,
+    sources: Sources,
 }
 
 impl State {
-    pub fn new(faults: Vec<FaultRule>, events_file: Option<EventsFile>) -> Self {
+    pub fn new(faults: FaultBook, sources: Sources, events_file: Option<EventsFile>) -> Self {
         Self {
-            faults: FaultBook::new(faults),
+            faults,
+            sources,
             events_file,
             ..Self::default()
         }
     }
 
+    /// Accepted events for sources that deliver (see [`Sources::delivers`]).
     pub fn events(&self) -> &[RecordedEvent] {
         &self.events
+    }
+
+    /// Accepted events for sources that exist and are not `ACTIVE`.
+    pub fn undelivered(&self) -> &[RecordedEvent] {
+        &self.undelivered
     }
 
     pub fn calls(&self) -> &[RecordedCall] {
         &self.calls
     }
 
-    /// Replaces the fault rules; their firing counts start afresh.
-    pub fn set_faults(&mut self, faults: Vec<FaultRule>) {
-        self.faults = FaultBook::new(faults);
+    pub fn faults_mut(&mut self) -> &mut FaultBook {
+        &mut self.faults
     }
 
-    /// Forgets recorded events and calls (not the fault rules, nor the file).
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    pub fn sources_mut(&mut self) -> &mut Sources {
+        &mut self.sources
+    }
+
+    /// Replaces the fault rules; their firing counts start afresh and the
+    /// PRNG goes on.
+    pub fn set_faults(&mut self, faults: Vec<FaultRule>) {
+        self.faults.set_rules(faults);
+    }
+
+    /// Forgets recorded events and calls (not the fault rules, the sources,
+    /// nor the file).
     pub fn clear(&mut self) {
         self.events.clear();
+        self.undelivered.clear();
         self.calls.clear();
     }
 
     /// Answers one `PutPartnerEvents` request body and records the call.
-    pub fn put_partner_events(&mut self, limits: &Limits, body: &[u8]) -> Reply {
-        let (reply, entries, size) = match parse(body) {
-            Ok(entries) => {
-                let size = call_size(&entries);
-                (self.answer(limits, &entries), entries.len(), size)
-            }
-            Err(reply) => (reply, 0, 0),
+    ///
+    /// The draws happen in a fixed order: the delay, then the call fault,
+    /// then one entry draw per valid entry in order.
+    pub fn put_partner_events(&mut self, limits: &Limits, body: &[u8]) -> Answer {
+        let parsed = parse(body);
+        let entries = parsed.as_deref().unwrap_or_default();
+        // Latency is the network's and the service's: it applies to every
+        // call, the refused ones included.
+        let detail_types = entries.iter().filter_map(|e| e.detail_type.as_deref());
+        let delay = self.faults.fire_delay(detail_types).unwrap_or_default();
+        let mut tally = Tally::default();
+        let (delivery, fault) = match &parsed {
+            Ok(entries) => self.answer(limits, entries, &mut tally),
+            Err(reply) => (Delivery::Reply(reply.clone()), None),
         };
-        self.record_call(entries, size, &reply);
-        reply
+        let (status, error_type, failed_entry_count) = match &delivery {
+            Delivery::Reply(Reply::Accepted(r)) => (200, None, r.failed_entry_count),
+            Delivery::Reply(Reply::Error {
+                status, error_type, ..
+            }) => (*status, Some(error_type.clone()), 0),
+            Delivery::Reply(reply) => (reply.status(), None, 0),
+            Delivery::Hang | Delivery::Drop => (NO_ANSWER, None, 0),
+        };
+        self.record_call(RecordedCall {
+            entries: entries.len(),
+            size: call_size(entries),
+            status,
+            error_type,
+            failed_entry_count,
+            accepted: tally.accepted,
+            fault: fault.map(|f| f.kind().to_string()),
+            entry_faults: tally.entry_faults,
+            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        });
+        Answer { delay, delivery }
     }
 
     /// Records a call whose body could not be read at all (too large, or
@@ -79,73 +159,113 @@ impl State {
             SERIALIZATION_EXCEPTION,
             "The request body could not be read.",
         );
-        self.record_call(0, 0, &reply);
+        self.record_call(RecordedCall {
+            entries: 0,
+            size: 0,
+            status: reply.status(),
+            error_type: Some(SERIALIZATION_EXCEPTION.to_string()),
+            failed_entry_count: 0,
+            accepted: 0,
+            fault: None,
+            entry_faults: 0,
+            delay_ms: 0,
+        });
         reply
     }
 
-    fn record_call(&mut self, entries: usize, size: usize, reply: &Reply) {
-        let (error_type, failed_entry_count) = match reply {
-            Reply::Accepted(r) => (None, r.failed_entry_count),
-            Reply::Error { error_type, .. } => (Some(error_type.clone()), 0),
-            Reply::Html { .. } => (None, 0),
-        };
-        let call = RecordedCall {
-            entries,
-            size,
-            status: reply.status(),
-            error_type,
-            failed_entry_count,
-        };
+    fn record_call(&mut self, call: RecordedCall) {
         debug!(
             entries = call.entries,
             size = call.size,
             status = call.status,
             error_type = call.error_type.as_deref(),
             failed_entry_count = call.failed_entry_count,
+            accepted = call.accepted,
+            fault = call.fault.as_deref(),
+            entry_faults = call.entry_faults,
+            delay_ms = call.delay_ms,
             "PutPartnerEvents call"
         );
         self.calls.push(call);
     }
 
-    fn answer(&mut self, limits: &Limits, entries: &[RequestEntry]) -> Reply {
+    /// The answer to a call that parsed, and the call fault that fired.
+    fn answer(
+        &mut self,
+        limits: &Limits,
+        entries: &[RequestEntry],
+        tally: &mut Tally,
+    ) -> (Delivery, Option<Fault>) {
         if let Err(message) = check_call(entries, limits.max_call_bytes) {
-            return Reply::error(400, VALIDATION_EXCEPTION, message);
+            let reply = Reply::error(400, VALIDATION_EXCEPTION, message);
+            return (Delivery::Reply(reply), None);
         }
         // Call faults come after the call-level checks: a service that is
         // failing still refuses a malformed call first.
         let detail_types = entries.iter().filter_map(|e| e.detail_type.as_deref());
-        if let Some(fault) = self.faults.fire_call(detail_types) {
-            match fault {
-                Fault::CallError {
-                    status,
-                    error_type,
-                    message,
-                } => return Reply::error(status, &error_type, message),
-                Fault::CallHtml { status } => return Reply::html(status),
-                Fault::EmptyEntries => {
-                    return Reply::Accepted(PutPartnerEventsResponse {
-                        failed_entry_count: 0,
-                        entries: Vec::new(),
-                    })
-                }
-                Fault::EntryError { .. } => {}
+        let fault = self.faults.fire_call(detail_types);
+        let delivery = match &fault {
+            Some(Fault::CallError {
+                status,
+                error_type,
+                message,
+            }) => Delivery::Reply(Reply::error(*status, error_type, message.clone())),
+            Some(Fault::CallHtml { status }) => Delivery::Reply(Reply::html(*status)),
+            Some(Fault::EmptyEntries) => {
+                Delivery::Reply(Reply::Accepted(PutPartnerEventsResponse {
+                    failed_entry_count: 0,
+                    entries: Vec::new(),
+                }))
             }
-        }
+            Some(Fault::ShortEntries) => {
+                let mut response = self.answer_entries(limits, entries, tally);
+                response.entries.pop();
+                Delivery::Reply(Reply::Accepted(response))
+            }
+            Some(Fault::Hang { accept } | Fault::DropConnection { accept }) => {
+                if *accept {
+                    self.answer_entries(limits, entries, tally);
+                }
+                if matches!(fault, Some(Fault::Hang { .. })) {
+                    Delivery::Hang
+                } else {
+                    Delivery::Drop
+                }
+            }
+            // Not call faults: the book never gives them here.
+            Some(Fault::EntryError { .. } | Fault::Delay { .. } | Fault::AtRate { .. }) | None => {
+                Delivery::Reply(Reply::Accepted(self.answer_entries(limits, entries, tally)))
+            }
+        };
+        (delivery, fault)
+    }
+
+    fn answer_entries(
+        &mut self,
+        limits: &Limits,
+        entries: &[RequestEntry],
+        tally: &mut Tally,
+    ) -> PutPartnerEventsResponse {
         let results: Vec<ResultEntry> = entries
             .iter()
-            .map(|entry| self.answer_entry(limits, entry))
+            .map(|entry| self.answer_entry(limits, entry, tally))
             .collect();
         let failed_entry_count = results
             .iter()
             .filter(|r| matches!(r, ResultEntry::Failed { .. }))
             .count();
-        Reply::Accepted(PutPartnerEventsResponse {
+        PutPartnerEventsResponse {
             failed_entry_count,
             entries: results,
-        })
+        }
     }
 
-    fn answer_entry(&mut self, limits: &Limits, entry: &RequestEntry) -> ResultEntry {
+    fn answer_entry(
+        &mut self,
+        limits: &Limits,
+        entry: &RequestEntry,
+        tally: &mut Tally,
+    ) -> ResultEntry {
         let valid = match validate_entry(entry) {
             Ok(valid) => valid,
             Err(rejection) => {
@@ -157,11 +277,13 @@ impl State {
         };
         // Entry faults hit only entries the service would otherwise accept.
         if let Some((error_code, error_message)) = self.faults.fire_entry(valid.detail_type) {
+            tally.entry_faults += 1;
             return ResultEntry::Failed {
                 error_code,
                 error_message,
             };
         }
+        tally.accepted += 1;
         let event = RecordedEvent {
             event_id: uuid::Uuid::new_v4().to_string(),
             source: valid.source.to_string(),
@@ -170,6 +292,19 @@ impl State {
             resources: entry.resources.clone().unwrap_or_default(),
             detail: valid.detail.to_string(),
         };
+        let event_id = event.event_id.clone();
+        // Like AWS, a source that is not ACTIVE takes the event without a
+        // word; it just reaches no customer.
+        if !self.sources.delivers(&event.source) {
+            info!(
+                source = %event.source,
+                detail_type = %event.detail_type,
+                event_id = %event.event_id,
+                "event accepted, not delivered: the source is not ACTIVE"
+            );
+            self.undelivered.push(event);
+            return ResultEntry::Accepted { event_id };
+        }
         if limits.log_payloads {
             info!(
                 source = %event.source,
@@ -193,7 +328,6 @@ impl State {
                 warn!(path = %file.path().display(), %error, "cannot append to the events file");
             }
         }
-        let event_id = event.event_id.clone();
         self.events.push(event);
         ResultEntry::Accepted { event_id }
     }
@@ -243,6 +377,16 @@ mod tests {
         serde_json::to_vec(&serde_json::json!({ "Entries": entries })).unwrap()
     }
 
+    /// The reply of a call answered at once.
+    fn put(state: &mut State, limits: &Limits, body: &[u8]) -> Reply {
+        let answer = state.put_partner_events(limits, body);
+        assert_eq!(answer.delay, Duration::ZERO);
+        match answer.delivery {
+            Delivery::Reply(reply) => reply,
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
     fn accepted(reply: Reply) -> PutPartnerEventsResponse {
         match reply {
             Reply::Accepted(r) => r,
@@ -262,7 +406,8 @@ mod tests {
     #[test]
     fn results_are_index_aligned_and_only_accepted_entries_are_recorded() {
         let mut state = State::default();
-        let reply = state.put_partner_events(
+        let reply = put(
+            &mut state,
             &LIMITS,
             &body(&[("A", "{}"), ("B", "not json"), ("C", r#"{"n":1}"#)]),
         );
@@ -295,6 +440,10 @@ mod tests {
                 status: 200,
                 error_type: None,
                 failed_entry_count: 1,
+                accepted: 2,
+                fault: None,
+                entry_faults: 0,
+                delay_ms: 0,
             }]
         );
     }
@@ -314,7 +463,7 @@ mod tests {
             (br#"{"Entries":[]}"#, 400, VALIDATION_EXCEPTION),
         ];
         for (b, status, ty) in cases {
-            let reply = state.put_partner_events(&LIMITS, b);
+            let reply = put(&mut state, &LIMITS, b);
             assert_eq!(
                 error_type(&reply),
                 Some((status, ty)),
@@ -336,15 +485,12 @@ mod tests {
             max_call_bytes: size,
             ..LIMITS
         };
-        assert!(matches!(
-            state.put_partner_events(&at, &b),
-            Reply::Accepted(_)
-        ));
+        assert!(matches!(put(&mut state, &at, &b), Reply::Accepted(_)));
         let under = Limits {
             max_call_bytes: size - 1,
             ..LIMITS
         };
-        let reply = state.put_partner_events(&under, &b);
+        let reply = put(&mut state, &under, &b);
         assert_eq!(error_type(&reply), Some((400, VALIDATION_EXCEPTION)));
         assert_eq!(state.calls()[1].size, size);
         assert_eq!(state.events().len(), 1);
@@ -353,44 +499,53 @@ mod tests {
     #[test]
     fn faults_fire_as_configured() {
         let mut state = State::new(
-            vec![
-                FaultRule {
-                    detail_type: "Boom".into(),
-                    fault: Fault::CallError {
-                        status: 503,
-                        error_type: "ThrottlingException".into(),
-                        message: "slow down".into(),
+            FaultBook::new(
+                vec![
+                    FaultRule {
+                        detail_type: "Boom".into(),
+                        fault: Fault::CallError {
+                            status: 503,
+                            error_type: "ThrottlingException".into(),
+                            message: "slow down".into(),
+                        },
+                        times: Some(1),
                     },
-                    times: Some(1),
-                },
-                FaultRule {
-                    detail_type: "Moto".into(),
-                    fault: Fault::EmptyEntries,
-                    times: None,
-                },
-                FaultRule {
-                    detail_type: "Flaky".into(),
-                    fault: Fault::EntryError {
-                        code: "InternalFailure".into(),
-                        message: "m".into(),
+                    FaultRule {
+                        detail_type: "Moto".into(),
+                        fault: Fault::EmptyEntries,
+                        times: None,
                     },
-                    times: Some(1),
-                },
-            ],
+                    FaultRule {
+                        detail_type: "Flaky".into(),
+                        fault: Fault::EntryError {
+                            code: "InternalFailure".into(),
+                            message: "m".into(),
+                        },
+                        times: Some(1),
+                    },
+                ],
+                0,
+            ),
+            Sources::default(),
             None,
         );
-        let reply = state.put_partner_events(&LIMITS, &body(&[("A", "{}"), ("Boom", "{}")]));
+        let reply = put(&mut state, &LIMITS, &body(&[("A", "{}"), ("Boom", "{}")]));
         assert_eq!(error_type(&reply), Some((503, "ThrottlingException")));
         assert!(matches!(
-            state.put_partner_events(&LIMITS, &body(&[("Boom", "{}")])),
+            put(&mut state, &LIMITS, &body(&[("Boom", "{}")])),
             Reply::Accepted(_)
         ));
 
-        let r = accepted(state.put_partner_events(&LIMITS, &body(&[("Moto", "{}"), ("A", "{}")])));
+        let r = accepted(put(
+            &mut state,
+            &LIMITS,
+            &body(&[("Moto", "{}"), ("A", "{}")]),
+        ));
         assert_eq!((r.failed_entry_count, r.entries.len()), (0, 0));
 
         // An invalid entry is refused for itself and uses up no firing.
-        let r = accepted(state.put_partner_events(
+        let r = accepted(put(
+            &mut state,
             &LIMITS,
             &body(&[("Flaky", "bad"), ("Flaky", "{}"), ("Flaky", "{}")]),
         ));
@@ -419,10 +574,141 @@ mod tests {
             times: None,
         }]);
         assert_eq!(
-            state.put_partner_events(&LIMITS, &body(&[("A", "{}")])),
+            put(&mut state, &LIMITS, &body(&[("A", "{}")])),
             Reply::Html { status: 500 }
         );
         assert_eq!(state.calls()[0].error_type, None);
         assert_eq!(state.calls()[0].status, 500);
+    }
+
+    fn fault_state(rules: Vec<FaultRule>, seed: u64) -> State {
+        State::new(FaultBook::new(rules, seed), Sources::default(), None)
+    }
+
+    #[test]
+    fn hang_and_drop_record_the_entries_only_when_accepting() {
+        for (fault, delivery) in [
+            (Fault::Hang { accept: false }, Delivery::Hang),
+            (Fault::Hang { accept: true }, Delivery::Hang),
+            (Fault::DropConnection { accept: false }, Delivery::Drop),
+            (Fault::DropConnection { accept: true }, Delivery::Drop),
+        ] {
+            let accept = matches!(
+                fault,
+                Fault::Hang { accept: true } | Fault::DropConnection { accept: true }
+            );
+            let kind = fault.kind();
+            let mut state = fault_state(vec![FaultRule::everywhere(fault)], 0);
+            let answer = state.put_partner_events(&LIMITS, &body(&[("A", "{}"), ("B", "nope")]));
+            assert_eq!(answer.delivery, delivery);
+            assert_eq!(state.events().len(), usize::from(accept), "{kind}");
+            let call = &state.calls()[0];
+            assert!(call.got_no_answer() && !call.is_ok());
+            assert_eq!(
+                (
+                    call.accepted,
+                    call.fault.as_deref(),
+                    call.failed_entry_count
+                ),
+                (usize::from(accept), Some(kind), 0)
+            );
+        }
+    }
+
+    #[test]
+    fn short_entries_lose_the_last_result_but_keep_the_events() {
+        let mut state = fault_state(vec![FaultRule::new("S", Fault::ShortEntries)], 0);
+        let r = accepted(put(
+            &mut state,
+            &LIMITS,
+            &body(&[("S", "{}"), ("A", "{}"), ("A", "bad")]),
+        ));
+        assert_eq!(r.entries.len(), 2);
+        assert_eq!(r.failed_entry_count, 1, "the true count");
+        assert_eq!(state.events().len(), 2);
+        assert_eq!(state.calls()[0].fault.as_deref(), Some("short_entries"));
+        assert_eq!(state.calls()[0].accepted, 2);
+    }
+
+    #[test]
+    fn a_delay_applies_to_every_call_and_is_recorded() {
+        let mut state = fault_state(
+            vec![FaultRule::everywhere(Fault::Delay {
+                ms: 40,
+                jitter_ms: 0,
+            })],
+            0,
+        );
+        for b in [&body(&[("A", "{}")])[..], b"{nope"] {
+            let answer = state.put_partner_events(&LIMITS, b);
+            assert_eq!(answer.delay, Duration::from_millis(40));
+            assert!(matches!(answer.delivery, Delivery::Reply(_)));
+        }
+        let delays: Vec<(u64, u16)> = state
+            .calls()
+            .iter()
+            .map(|c| (c.delay_ms, c.status))
+            .collect();
+        assert_eq!(delays, [(40, 200), (40, 400)]);
+        assert!(state.calls().iter().all(|c| c.fault.is_none()));
+    }
+
+    #[test]
+    fn entry_faults_are_counted_per_call() {
+        let mut state = fault_state(
+            vec![FaultRule::everywhere(Fault::EntryError {
+                code: "InternalFailure".into(),
+                message: "m".into(),
+            })
+            .at_rate(0.5)],
+            11,
+        );
+        let entries: Vec<(&str, &str)> = (0..20).map(|_| ("A", "{}")).collect();
+        let r = accepted(put(&mut state, &LIMITS, &body(&entries)));
+        let call = &state.calls()[0];
+        assert_eq!(call.entry_faults, r.failed_entry_count);
+        assert_eq!(call.accepted + call.entry_faults, 20);
+        assert!((1..20).contains(&call.entry_faults), "{call:?}");
+        assert_eq!(state.events().len(), call.accepted);
+    }
+
+    #[test]
+    fn events_for_sources_that_are_not_active_are_kept_apart() {
+        use super::super::sources::{SeedSource, SourceState};
+        let mut sources = Sources::default();
+        let pending = "aws.partner/example.com/p/billing";
+        sources
+            .seed(
+                &[
+                    SeedSource::new(pending, "123456789012", SourceState::Pending),
+                    SeedSource::new(
+                        "aws.partner/example.com/t/billing",
+                        "123456789012",
+                        SourceState::Active,
+                    ),
+                ],
+                0,
+            )
+            .unwrap();
+        let mut state = State::new(FaultBook::default(), sources, None);
+        let mixed = serde_json::json!({"Entries": [
+            {"Source": pending, "DetailType": "P", "Detail": "{}"},
+            {"Source": "aws.partner/example.com/t/billing", "DetailType": "T", "Detail": "{}"},
+            {"Source": "aws.partner/example.com/unknown/x", "DetailType": "U", "Detail": "{}"},
+        ]});
+        let r = accepted(put(
+            &mut state,
+            &LIMITS,
+            &serde_json::to_vec(&mixed).unwrap(),
+        ));
+        assert_eq!(r.failed_entry_count, 0);
+        let types = |events: &[RecordedEvent]| -> Vec<String> {
+            events.iter().map(|e| e.detail_type.clone()).collect()
+        };
+        assert_eq!(types(state.events()), ["T", "U"]);
+        assert_eq!(types(state.undelivered()), ["P"]);
+        assert_eq!(state.calls()[0].accepted, 3);
+        state.clear();
+        assert!(state.undelivered().is_empty());
     }
 }

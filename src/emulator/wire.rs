@@ -9,6 +9,24 @@ pub const CONTENT_TYPE_JSON: &str = "application/x-amz-json-1.1";
 pub const TARGET_HEADER: &str = "x-amz-target";
 /// The target of `PutPartnerEvents`.
 pub const TARGET_PUT_PARTNER_EVENTS: &str = "AWSEvents.PutPartnerEvents";
+/// The target of `CreatePartnerEventSource`.
+pub const TARGET_CREATE_PARTNER_EVENT_SOURCE: &str = "AWSEvents.CreatePartnerEventSource";
+/// The target of `DescribePartnerEventSource`.
+pub const TARGET_DESCRIBE_PARTNER_EVENT_SOURCE: &str = "AWSEvents.DescribePartnerEventSource";
+/// The target of `DeletePartnerEventSource`.
+pub const TARGET_DELETE_PARTNER_EVENT_SOURCE: &str = "AWSEvents.DeletePartnerEventSource";
+/// The target of `ListPartnerEventSourceAccounts`.
+pub const TARGET_LIST_PARTNER_EVENT_SOURCE_ACCOUNTS: &str =
+    "AWSEvents.ListPartnerEventSourceAccounts";
+/// Emulator only: the customer creates an event bus for a source, `{"Name"}`.
+pub const TARGET_CONTROL_ASSOCIATE_SOURCE: &str = "EmulatorControl.AssociateSource";
+/// Emulator only: the customer deletes its event bus for a source, `{"Name"}`.
+pub const TARGET_CONTROL_DELETE_EVENT_BUS: &str = "EmulatorControl.DeleteEventBus";
+/// Emulator only: sets a source's state, `{"Name", "State"}`.
+pub const TARGET_CONTROL_SET_SOURCE_STATE: &str = "EmulatorControl.SetSourceState";
+/// The header carrying the SigV4 signature, whose credential scope names the
+/// region.
+pub const AUTHORIZATION_HEADER: &str = "authorization";
 /// The header the SDK reads an error code from first, before the body's
 /// `__type`; the emulator sends both.
 pub const ERROR_TYPE_HEADER: &str = "x-amzn-errortype";
@@ -21,6 +39,12 @@ pub const VALIDATION_EXCEPTION: &str = "ValidationException";
 pub const SERIALIZATION_EXCEPTION: &str = "SerializationException";
 /// The error type of an `x-amz-target` the emulator does not implement.
 pub const UNKNOWN_OPERATION_EXCEPTION: &str = "UnknownOperationException";
+/// The error type of a name that names no source.
+pub const RESOURCE_NOT_FOUND_EXCEPTION: &str = "ResourceNotFoundException";
+/// The error type of creating a source whose name is in use.
+pub const RESOURCE_ALREADY_EXISTS_EXCEPTION: &str = "ResourceAlreadyExistsException";
+/// Emulator only: a control step the source's state does not allow.
+pub const INVALID_STATE_EXCEPTION: &str = "InvalidStateException";
 
 /// The body of a `PutPartnerEvents` request.
 #[derive(Debug, Deserialize)]
@@ -66,6 +90,76 @@ pub enum ResultEntry {
     },
 }
 
+/// The body of `CreatePartnerEventSource` and `DeletePartnerEventSource`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NameAndAccount {
+    pub name: Option<String>,
+    pub account: Option<String>,
+}
+
+/// The body of `DescribePartnerEventSource` and of the `EmulatorControl`
+/// targets (`State` for `SetSourceState` only).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NameOnly {
+    pub name: Option<String>,
+    pub state: Option<String>,
+}
+
+/// The body of `ListPartnerEventSourceAccounts`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListAccountsRequest {
+    pub event_source_name: Option<String>,
+    pub next_token: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// The answer to `CreatePartnerEventSource`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreatedSource {
+    pub event_source_arn: String,
+}
+
+/// The answer to `DescribePartnerEventSource`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribedSource {
+    pub arn: String,
+    pub name: String,
+}
+
+/// The answer to `ListPartnerEventSourceAccounts`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SourceAccounts {
+    pub partner_event_source_accounts: Vec<SourceAccount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// One item of [`SourceAccounts`]; times are epoch seconds (JSON numbers),
+/// as the SDK reads them.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SourceAccount {
+    pub account: String,
+    pub creation_time: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_time: Option<u64>,
+    pub state: &'static str,
+}
+
+/// The answer to an `EmulatorControl` target.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ControlledSource {
+    pub name: String,
+    pub state: &'static str,
+}
+
 /// The JSON body of an error answer.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody<'a> {
@@ -79,6 +173,8 @@ pub struct ErrorBody<'a> {
 pub enum Reply {
     /// HTTP 200 with a result per entry.
     Accepted(PutPartnerEventsResponse),
+    /// HTTP 200 with this body (the other operations).
+    Json(serde_json::Value),
     /// An operation error: a JSON error body, status 400..=599.
     Error {
         status: u16,
@@ -98,6 +194,11 @@ impl Reply {
         }
     }
 
+    /// HTTP 200 with `body` serialized.
+    pub fn json(body: &impl Serialize) -> Self {
+        Self::Json(serde_json::to_value(body).unwrap_or_default())
+    }
+
     pub fn html(status: u16) -> Self {
         Self::Html {
             status: error_status(status),
@@ -107,7 +208,7 @@ impl Reply {
     /// The HTTP status this reply is sent with.
     pub fn status(&self) -> u16 {
         match self {
-            Self::Accepted(_) => 200,
+            Self::Accepted(_) | Self::Json(_) => 200,
             Self::Error { status, .. } | Self::Html { status } => *status,
         }
     }
@@ -175,5 +276,33 @@ mod tests {
         assert_eq!(Reply::error(200, "X", "m").status(), 500);
         assert_eq!(Reply::html(302).status(), 500);
         assert_eq!(Reply::html(502).status(), 502);
+        assert_eq!(Reply::json(&serde_json::json!({})).status(), 200);
+    }
+
+    #[test]
+    fn lifecycle_shapes_use_the_aws_field_names() {
+        let list = SourceAccounts {
+            partner_event_source_accounts: vec![SourceAccount {
+                account: "123456789012".into(),
+                creation_time: 1_700_000_000,
+                expiration_time: Some(1_707_776_000),
+                state: "PENDING",
+            }],
+            next_token: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&list).unwrap(),
+            r#"{"PartnerEventSourceAccounts":[{"Account":"123456789012","CreationTime":1700000000,"ExpirationTime":1707776000,"State":"PENDING"}]}"#
+        );
+        let req: ListAccountsRequest =
+            serde_json::from_str(r#"{"EventSourceName":"n","NextToken":"t","Limit":5}"#).unwrap();
+        assert_eq!(
+            (
+                req.event_source_name.as_deref(),
+                req.next_token.as_deref(),
+                req.limit
+            ),
+            (Some("n"), Some("t"), Some(5))
+        );
     }
 }
