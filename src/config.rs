@@ -11,6 +11,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 use serde::Deserialize;
 
 use crate::auth::AuthPolicy;
+use crate::domain::lifecycle::InactivePolicy;
 use crate::domain::{
     limits::{
         DEFAULT_MAX_CALL_BYTES, DEFAULT_MAX_ENTRIES_PER_REQUEST, MAX_CALL_BYTES_CEILING,
@@ -19,10 +20,19 @@ use crate::domain::{
     source::{is_valid_region, is_valid_source_name},
     tenant::{SourceRef, Tenant, TenantDirectory},
 };
+use crate::emulator::{SeedSource, SourceState as EmulatorSourceState};
 
 /// Where the gateway listens by default: loopback, so a fresh checkout
 /// never exposes an unauthenticated port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+/// The demo tenant's source (ACTIVE in the built-in emulator).
+pub const DEMO_SOURCE: &str = "aws.partner/example.com/demo/events";
+/// The second demo tenant's source: PENDING in the built-in emulator, to
+/// show the gateway refusing events that EventBridge would lose.
+pub const DEMO_PENDING_SOURCE: &str = "aws.partner/example.com/demo-pending/events";
+/// The account the built-in emulator gives its sources.
+pub const EMULATOR_ACCOUNT: &str = "123456789012";
 
 /// The most `server.max_in_flight_entries` may be (a semaphore's bound).
 pub const MAX_IN_FLIGHT_ENTRIES_CEILING: usize = 10_000_000;
@@ -59,6 +69,7 @@ pub struct RawConfig {
     pub tls: Option<TlsSection>,
     pub auth: AuthSection,
     pub quotas: QuotasSection,
+    pub sources: SourcesSection,
     pub tenants: BTreeMap<String, TenantSection>,
 }
 
@@ -68,16 +79,33 @@ impl Default for RawConfig {
         sources.insert(
             "events".to_string(),
             SourceSection {
-                name: "aws.partner/example.com/demo/events".to_string(),
+                name: DEMO_SOURCE.to_string(),
+                region: "us-east-1".to_string(),
+            },
+        );
+        let mut pending_sources = BTreeMap::new();
+        pending_sources.insert(
+            "events".to_string(),
+            SourceSection {
+                name: DEMO_PENDING_SOURCE.to_string(),
                 region: "us-east-1".to_string(),
             },
         );
         let mut tenants = BTreeMap::new();
         tenants.insert(
+            "demo-pending".to_string(),
+            TenantSection {
+                default_source: "events".to_string(),
+                sources: pending_sources,
+                on_inactive: None,
+            },
+        );
+        tenants.insert(
             "demo".to_string(),
             TenantSection {
                 default_source: "events".to_string(),
                 sources,
+                on_inactive: None,
             },
         );
         Self {
@@ -88,7 +116,41 @@ impl Default for RawConfig {
             tls: None,
             auth: AuthSection::default(),
             quotas: QuotasSection::default(),
+            sources: SourcesSection::default(),
             tenants,
+        }
+    }
+}
+
+/// `[sources]`: learning each partner event source's state, and what to do
+/// with entries for a source that is not ACTIVE.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesSection {
+    /// Learn source states from EventBridge (ListPartnerEventSourceAccounts)
+    /// and act on them. Needs the permission in deploy/iam-policy.json.
+    pub check_state: bool,
+    /// How often every source's state is read again.
+    pub refresh_ms: u64,
+    /// Control-plane calls per second per region (EventBridge's quota for
+    /// these is low; stay well inside it).
+    pub calls_per_second: f64,
+    /// Entries for a source that is not ACTIVE: "refuse" (SourceNotActive,
+    /// nothing sent) or "send_and_flag" (sent, with a warning on the result).
+    pub on_inactive: InactivePolicy,
+    /// Your partner name, the `<partner>` of `aws.partner/<partner>/...`,
+    /// used by `sources create` to name new sources.
+    pub partner_name: String,
+}
+
+impl Default for SourcesSection {
+    fn default() -> Self {
+        Self {
+            check_state: true,
+            refresh_ms: 60_000,
+            calls_per_second: 5.0,
+            on_inactive: InactivePolicy::Refuse,
+            partner_name: "example.com".to_string(),
         }
     }
 }
@@ -284,13 +346,17 @@ pub struct UpstreamSection {
     /// How long entries wait for others bound for the same source before a
     /// call that is not full goes out. 0 turns coalescing off.
     pub linger_ms: u64,
-    /// The SDK's own attempts for a call that fails whole (throttling, 5xx).
+    /// The SDK's own attempts for a call that fails whole. 1 by default:
+    /// the gateway resends itself, because the SDK's standard retry also
+    /// resends a call whose connection broke after sending, which can
+    /// deliver its events twice without anyone being told.
     pub sdk_max_attempts: u32,
     pub connect_timeout_ms: u64,
     /// Bound on one upstream call, SDK retries included.
     pub call_timeout_ms: u64,
-    /// Attempts per entry for per-entry retryable errors (ThrottlingException,
-    /// InternalFailure), the first send included.
+    /// Sends per entry, the first included, for retryable failures: per-entry
+    /// ThrottlingException and InternalFailure, and calls that failed whole
+    /// with throttling, a 5xx, an unreadable answer, or no connection.
     pub entry_max_attempts: u32,
     /// First backoff before resending failed entries; doubles each round,
     /// with full jitter.
@@ -298,6 +364,21 @@ pub struct UpstreamSection {
     pub retry_max_ms: u64,
     /// Deadline applied to a call that carries no `grpc-timeout`.
     pub default_deadline_ms: u64,
+    /// Resends earned per first send (0.2: at most one resend for five
+    /// sends), so that an outage does not multiply the load on EventBridge.
+    pub retry_budget_ratio: f64,
+    /// Resends allowed per second whatever the ratio says.
+    pub retry_budget_min_per_second: f64,
+    /// Resend entries whose outcome is unknown (timed out after sending,
+    /// connection dropped mid-call). They may then be delivered twice:
+    /// EventBridge has no idempotency key. Off by default.
+    pub resend_unknown: bool,
+    /// Failed calls in a row that open a region's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker fails calls fast before probing.
+    pub breaker_open_ms: u64,
+    /// Successful probe calls in a row that close it again.
+    pub breaker_probes: u32,
 }
 
 impl Default for UpstreamSection {
@@ -308,13 +389,19 @@ impl Default for UpstreamSection {
             max_call_bytes: DEFAULT_MAX_CALL_BYTES,
             max_concurrent_calls: 64,
             linger_ms: 5,
-            sdk_max_attempts: 3,
+            sdk_max_attempts: 1,
             connect_timeout_ms: 3_000,
             call_timeout_ms: 10_000,
             entry_max_attempts: 4,
             retry_base_ms: 25,
             retry_max_ms: 1_000,
             default_deadline_ms: 30_000,
+            retry_budget_ratio: 0.2,
+            retry_budget_min_per_second: 10.0,
+            resend_unknown: false,
+            breaker_failures: 5,
+            breaker_open_ms: 5_000,
+            breaker_probes: 2,
         }
     }
 }
@@ -330,14 +417,25 @@ pub struct EmulatorSection {
     pub log_payloads: bool,
     /// Append every accepted event to this JSON-lines file.
     pub events_file: Option<String>,
+    /// Partner event sources the emulator knows, with their states. Every
+    /// configured source not listed here is created ACTIVE.
+    pub sources: Vec<SeedSource>,
 }
 
 impl Default for EmulatorSection {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:0".to_string(),
+            listen: "127.0.0.1:4010".to_string(),
             log_payloads: false,
             events_file: None,
+            sources: vec![
+                SeedSource::new(DEMO_SOURCE, EMULATOR_ACCOUNT, EmulatorSourceState::Active),
+                SeedSource::new(
+                    DEMO_PENDING_SOURCE,
+                    EMULATOR_ACCOUNT,
+                    EmulatorSourceState::Pending,
+                ),
+            ],
         }
     }
 }
@@ -349,6 +447,8 @@ pub struct TenantSection {
     /// The key (in `sources`) used when an entry names no `source_key`.
     pub default_source: String,
     pub sources: BTreeMap<String, SourceSection>,
+    /// Overrides `sources.on_inactive` for this tenant.
+    pub on_inactive: Option<InactivePolicy>,
 }
 
 /// `[tenants.<id>.sources.<key>]`: one partner event source.
@@ -375,6 +475,7 @@ pub struct Config {
     pub tls: Option<TlsSection>,
     pub auth: AuthPolicy,
     pub quotas: QuotasSection,
+    pub sources: SourcesSection,
     pub shutdown_grace: Duration,
     pub max_entries_per_request: usize,
     pub max_message_bytes: usize,
@@ -502,6 +603,21 @@ impl RawConfig {
                 return Err(invalid(field, "must be greater than 0"));
             }
         }
+        if !(u.retry_budget_ratio >= 0.0 && u.retry_budget_ratio.is_finite()) {
+            return Err(invalid("upstream.retry_budget_ratio", "must be 0 or more"));
+        }
+        if !(u.retry_budget_min_per_second >= 0.0 && u.retry_budget_min_per_second.is_finite()) {
+            return Err(invalid(
+                "upstream.retry_budget_min_per_second",
+                "must be 0 or more",
+            ));
+        }
+        if u.breaker_failures == 0 || u.breaker_probes == 0 || u.breaker_open_ms == 0 {
+            return Err(invalid(
+                "upstream.breaker_failures",
+                "breaker_failures, breaker_open_ms and breaker_probes must be at least 1",
+            ));
+        }
         if let Some(url) = &u.endpoint_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid(
@@ -555,6 +671,15 @@ impl RawConfig {
             return Err(invalid("quotas.upstream_burst", "must be at least 1"));
         }
         let auth = AuthPolicy::from_section(&self.auth)?;
+        if self.sources.refresh_ms < 100 {
+            return Err(invalid("sources.refresh_ms", "must be at least 100"));
+        }
+        if !(self.sources.calls_per_second > 0.0 && self.sources.calls_per_second.is_finite()) {
+            return Err(invalid(
+                "sources.calls_per_second",
+                "must be a positive number",
+            ));
+        }
         Ok(Config {
             listen,
             health_listen,
@@ -567,6 +692,7 @@ impl RawConfig {
             tls: self.tls,
             auth,
             quotas: self.quotas,
+            sources: self.sources,
             shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
             max_entries_per_request: self.server.max_entries_per_request,
             max_message_bytes: self.server.max_message_bytes,
@@ -628,7 +754,10 @@ fn build_directory(raw: &BTreeMap<String, TenantSection>) -> Result<TenantDirect
                 ),
             ));
         }
-        tenants.push(Tenant::new(id.clone(), t.default_source.clone(), sources));
+        tenants.push(
+            Tenant::new(id.clone(), t.default_source.clone(), sources)
+                .with_inactive_policy(t.on_inactive),
+        );
     }
     Ok(TenantDirectory::new(tenants))
 }

@@ -17,6 +17,7 @@
 //!   within the caller's deadline, and puts the results back in order.
 //! - [`api`]: the tonic service: proto <-> domain conversion and status mapping.
 //! - [`server`]: assembles the gRPC server (reflection, health, shutdown).
+//! - [`sources`]: the source-state refresher and the `sources` commands.
 //! - [`send`]: the `send` subcommand, a streaming client for the shell.
 //! - [`emulator`]: a local EventBridge speaking the same wire protocol, used by
 //!   default and by the tests.
@@ -24,10 +25,12 @@
 //! - [`quota`]: token buckets for upstream pacing and per-tenant/caller limits.
 //! - [`metrics`]: Prometheus metrics on a separate port.
 //! - [`telemetry`]: logging set-up.
+//! - [`bench`]: the `bench` subcommand, a load harness with a direct-SDK baseline.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod auth;
+pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod emulator;
@@ -36,6 +39,7 @@ pub mod pipeline;
 pub mod quota;
 pub mod send;
 pub mod server;
+pub mod sources;
 pub mod telemetry;
 pub mod upstream;
 

@@ -46,6 +46,10 @@ enum Command {
         /// Size limit of one call by the AWS formula, in bytes.
         #[arg(long, default_value_t = partner_events_gateway::domain::limits::DEFAULT_MAX_CALL_BYTES)]
         max_call_bytes: usize,
+        /// Inject EventBridge's failures from a fault plan (TOML or JSON:
+        /// a seed and rules; see the README's "Failure semantics").
+        #[arg(long)]
+        faults: Option<PathBuf>,
     },
     /// Send entries from a file or stdin (JSON lines, the AWS CLI's entry
     /// shape) through StreamPartnerEvents; prints one JSON result line per
@@ -64,10 +68,54 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         batch_size: usize,
     },
+    /// Partner event sources: their states, and onboarding new tenants.
+    Sources {
+        #[command(subcommand)]
+        command: SourcesCommand,
+    },
     /// Validate a config file and explain what is wrong with it.
     CheckConfig {
         /// The TOML file.
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SourcesCommand {
+    /// Every tenant's sources: region, customer account, state, expiry.
+    List {
+        /// TOML config file (the tenants and the EventBridge to ask).
+        #[arg(long, short, env = "PEG_CONFIG")]
+        config: Option<PathBuf>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a partner event source for a customer account (PENDING until
+    /// the customer associates it); prints the customer's steps and the
+    /// config entry to add.
+    Create {
+        #[arg(long, short, env = "PEG_CONFIG")]
+        config: Option<PathBuf>,
+        /// The tenant the source is for.
+        #[arg(long)]
+        tenant: String,
+        /// The customer's 12-digit AWS account id.
+        #[arg(long)]
+        account: String,
+        /// The event name (last segment), or a whole aws.partner/... name.
+        /// Default: aws.partner/<sources.partner_name>/<tenant>/events.
+        #[arg(long)]
+        name: Option<String>,
+        /// The AWS region; default: the tenant's default source's region.
+        #[arg(long)]
+        region: Option<String>,
+        /// The key of the source in the tenant directory.
+        #[arg(long)]
+        key: Option<String>,
+        /// Add the entry to the config file given with --config.
+        #[arg(long)]
+        write: bool,
     },
 }
 
@@ -82,6 +130,9 @@ struct ServeArgs {
     /// Overrides `metrics.listen` (an empty value turns metrics off).
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Overrides `emulator.listen` (the built-in emulator's address).
+    #[arg(long)]
+    emulator_listen: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -100,13 +151,23 @@ fn main() -> ExitCode {
                 events_file,
                 log_payloads,
                 max_call_bytes,
+                faults,
             } => {
-                let config = EmulatorConfig {
+                let mut config = EmulatorConfig {
                     max_call_bytes,
                     log_payloads,
                     events_file,
                     ..EmulatorConfig::default()
                 };
+                if let Some(path) = faults {
+                    match partner_events_gateway::emulator::load_fault_file(&path) {
+                        Ok(plan) => config = config.with_fault_plan(plan),
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
                 let listener = match tokio::net::TcpListener::bind(listen).await {
                     Ok(l) => l,
                     Err(e) => {
@@ -129,6 +190,7 @@ fn main() -> ExitCode {
                 addr,
                 batch_size,
             } => send(tenant, file, addr, batch_size).await,
+            Command::Sources { command } => sources(command).await,
             Command::CheckConfig { file } => match Config::load(&file) {
                 Ok(c) => {
                     println!(
@@ -172,6 +234,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(e) = args.emulator_listen {
+        config.emulator_listen = e;
     }
     if let Some(m) = args.metrics_listen {
         config.metrics_listen = if m.is_empty() {
@@ -233,6 +298,58 @@ async fn send(tenant: String, file: Option<PathBuf>, addr: String, batch_size: u
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn load_or_default(path: Option<&std::path::Path>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None => Ok(Config::local_default()),
+    }
+}
+
+async fn sources(command: SourcesCommand) -> ExitCode {
+    let mut out = std::io::stdout();
+    let result = match command {
+        SourcesCommand::List { config, json } => match load_or_default(config.as_deref()) {
+            Ok(c) => partner_events_gateway::sources::list(&c, json, &mut out).await,
+            Err(e) => Err(e),
+        },
+        SourcesCommand::Create {
+            config,
+            tenant,
+            account,
+            name,
+            region,
+            key,
+            write,
+        } => {
+            if write && config.is_none() {
+                Err("--write needs --config FILE".to_string())
+            } else {
+                match load_or_default(config.as_deref()) {
+                    Ok(c) => {
+                        let args = partner_events_gateway::sources::CreateArgs {
+                            tenant,
+                            account,
+                            name,
+                            region,
+                            key,
+                            write_config: if write { config } else { None },
+                        };
+                        partner_events_gateway::sources::create(&c, args, &mut out).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -56,6 +56,11 @@ pub struct RegionLabels {
     pub region: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -73,6 +78,8 @@ pub struct Metrics {
     pub in_flight_entries: Gauge,
     pub open_streams: Gauge,
     pub breaker_open: Family<RegionLabels, Gauge>,
+    pub sources: Family<StateLabels, Gauge>,
+    pub source_refresh_errors: Counter,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -99,6 +106,8 @@ impl Metrics {
         let in_flight_entries = Gauge::default();
         let open_streams = Gauge::default();
         let breaker_open = Family::<RegionLabels, Gauge>::default();
+        let sources = Family::<StateLabels, Gauge>::default();
+        let source_refresh_errors = Counter::default();
 
         registry.register(
             "grpc_server_started",
@@ -165,6 +174,16 @@ impl Metrics {
             "1 while a region's circuit breaker is open",
             breaker_open.clone(),
         );
+        registry.register(
+            "partner_events_sources",
+            "Configured partner event sources, by the state EventBridge last gave",
+            sources.clone(),
+        );
+        registry.register(
+            "partner_events_source_refresh_errors",
+            "Source state reads that failed (the last known state was kept)",
+            source_refresh_errors.clone(),
+        );
 
         Self {
             registry,
@@ -182,6 +201,8 @@ impl Metrics {
             in_flight_entries,
             open_streams,
             breaker_open,
+            sources,
+            source_refresh_errors,
         }
     }
 

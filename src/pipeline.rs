@@ -17,7 +17,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -28,6 +28,7 @@ use tokio::{
 };
 
 use crate::{
+    domain::outcome::is_retryable_code,
     domain::{
         entry::PreparedEntry,
         limits::MAX_ENTRIES_PER_CALL,
@@ -37,6 +38,7 @@ use crate::{
     metrics::Metrics,
     quota::TokenBucket,
     upstream::{
+        breaker::{Admission, Breaker, BreakerSettings, RetryBudget},
         retry::{Decision, RetryPolicy},
         CallFailureKind, Upstream,
     },
@@ -61,7 +63,14 @@ pub struct PipelineSettings {
     pub upstream_calls_per_second: f64,
     pub upstream_burst: u32,
     pub retry: RetryPolicy,
+    pub breaker: BreakerSettings,
+    /// Resends earned per first send, and the floor per second.
+    pub retry_budget_ratio: f64,
+    pub retry_budget_min_per_second: f64,
 }
+
+/// Told when a region's breaker opens (true) or closes (false).
+pub type BreakerHook = Arc<dyn Fn(&str, bool) + Send + Sync>;
 
 /// One entry on its way: what to send, where its result goes.
 struct Job {
@@ -90,12 +99,15 @@ struct Inner {
     settings: PipelineSettings,
     lanes: Mutex<HashMap<SourceRef, mpsc::Sender<Job>>>,
     regions: Mutex<HashMap<String, Arc<Region>>>,
+    budget: RetryBudget,
+    breaker_hook: OnceLock<BreakerHook>,
 }
 
 /// What calls to one region share: the concurrency bound and the pacer.
 struct Region {
     calls: Arc<Semaphore>,
     pacer: Option<TokenBucket>,
+    breaker: Breaker,
 }
 
 impl Pipeline {
@@ -108,11 +120,27 @@ impl Pipeline {
             inner: Arc::new(Inner {
                 upstream,
                 metrics,
+                budget: RetryBudget::new(
+                    settings.retry_budget_ratio,
+                    settings.retry_budget_min_per_second,
+                ),
+                breaker_hook: OnceLock::new(),
                 settings,
                 lanes: Mutex::default(),
                 regions: Mutex::default(),
             }),
         }
+    }
+
+    /// Sets what is told of breaker changes (health, logs). Once.
+    pub fn set_breaker_hook(&self, hook: BreakerHook) {
+        let _ = self.inner.breaker_hook.set(hook);
+    }
+
+    /// While `region`'s breaker is open: how long until it lets calls through.
+    pub fn region_retry_after(&self, region: &str) -> Option<Duration> {
+        let regions = self.inner.regions.lock().expect("lock");
+        regions.get(region).and_then(|r| r.breaker.retry_after())
     }
 
     /// Sends `entries` and returns `(index, result)` for each of them, each
@@ -200,6 +228,7 @@ impl Inner {
                     pacer: (s.upstream_calls_per_second > 0.0).then(|| {
                         TokenBucket::new(s.upstream_calls_per_second, f64::from(s.upstream_burst))
                     }),
+                    breaker: Breaker::new(s.breaker),
                 })
             })
             .clone()
@@ -270,6 +299,23 @@ impl Inner {
             if live.is_empty() {
                 continue;
             }
+            // An open breaker answers at once instead of queueing callers
+            // behind a region that keeps failing.
+            if let Admission::Reject(retry_after) = region.breaker.admit() {
+                let message = format!(
+                    "EventBridge in {} kept failing; calls there are paused: retry in {} ms; the entry was not sent",
+                    source.region(),
+                    retry_after.as_millis()
+                );
+                for job in live {
+                    let attempts = job.attempts;
+                    job.answer(
+                        Outcome::failed(codes::REGION_UNAVAILABLE, message.clone()),
+                        attempts,
+                    );
+                }
+                continue;
+            }
             // Waiting here stops this lane from taking more entries: the
             // region's pacing and concurrency push back on the callers.
             if let Some(pacer) = &region.pacer {
@@ -281,7 +327,13 @@ impl Inner {
                 .acquire_owned()
                 .await
                 .expect("never closed");
-            tokio::spawn(Arc::clone(&self).call(source.clone(), live, permit, requeue.clone()));
+            tokio::spawn(Arc::clone(&self).call(
+                source.clone(),
+                region.clone(),
+                live,
+                permit,
+                requeue.clone(),
+            ));
         }
     }
 
@@ -289,6 +341,7 @@ impl Inner {
     async fn call(
         self: Arc<Self>,
         source: SourceRef,
+        region: Arc<Region>,
         jobs: Vec<Job>,
         permit: OwnedSemaphorePermit,
         requeue: mpsc::WeakSender<Job>,
@@ -299,6 +352,8 @@ impl Inner {
             .map(|j| j.deadline)
             .max()
             .expect("a call has entries");
+        self.budget
+            .deposit(jobs.iter().filter(|j| j.attempts == 0).count());
         let started = Instant::now();
         let answer = tokio::time::timeout_at(
             latest,
@@ -322,6 +377,32 @@ impl Inner {
             entries.len(),
             started.elapsed(),
         );
+        // What counts against the region: calls that failed whole for
+        // reasons of EventBridge's (not a refusal of ours, such as access).
+        let healthy = match &answer {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => e.kind == CallFailureKind::Rejected && !is_retryable_code(&e.code),
+            Err(_) => false,
+        };
+        if let Some(open) = region.breaker.record(healthy) {
+            if open {
+                tracing::warn!(
+                    region = source.region(),
+                    "circuit breaker open: EventBridge keeps failing"
+                );
+            } else {
+                tracing::info!(region = source.region(), "circuit breaker closed");
+            }
+            self.metrics
+                .breaker_open
+                .get_or_create(&crate::metrics::RegionLabels {
+                    region: source.region().to_string(),
+                })
+                .set(i64::from(open));
+            if let Some(hook) = self.breaker_hook.get() {
+                hook(source.region(), open);
+            }
+        }
         let outcomes: Vec<Outcome> = match answer {
             Ok(Ok(outcomes)) if outcomes.len() == jobs.len() => outcomes,
             Ok(Ok(_)) => vec![
@@ -366,6 +447,13 @@ impl Inner {
                         job.answer(outcome, attempts);
                         continue;
                     };
+                    if !self.budget.withdraw() {
+                        job.answer(
+                            with_note(outcome, "not resent: the gateway's retry budget is spent while EventBridge fails this often"),
+                            attempts,
+                        );
+                        continue;
+                    }
                     tracing::debug!(index = job.entry.index, attempts, ?wait, "resending entry");
                     self.metrics.retry(source.region());
                     tokio::spawn(async move {
@@ -446,6 +534,14 @@ mod tests {
         }
     }
 
+    fn test_breaker() -> BreakerSettings {
+        BreakerSettings {
+            failures: 5,
+            open_for: Duration::from_secs(5),
+            probes: 1,
+        }
+    }
+
     fn entry(index: u32, detail_type: &str) -> PreparedEntry {
         PreparedEntry {
             index,
@@ -468,6 +564,7 @@ mod tests {
             max_attempts: 3,
             base: Duration::from_millis(10),
             max: Duration::from_millis(100),
+            resend_unknown: false,
         };
         let settings = PipelineSettings {
             max_call_bytes: 256 * 1024,
@@ -476,6 +573,9 @@ mod tests {
             upstream_calls_per_second: 0.0,
             upstream_burst: 1,
             retry: policy,
+            breaker: test_breaker(),
+            retry_budget_ratio: 0.2,
+            retry_budget_min_per_second: 10.0,
         };
         (
             Pipeline::new(up.clone(), Arc::new(Metrics::new(false)), settings),
@@ -587,7 +687,11 @@ mod tests {
                 max_attempts: 3,
                 base: Duration::from_millis(10),
                 max: Duration::from_millis(100),
+                resend_unknown: false,
             },
+            breaker: test_breaker(),
+            retry_budget_ratio: 0.2,
+            retry_budget_min_per_second: 10.0,
         };
         let p = Pipeline::new(up.clone(), Arc::new(Metrics::new(false)), settings);
         let deadline = Instant::now() + Duration::from_secs(5);

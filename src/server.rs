@@ -16,16 +16,26 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
     api::service::{Core, CoreSettings, Gauges, PartnerEventsService},
+    config::EMULATOR_ACCOUNT,
     config::{AuthMode, Config, TlsSection, UpstreamKind},
-    emulator::{Emulator, EmulatorConfig, EmulatorHandle},
+    emulator::{
+        Emulator, EmulatorConfig, EmulatorHandle, SeedSource, SourceState as EmulatorSourceState,
+    },
     metrics::Metrics,
     pipeline::{Pipeline, PipelineSettings},
     proto::{self, partner_events_server::PartnerEventsServer},
-    upstream::{eventbridge::EventBridgeUpstream, retry::RetryPolicy},
+    sources::{refresh_all, run_refresher},
+    upstream::SourceAdmin,
+    upstream::{breaker::BreakerSettings, eventbridge::EventBridgeUpstream, retry::RetryPolicy},
 };
 
 /// The name health checks use for the gateway's own service.
 pub const SERVICE_NAME: &str = "partnerevents.v1.PartnerEvents";
+
+/// The health service name of a region's EventBridge.
+pub fn region_health_name(region: &str) -> String {
+    format!("eventbridge.{region}")
+}
 
 /// Why the gateway could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -155,12 +165,27 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     let endpoint_url = match (&config.upstream.kind, &config.upstream.endpoint_url) {
         (_, Some(url)) => Some(url.clone()),
         (UpstreamKind::Emulator, None) => {
+            // The emulator stands in for AWS, where the operator created
+            // every configured source: those it is not told of are ACTIVE.
+            let mut sources = config.emulator.sources.clone();
+            for t in config.tenants.iter() {
+                for (_, s) in t.sources() {
+                    if !sources.iter().any(|seed| seed.name == s.name()) {
+                        sources.push(SeedSource::new(
+                            s.name(),
+                            EMULATOR_ACCOUNT,
+                            EmulatorSourceState::Active,
+                        ));
+                    }
+                }
+            }
             let handle = Emulator::spawn(
                 config.emulator_listen,
                 EmulatorConfig {
                     max_call_bytes: config.upstream.max_call_bytes,
                     log_payloads: config.emulator.log_payloads,
                     events_file: config.emulator.events_file.clone().map(Into::into),
+                    sources,
                     ..EmulatorConfig::default()
                 },
             )
@@ -178,12 +203,13 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     };
 
     let regions = config.tenants.regions();
-    let upstream =
-        EventBridgeUpstream::new(&config.upstream, endpoint_url.as_deref(), &regions).await;
+    let upstream = Arc::new(
+        EventBridgeUpstream::new(&config.upstream, endpoint_url.as_deref(), &regions).await,
+    );
     let u = &config.upstream;
     let metrics = Arc::new(Metrics::new(config.metrics_tenant_label));
     let pipeline = Pipeline::new(
-        Arc::new(upstream),
+        upstream.clone(),
         metrics.clone(),
         PipelineSettings {
             upstream_calls_per_second: config.quotas.upstream_calls_per_second,
@@ -195,7 +221,15 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
                 max_attempts: u.entry_max_attempts,
                 base: Duration::from_millis(u.retry_base_ms),
                 max: Duration::from_millis(u.retry_max_ms),
+                resend_unknown: u.resend_unknown,
             },
+            breaker: BreakerSettings {
+                failures: u.breaker_failures,
+                open_for: Duration::from_millis(u.breaker_open_ms),
+                probes: u.breaker_probes,
+            },
+            retry_budget_ratio: u.retry_budget_ratio,
+            retry_budget_min_per_second: u.retry_budget_min_per_second,
         },
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -211,9 +245,44 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
             max_in_flight: config.max_in_flight_entries,
             stream_window_entries: config.stream_window_entries,
             quotas: config.quotas.clone(),
+            check_source_state: config.sources.check_state,
+            on_inactive: config.sources.on_inactive,
         },
         shutdown_rx.clone(),
     ));
+    if config.sources.check_state {
+        // Learn every source's state before serving, so the first calls are
+        // protected too; bounded, since EventBridge may be slow or refuse.
+        let admin: Arc<dyn SourceAdmin> = upstream.clone();
+        let first = tokio::time::timeout(
+            Duration::from_secs(10),
+            refresh_all(
+                admin.as_ref(),
+                &config.tenants,
+                &core.source_states,
+                config.sources.calls_per_second,
+            ),
+        )
+        .await;
+        if first.is_err() {
+            tracing::warn!(
+                "reading source states took over 10 s; serving, and reading on in the background"
+            );
+        }
+        let tenants_core = core.clone();
+        let errors = metrics.clone();
+        tokio::spawn(run_refresher(
+            admin,
+            move || tenants_core.tenants(),
+            core.source_states.clone(),
+            Duration::from_millis(config.sources.refresh_ms),
+            config.sources.calls_per_second,
+            move |failed| {
+                errors.source_refresh_errors.inc_by(failed as u64);
+            },
+            shutdown_rx.clone(),
+        ));
+    }
     if config.auth.mode == AuthMode::Off {
         tracing::warn!(
             "SECURITY OFF: [auth] mode = \"off\": any client that reaches this port may write \
@@ -225,6 +294,31 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     health
         .set_service_status(SERVICE_NAME, ServingStatus::Serving)
         .await;
+    // Each region's EventBridge has a health entry of its own,
+    // `eventbridge.<region>`, NOT_SERVING while its breaker is open. The
+    // gateway's own entries stay SERVING: the other regions still work.
+    for region in &regions {
+        health
+            .set_service_status(region_health_name(region), ServingStatus::Serving)
+            .await;
+    }
+    {
+        let health = health.clone();
+        let handle = tokio::runtime::Handle::current();
+        core.pipeline
+            .set_breaker_hook(Arc::new(move |region: &str, open: bool| {
+                let health = health.clone();
+                let name = region_health_name(region);
+                handle.spawn(async move {
+                    let status = if open {
+                        ServingStatus::NotServing
+                    } else {
+                        ServingStatus::Serving
+                    };
+                    health.set_service_status(name, status).await;
+                });
+            }));
+    }
 
     // Both reflection versions: grpcurl before 1.8.8 speaks only v1alpha.
     // The health and google.rpc descriptors are registered so that grpcurl
@@ -295,6 +389,14 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
                 .in_flight_entries
                 .set(g.in_flight_entries as i64);
             gauges_core.metrics.open_streams.set(g.open_streams as i64);
+            let counts = gauges_core.source_states.counts();
+            for state in ["ACTIVE", "PENDING", "DELETED", "NOT_FOUND"] {
+                gauges_core
+                    .metrics
+                    .sources
+                    .get_or_create(&crate::metrics::StateLabels { state })
+                    .set(counts.get(state).copied().unwrap_or(0) as i64);
+            }
         });
         let mut stop = shutdown_rx.clone();
         side_tasks.push(tokio::spawn(

@@ -14,7 +14,7 @@ use std::{
 
 use common::{entry, eventually, StallProxy, TestGateway};
 use partner_events_gateway::{
-    emulator::{Emulator, EmulatorConfig, EmulatorHandle},
+    emulator::{Emulator, EmulatorConfig, EmulatorHandle, SeedSource, SourceState},
     proto::{PutPartnerEventsRequest, PutPartnerEventsResponse},
 };
 use tokio::sync::mpsc;
@@ -158,7 +158,21 @@ async fn mixed_tenants_regions_and_a_bad_batch_in_one_stream() {
 
 /// A gateway whose upstream goes through a proxy the test can stall.
 async fn stallable(extra: &str) -> (TestGateway, EmulatorHandle, StallProxy) {
-    let emulator = Emulator::spawn("127.0.0.1:0".parse().unwrap(), EmulatorConfig::default())
+    // The gateway checks its sources' states: the emulator knows them ACTIVE.
+    let config = EmulatorConfig {
+        sources: ["billing", "audit"]
+            .iter()
+            .map(|k| {
+                SeedSource::new(
+                    format!("aws.partner/example.com/acme/{k}"),
+                    "123456789012",
+                    SourceState::Active,
+                )
+            })
+            .collect(),
+        ..EmulatorConfig::default()
+    };
+    let emulator = Emulator::spawn("127.0.0.1:0".parse().unwrap(), config)
         .await
         .unwrap();
     let proxy = StallProxy::start(emulator.local_addr()).await;

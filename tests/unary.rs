@@ -312,7 +312,10 @@ async fn a_final_entry_error_is_passed_through() {
 
 #[tokio::test]
 async fn a_call_failing_whole_fails_only_its_entries() {
-    let gw = TestGateway::start("[upstream]\nsdk_max_attempts = 2\nretry_base_ms = 1\n").await;
+    let gw = TestGateway::start(
+        "[upstream]\nentry_max_attempts = 3\nretry_base_ms = 1\nretry_max_ms = 5\n",
+    )
+    .await;
     gw.emulator().set_faults(vec![FaultRule {
         detail_type: "Boom".into(),
         fault: Fault::CallError {
@@ -335,14 +338,19 @@ async fn a_call_failing_whole_fails_only_its_entries() {
     assert!(!resp.entries[0].event_id.is_empty(), "{resp:?}");
     assert_eq!(resp.entries[1].error_code, "InternalException");
     assert_eq!(resp.failed_entry_count, 1);
-    // The SDK made its 2 attempts at the failing call; the gateway added none.
+    // The gateway resent the failing call's entry until its 3 attempts were
+    // spent (the SDK itself makes one attempt: see sdk_max_attempts).
+    assert_eq!(resp.entries[1].attempts, 3);
+    assert!(resp.entries[1]
+        .error_message
+        .contains("gave up after 3 attempts"));
     let failed_calls = gw
         .emulator()
         .calls()
         .iter()
         .filter(|c| c.status != 200)
         .count();
-    assert_eq!(failed_calls, 2);
+    assert_eq!(failed_calls, 3);
 
     // An HTML error page carries no code.
     gw.emulator().set_faults(vec![FaultRule {

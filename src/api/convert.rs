@@ -117,6 +117,7 @@ pub fn result_to_proto(index: u32, r: EntryResult) -> PartnerEventResult {
             error_code: String::new(),
             error_message: String::new(),
             attempts: r.attempts,
+            warning: String::new(),
         },
         Outcome::Failed { code, message } => PartnerEventResult {
             index,
@@ -124,6 +125,7 @@ pub fn result_to_proto(index: u32, r: EntryResult) -> PartnerEventResult {
             error_code: code,
             error_message: message,
             attempts: r.attempts,
+            warning: String::new(),
         },
     }
 }

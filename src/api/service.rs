@@ -33,6 +33,7 @@ use crate::{
     config::{AuthMode, QuotasSection},
     domain::{
         entry::prepare,
+        lifecycle::{InactivePolicy, SourceStates},
         outcome::{codes, EntryResult},
         tenant::TenantDirectory,
     },
@@ -61,6 +62,9 @@ pub struct CoreSettings {
     pub max_in_flight: usize,
     pub stream_window_entries: usize,
     pub quotas: QuotasSection,
+    /// Act on partner event source states (refuse or flag inactive ones).
+    pub check_source_state: bool,
+    pub on_inactive: InactivePolicy,
 }
 
 /// What every request needs; shared by all calls.
@@ -70,6 +74,8 @@ pub struct Core {
     auth: ArcSwap<AuthPolicy>,
     pub pipeline: Pipeline,
     pub metrics: Arc<Metrics>,
+    /// What the gateway knows of each partner event source's state.
+    pub source_states: Arc<SourceStates>,
     settings: CoreSettings,
     tenant_limits: KeyedLimiter,
     caller_limits: KeyedLimiter,
@@ -97,6 +103,7 @@ impl Core {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
+            source_states: Arc::default(),
             tenants: ArcSwap::from_pointee(tenants),
             auth: ArcSwap::from_pointee(auth),
             pipeline,
@@ -205,6 +212,23 @@ impl Core {
         Ok(tenants)
     }
 
+    /// When every region the request's entries go to has an open breaker,
+    /// the soonest time one lets calls through again.
+    fn all_regions_down(
+        &self,
+        req: &PutPartnerEventsRequest,
+        tenants: &TenantDirectory,
+    ) -> Option<Duration> {
+        let tenant = tenants.get(&req.tenant_id)?;
+        let mut soonest: Option<Duration> = None;
+        for e in &req.entries {
+            let region = tenant.source(&e.source_key)?.region();
+            let after = self.pipeline.region_retry_after(region)?;
+            soonest = Some(soonest.map_or(after, |s| s.min(after)));
+        }
+        soonest
+    }
+
     /// Per-tenant and per-caller entries-per-second limits.
     fn take_quota(
         &self,
@@ -272,6 +296,30 @@ impl Core {
                 Err(r) => results[i] = Some(r),
             }
         }
+        // Entries for a source EventBridge would not deliver to.
+        let mut warnings: Vec<(usize, String)> = Vec::new();
+        if self.settings.check_source_state {
+            let policy = tenant
+                .inactive_policy()
+                .unwrap_or(self.settings.on_inactive);
+            prepared.retain(|p| match self.source_states.check(p.source.name()) {
+                None => true,
+                Some(inactive) => match policy {
+                    InactivePolicy::Refuse => {
+                        results[p.index as usize] =
+                            Some(EntryResult::refused(inactive.code, inactive.message));
+                        false
+                    }
+                    InactivePolicy::SendAndFlag => {
+                        warnings.push((
+                            p.index as usize,
+                            format!("{}: {}", inactive.code, inactive.message),
+                        ));
+                        true
+                    }
+                },
+            });
+        }
         let refused = n - prepared.len();
         if !prepared.is_empty() {
             for (index, r) in self.pipeline.send(prepared, deadline).await {
@@ -296,6 +344,12 @@ impl Core {
                 r
             })
             .collect();
+        let mut entries = entries;
+        for (i, warning) in warnings {
+            if !entries[i].event_id.is_empty() {
+                entries[i].warning = warning;
+            }
+        }
         let failed = entries.iter().filter(|e| !e.error_code.is_empty()).count();
         tracing::info!(
             tenant = %req.tenant_id,
@@ -325,6 +379,9 @@ impl Core {
     ) -> Result<PutPartnerEventsResponse, Status> {
         let deadline = Instant::now() + budget;
         let tenants = self.check(&req, caller)?;
+        if let Some(retry_after) = self.all_regions_down(&req, &tenants) {
+            return Err(region_unavailable(retry_after));
+        }
         let n = req.entries.len() as u32;
         let _permits =
             match tokio::time::timeout_at(deadline, self.in_flight.clone().acquire_many_owned(n))
@@ -338,6 +395,20 @@ impl Core {
             };
         Ok(self.run(req, &tenants, 0, deadline).await)
     }
+}
+
+/// UNAVAILABLE with a retry hint: every region the request needs has its
+/// circuit breaker open.
+fn region_unavailable(retry_after: Duration) -> Status {
+    let details = ErrorDetails::with_retry_info(Some(retry_after));
+    Status::with_error_details(
+        Code::Unavailable,
+        format!(
+            "EventBridge keeps failing in the region(s) this request needs; calls there are paused: retry in {} ms",
+            retry_after.as_millis()
+        ),
+        details,
+    )
 }
 
 /// RESOURCE_EXHAUSTED with a retry hint, for a call that waited its whole

@@ -41,6 +41,16 @@ pub mod codes {
     /// limit; `batch_error` says when to retry.
     pub const RATE_LIMITED: &str = "RateLimited";
 
+    /// The region's circuit breaker is open: EventBridge there kept failing,
+    /// so the entry was not sent; the message says when to retry.
+    pub const REGION_UNAVAILABLE: &str = "RegionUnavailable";
+
+    /// The entry's partner event source is not ACTIVE: EventBridge would
+    /// accept the event and never deliver it. The message gives the state.
+    pub const SOURCE_NOT_ACTIVE: &str = "SourceNotActive";
+    /// The entry's partner event source does not exist in EventBridge.
+    pub const SOURCE_NOT_FOUND: &str = "SourceNotFound";
+
     /// EventBridge's per-entry codes that are worth resending.
     pub const THROTTLING: &str = "ThrottlingException";
     pub const INTERNAL_FAILURE: &str = "InternalFailure";
@@ -85,7 +95,17 @@ impl EntryResult {
     }
 }
 
-/// Whether a per-entry error code from EventBridge is worth resending.
-pub fn is_retryable_entry_code(code: &str) -> bool {
-    matches!(code, codes::THROTTLING | codes::INTERNAL_FAILURE)
+/// Whether an entry that ended with `code` is worth resending: EventBridge's
+/// retryable per-entry codes, and whole-call failures that say nothing about
+/// the entry itself (throttling, 5xx, no answer, not sent).
+pub fn is_retryable_code(code: &str) -> bool {
+    matches!(
+        code,
+        codes::THROTTLING
+            | codes::INTERNAL_FAILURE
+            | "InternalException"
+            | "ServiceUnavailable"
+            | codes::UPSTREAM_ERROR
+            | codes::UPSTREAM_UNAVAILABLE
+    )
 }

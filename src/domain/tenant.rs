@@ -5,6 +5,8 @@
 
 use std::{collections::BTreeMap, collections::HashMap, sync::Arc};
 
+use super::lifecycle::InactivePolicy;
+
 /// One partner event source and its region. Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SourceRef {
@@ -35,6 +37,7 @@ pub struct Tenant {
     id: String,
     default_source: String,
     sources: BTreeMap<String, SourceRef>,
+    on_inactive: Option<InactivePolicy>,
 }
 
 impl Tenant {
@@ -45,7 +48,18 @@ impl Tenant {
             id,
             default_source,
             sources,
+            on_inactive: None,
         }
+    }
+
+    /// This tenant's own policy for inactive sources, overriding the global one.
+    pub fn with_inactive_policy(mut self, policy: Option<InactivePolicy>) -> Self {
+        self.on_inactive = policy;
+        self
+    }
+
+    pub fn inactive_policy(&self) -> Option<InactivePolicy> {
+        self.on_inactive
     }
     pub fn id(&self) -> &str {
         &self.id
@@ -94,6 +108,10 @@ impl TenantDirectory {
         r.sort();
         r.dedup();
         r
+    }
+    /// Every tenant, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Tenant> {
+        self.tenants.values()
     }
     pub fn len(&self) -> usize {
         self.tenants.len()

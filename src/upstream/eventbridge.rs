@@ -12,7 +12,10 @@ use aws_sdk_eventbridge::{
 use aws_smithy_types::DateTime;
 use futures::future::BoxFuture;
 
-use super::{attribute_results, CallError, CallFailureKind, RawResult, Upstream};
+use super::{
+    attribute_results, CallError, CallFailureKind, RawResult, SourceAccountInfo, SourceAdmin,
+    Upstream,
+};
 use crate::{
     config::{UpstreamKind, UpstreamSection},
     domain::{
@@ -214,4 +217,80 @@ fn is_connect_failure(err: &ConnectorError) -> bool {
         source = e.source();
     }
     false
+}
+
+impl SourceAdmin for EventBridgeUpstream {
+    fn list_source_accounts<'a>(
+        &'a self,
+        region: &'a str,
+        source: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<SourceAccountInfo>>, String>> {
+        Box::pin(async move {
+            let client = self.client(region);
+            let mut accounts = Vec::new();
+            let mut next: Option<String> = None;
+            // A source serves one account; the pages are few. Bounded anyway.
+            for _ in 0..100 {
+                let out = match client
+                    .list_partner_event_source_accounts()
+                    .event_source_name(source)
+                    .set_next_token(next.take())
+                    .send()
+                    .await
+                {
+                    Ok(out) => out,
+                    Err(err) => {
+                        if err.code() == Some("ResourceNotFoundException") {
+                            return Ok(None);
+                        }
+                        return Err(format!(
+                            "ListPartnerEventSourceAccounts failed: {}",
+                            err.code().unwrap_or("no error code")
+                        ));
+                    }
+                };
+                accounts.extend(out.partner_event_source_accounts().iter().map(|a| {
+                    SourceAccountInfo {
+                        account: a.account().unwrap_or_default().to_string(),
+                        state: a
+                            .state()
+                            .map(|s| s.as_str().to_string())
+                            .unwrap_or_default(),
+                        creation_time: a.creation_time().map(|t| t.secs()),
+                        expiration_time: a.expiration_time().map(|t| t.secs()),
+                    }
+                }));
+                match out.next_token() {
+                    Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+            Ok(Some(accounts))
+        })
+    }
+
+    fn create_source<'a>(
+        &'a self,
+        region: &'a str,
+        name: &'a str,
+        account: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let out = self
+                .client(region)
+                .create_partner_event_source()
+                .name(name)
+                .account(account)
+                .send()
+                .await
+                .map_err(|err| {
+                    format!(
+                        "CreatePartnerEventSource failed: {}{}",
+                        err.code().unwrap_or("no error code"),
+                        err.message().map(|m| format!(": {m}")).unwrap_or_default()
+                    )
+                })?;
+            Ok(out.event_source_arn().unwrap_or_default().to_string())
+        })
+    }
 }

@@ -12,6 +12,7 @@ use crate::domain::{
     outcome::{codes, Outcome},
 };
 
+pub mod breaker;
 pub mod eventbridge;
 pub mod retry;
 
@@ -24,6 +25,35 @@ pub trait Upstream: Send + Sync + 'static {
         region: &'a str,
         entries: &'a [PreparedEntry],
     ) -> BoxFuture<'a, Result<Vec<Outcome>, CallError>>;
+}
+
+/// One account of a partner event source (ListPartnerEventSourceAccounts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceAccountInfo {
+    pub account: String,
+    /// ACTIVE, PENDING or DELETED.
+    pub state: String,
+    pub creation_time: Option<i64>,
+    pub expiration_time: Option<i64>,
+}
+
+/// EventBridge's partner-side control plane: source lifecycle.
+pub trait SourceAdmin: Send + Sync + 'static {
+    /// The accounts of `source` in `region`; None when EventBridge does not
+    /// know the source. Errors are safe to log (no credentials).
+    fn list_source_accounts<'a>(
+        &'a self,
+        region: &'a str,
+        source: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<SourceAccountInfo>>, String>>;
+
+    /// Creates `name` for the customer `account`; returns its ARN.
+    fn create_source<'a>(
+        &'a self,
+        region: &'a str,
+        name: &'a str,
+        account: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>>;
 }
 
 /// How far a failed call got, which decides what its entries are told.

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::domain::outcome::{is_retryable_entry_code, Outcome};
+use crate::domain::outcome::{codes, is_retryable_code, Outcome};
 
 /// Bounds on resending failed entries.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +17,9 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub base: Duration,
     pub max: Duration,
+    /// Resend entries whose outcome is unknown (they may then be delivered
+    /// twice). Off by default.
+    pub resend_unknown: bool,
 }
 
 /// What to do with one entry after an attempt.
@@ -34,7 +37,10 @@ impl RetryPolicy {
     /// Decides after `attempts` sends of an entry that ended in `outcome`.
     pub fn decide(&self, outcome: &Outcome, attempts: u32) -> Decision {
         match outcome {
-            Outcome::Failed { code, .. } if is_retryable_entry_code(code) => {
+            Outcome::Failed { code, .. }
+                if is_retryable_code(code)
+                    || (self.resend_unknown && code == codes::OUTCOME_UNKNOWN) =>
+            {
                 if attempts < self.max_attempts {
                     Decision::Retry
                 } else {
@@ -68,6 +74,7 @@ mod tests {
             max_attempts: 3,
             base: Duration::from_millis(100),
             max: Duration::from_millis(1000),
+            resend_unknown: false,
         }
     }
 
@@ -85,6 +92,21 @@ mod tests {
             p.decide(&Outcome::failed("MalformedDetail", ""), 1),
             Decision::Done
         );
+        assert_eq!(
+            p.decide(&Outcome::failed("InternalException", ""), 1),
+            Decision::Retry
+        );
+        assert_eq!(
+            p.decide(&Outcome::failed("AccessDeniedException", ""), 1),
+            Decision::Done
+        );
+        let unknown = Outcome::failed("OutcomeUnknown", "");
+        assert_eq!(p.decide(&unknown, 1), Decision::Done);
+        let resend = RetryPolicy {
+            resend_unknown: true,
+            ..p
+        };
+        assert_eq!(resend.decide(&unknown, 1), Decision::Retry);
         assert_eq!(
             p.decide(
                 &Outcome::Accepted {

@@ -68,9 +68,12 @@ impl TestGateway {
             format!("{toml}\n{TENANTS}")
         };
         let mut config = Config::from_toml(&text, "test").expect("test config is valid");
-        // Tests run side by side: never the fixed default metrics port.
+        // Tests run side by side: never the fixed default ports.
         if config.metrics_listen.is_some() {
             config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        }
+        if config.emulator_listen.port() == 4010 {
+            config.emulator_listen = "127.0.0.1:0".parse().unwrap();
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway = server::start(config, listener)

@@ -1,0 +1,461 @@
+//! The load: what the harness sends and how, through the gateway (tonic
+//! client, unary calls or bidirectional streams) and straight to the
+//! emulator (the AWS SDK, one `PutPartnerEvents` call per caller batch, cut
+//! into calls of 20). Every worker stops sending at the end of its
+//! [`Window`] and abandons what is still in flight; each is also bounded in
+//! count, so no loop runs on when time misbehaves.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use aws_sdk_eventbridge::types::PutPartnerEventsRequestEntry;
+use tokio::{sync::mpsc, task::JoinSet, time::Instant};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::{
+    domain::limits::MAX_ENTRIES_PER_CALL,
+    proto::{
+        partner_event_entry::Body, partner_events_client::PartnerEventsClient, PartnerEventEntry,
+        PutPartnerEventsRequest,
+    },
+};
+
+/// The tenant the bench gateway is configured with.
+pub const TENANT: &str = "bench";
+/// Its one source (the baseline sends to it directly).
+pub const SOURCE: &str = "aws.partner/example.com/bench/events";
+/// The source's region.
+pub const REGION: &str = "us-east-1";
+const DETAIL_TYPE: &str = "BenchEvent";
+
+/// Most batches one worker sends in a scenario, whatever the clock says.
+const MAX_BATCHES_PER_WORKER: u64 = 50_000_000;
+
+/// Calls or streams one gateway connection carries at most: below the
+/// gateway's default `max_concurrent_streams` (256) per connection.
+const STREAMS_PER_CONNECTION: usize = 128;
+
+/// The time span whose answers count.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub start: Instant,
+    pub end: Instant,
+}
+
+impl Window {
+    fn contains(&self, t: Instant) -> bool {
+        t >= self.start && t < self.end
+    }
+}
+
+/// What workers saw: answers that arrived inside the window.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Send-to-answer time of each batch answered in the window, in µs.
+    pub latencies_us: Vec<u32>,
+    /// Batches answered in the window.
+    pub batches: u64,
+    /// Entries answered with an event id in the window.
+    pub entries_ok: u64,
+    /// Entries answered with an error code in the window.
+    pub entries_failed: u64,
+    /// Calls or streams that failed whole (a gRPC status, an SDK error).
+    pub errors: u64,
+    /// Fixed rate: requests not sent because too many were outstanding.
+    pub skipped: u64,
+    /// Streams whose response headers arrived (the gateway took them).
+    pub streams_opened: u64,
+    /// Entries handed to the transport, at any time.
+    pub entries_sent: u64,
+}
+
+impl Tally {
+    fn answered(&mut self, window: &Window, sent: Instant, done: Instant, ok: u64, failed: u64) {
+        if !window.contains(done) {
+            return;
+        }
+        self.batches += 1;
+        self.entries_ok += ok;
+        self.entries_failed += failed;
+        let us = done.saturating_duration_since(sent).as_micros();
+        self.latencies_us
+            .push(u32::try_from(us).unwrap_or(u32::MAX));
+    }
+
+    fn error(&mut self, window: &Window, at: Instant) {
+        if window.contains(at) {
+            self.errors += 1;
+        }
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, mut other: Tally) {
+        self.latencies_us.append(&mut other.latencies_us);
+        self.batches += other.batches;
+        self.entries_ok += other.entries_ok;
+        self.entries_failed += other.entries_failed;
+        self.errors += other.errors;
+        self.skipped += other.skipped;
+        self.streams_opened += other.streams_opened;
+        self.entries_sent += other.entries_sent;
+    }
+}
+
+/// A JSON object of about 250 bytes: an invoice, as a service would send.
+fn detail() -> String {
+    r#"{"invoice":"in_1MtHbELkdIwHu7ixl4OzzPMv","customer":"cus_NffrFeUfNV2Hib","currency":"eur","amount_due":125000,"paid":true,"lines":[{"id":"il_00000001","amount":1000,"quantity":2},{"id":"il_00000002","amount":1500,"quantity":1}]}"#
+        .to_string()
+}
+
+/// A gateway request of `entries` entries.
+pub fn grpc_batch(entries: usize) -> PutPartnerEventsRequest {
+    let entry = PartnerEventEntry {
+        time: None,
+        detail_type: DETAIL_TYPE.into(),
+        body: Some(Body::Detail(detail())),
+        resources: vec![],
+        source_key: String::new(),
+    };
+    PutPartnerEventsRequest {
+        tenant_id: TENANT.into(),
+        entries: vec![entry; entries],
+        batch_id: String::new(),
+    }
+}
+
+/// The same `entries` entries as direct SDK calls of at most 20.
+pub fn sdk_calls(entries: usize) -> Vec<Vec<PutPartnerEventsRequestEntry>> {
+    let entry = PutPartnerEventsRequestEntry::builder()
+        .source(SOURCE)
+        .detail_type(DETAIL_TYPE)
+        .detail(detail())
+        .build();
+    let all = vec![entry; entries];
+    all.chunks(MAX_ENTRIES_PER_CALL)
+        .map(<[_]>::to_vec)
+        .collect()
+}
+
+/// Clients over several HTTP/2 connections to the gateway.
+#[derive(Clone)]
+pub struct GatewayClients(Vec<PartnerEventsClient<Channel>>);
+
+impl GatewayClients {
+    /// Enough connections for `concurrency` calls or streams (at least 4,
+    /// so the gateway's connection tasks can use both cores).
+    pub async fn connect(addr: SocketAddr, concurrency: usize) -> Result<Self, String> {
+        let n = concurrency.div_ceil(STREAMS_PER_CONNECTION).max(4);
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            let channel = Channel::from_shared(format!("http://{addr}"))
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| format!("cannot connect to the gateway at {addr}: {e}"))?;
+            clients.push(
+                PartnerEventsClient::new(channel)
+                    .max_decoding_message_size(64 * 1024 * 1024)
+                    .max_encoding_message_size(64 * 1024 * 1024),
+            );
+        }
+        Ok(Self(clients))
+    }
+
+    fn get(&self, i: usize) -> PartnerEventsClient<Channel> {
+        self.0[i % self.0.len()].clone()
+    }
+}
+
+/// One unary call: (entries accepted, entries failed), or the call failed.
+async fn unary_once(
+    mut client: PartnerEventsClient<Channel>,
+    req: PutPartnerEventsRequest,
+) -> Result<(u64, u64), ()> {
+    let r = client.put_partner_events(req).await.map_err(|_| ())?;
+    let r = r.into_inner();
+    let failed = u64::from(r.failed_entry_count);
+    Ok((r.entries.len() as u64 - failed, failed))
+}
+
+/// One caller batch sent directly: its calls of 20 at once, as a client
+/// that splits a batch itself would send them.
+async fn sdk_once(
+    client: aws_sdk_eventbridge::Client,
+    calls: Arc<Vec<Vec<PutPartnerEventsRequestEntry>>>,
+) -> Result<(u64, u64), ()> {
+    let sends = calls.iter().map(|entries| {
+        let n = entries.len() as u64;
+        let call = client
+            .put_partner_events()
+            .set_entries(Some(entries.clone()))
+            .send();
+        async move {
+            match call.await {
+                Ok(out) => {
+                    let failed = u64::try_from(out.failed_entry_count()).unwrap_or(0);
+                    (n.saturating_sub(failed), failed, false)
+                }
+                Err(_) => (0, n, true),
+            }
+        }
+    });
+    let results = futures::future::join_all(sends).await;
+    if results.iter().any(|(_, _, error)| *error) {
+        return Err(());
+    }
+    Ok(results
+        .iter()
+        .fold((0, 0), |(ok, failed), (o, f, _)| (ok + o, failed + f)))
+}
+
+/// Closed loop: `workers` callers, each sending its next batch when the
+/// last one is answered. `send(i)` sends one batch for worker `i`.
+async fn closed_loop<F, Fut>(workers: usize, window: Window, send: F) -> Tally
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(u64, u64), ()>> + Send + 'static,
+{
+    let send = Arc::new(send);
+    let mut set = JoinSet::new();
+    for i in 0..workers {
+        let send = send.clone();
+        set.spawn(async move {
+            let mut t = Tally::default();
+            for _ in 0..MAX_BATCHES_PER_WORKER {
+                let sent = Instant::now();
+                if sent >= window.end {
+                    break;
+                }
+                match tokio::time::timeout_at(window.end, send(i)).await {
+                    Err(_elapsed) => break,
+                    Ok(Ok((ok, failed))) => {
+                        t.entries_sent += ok + failed;
+                        t.answered(&window, sent, Instant::now(), ok, failed);
+                    }
+                    Ok(Err(())) => {
+                        t.error(&window, Instant::now());
+                        // A failing target must not turn this into a spin.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            t
+        });
+    }
+    join_tallies(set).await
+}
+
+/// Open loop at `rate` batches per second from now to the window's end.
+/// Latency counts from when each batch was due, so a lagging sender shows.
+async fn fixed_rate<F, Fut>(rate: f64, max_outstanding: usize, window: Window, send: F) -> Tally
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<(u64, u64), ()>> + Send + 'static,
+{
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    let mut set = JoinSet::new();
+    let start = Instant::now();
+    let mut due_sent: u64 = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let max_batches = ((window.end - start).as_secs_f64() * rate).ceil() as u64 + 1;
+    while due_sent < max_batches.min(MAX_BATCHES_PER_WORKER) {
+        let now = tick.tick().await;
+        if now >= window.end {
+            break;
+        }
+        while set.try_join_next().is_some() {}
+        let due = ((now - start).as_secs_f64() * rate) as u64;
+        while due_sent < due {
+            let intended = start + Duration::from_secs_f64(due_sent as f64 / rate);
+            let i = due_sent as usize;
+            due_sent += 1;
+            if outstanding.load(Ordering::Relaxed) >= max_outstanding {
+                tally.lock().expect("lock").skipped += 1;
+                continue;
+            }
+            outstanding.fetch_add(1, Ordering::Relaxed);
+            let call = send(i);
+            let tally = tally.clone();
+            let outstanding = outstanding.clone();
+            set.spawn(async move {
+                let r = tokio::time::timeout_at(window.end, call).await;
+                outstanding.fetch_sub(1, Ordering::Relaxed);
+                let done = Instant::now();
+                let mut t = tally.lock().expect("lock");
+                match r {
+                    Err(_elapsed) => {}
+                    Ok(Ok((ok, failed))) => {
+                        t.entries_sent += ok + failed;
+                        t.answered(&window, intended, done, ok, failed);
+                    }
+                    Ok(Err(())) => t.error(&window, done),
+                }
+            });
+        }
+    }
+    // Every task ends by the window's end (timeout_at above).
+    while set.join_next().await.is_some() {}
+    let out = std::mem::take(&mut *tally.lock().expect("lock"));
+    out
+}
+
+async fn join_tallies(mut set: JoinSet<Tally>) -> Tally {
+    let mut total = Tally::default();
+    while let Some(t) = set.join_next().await {
+        match t {
+            Ok(t) => total.merge(t),
+            Err(_) => total.errors += 1,
+        }
+    }
+    total
+}
+
+/// Unary calls of `entries` entries through the gateway, closed loop.
+pub async fn gateway_unary(
+    clients: GatewayClients,
+    entries: usize,
+    workers: usize,
+    window: Window,
+) -> Tally {
+    let req = grpc_batch(entries);
+    closed_loop(workers, window, move |i| {
+        unary_once(clients.get(i), req.clone())
+    })
+    .await
+}
+
+/// Unary calls of `entries` entries through the gateway at a fixed rate.
+pub async fn gateway_unary_at_rate(
+    clients: GatewayClients,
+    entries: usize,
+    rate: f64,
+    max_outstanding: usize,
+    window: Window,
+) -> Tally {
+    let req = grpc_batch(entries);
+    fixed_rate(rate, max_outstanding, window, move |i| {
+        unary_once(clients.get(i), req.clone())
+    })
+    .await
+}
+
+/// The same batches straight to the emulator with the SDK, closed loop.
+pub async fn sdk_batches(
+    client: aws_sdk_eventbridge::Client,
+    entries: usize,
+    workers: usize,
+    window: Window,
+) -> Tally {
+    let calls = Arc::new(sdk_calls(entries));
+    closed_loop(workers, window, move |_| {
+        sdk_once(client.clone(), calls.clone())
+    })
+    .await
+}
+
+/// The same batches straight to the emulator at a fixed rate.
+pub async fn sdk_batches_at_rate(
+    client: aws_sdk_eventbridge::Client,
+    entries: usize,
+    rate: f64,
+    max_outstanding: usize,
+    window: Window,
+) -> Tally {
+    let calls = Arc::new(sdk_calls(entries));
+    fixed_rate(rate, max_outstanding, window, move |_| {
+        sdk_once(client.clone(), calls.clone())
+    })
+    .await
+}
+
+/// `streams` streams through the gateway, each keeping up to `in_flight`
+/// batches of `entries` entries unanswered.
+pub async fn gateway_streams(
+    clients: GatewayClients,
+    streams: usize,
+    entries: usize,
+    in_flight: usize,
+    window: Window,
+) -> Tally {
+    let req = grpc_batch(entries);
+    let mut set = JoinSet::new();
+    for i in 0..streams {
+        set.spawn(one_stream(clients.get(i), req.clone(), in_flight, window));
+    }
+    join_tallies(set).await
+}
+
+/// One stream: send while fewer than `in_flight` batches are unanswered,
+/// match each answer to its batch by `sequence`.
+async fn one_stream(
+    mut client: PartnerEventsClient<Channel>,
+    req: PutPartnerEventsRequest,
+    in_flight: usize,
+    window: Window,
+) -> Tally {
+    let mut t = Tally::default();
+    let (tx, rx) = mpsc::channel(in_flight.max(1));
+    let opened = tokio::time::timeout_at(
+        window.end,
+        client.stream_partner_events(ReceiverStream::new(rx)),
+    )
+    .await;
+    let mut responses = match opened {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(_)) => {
+            t.error(&window, Instant::now());
+            return t;
+        }
+        Err(_elapsed) => return t,
+    };
+    t.streams_opened = 1;
+    let entries = req.entries.len() as u64;
+    let mut sent_at: HashMap<u64, Instant> = HashMap::with_capacity(in_flight);
+    let mut next_sequence = 0u64;
+    while next_sequence < MAX_BATCHES_PER_WORKER {
+        while sent_at.len() < in_flight && Instant::now() < window.end {
+            // Never blocks: the channel holds at most `in_flight` batches
+            // and fewer than that are unanswered.
+            if tx.try_send(req.clone()).is_err() {
+                break;
+            }
+            sent_at.insert(next_sequence, Instant::now());
+            next_sequence += 1;
+            t.entries_sent += entries;
+        }
+        match tokio::time::timeout_at(window.end, responses.message()).await {
+            Err(_elapsed) => break,
+            Ok(Ok(Some(r))) => {
+                let done = Instant::now();
+                let Some(sent) = sent_at.remove(&r.sequence) else {
+                    t.error(&window, done);
+                    break;
+                };
+                let failed = u64::from(r.failed_entry_count);
+                t.answered(
+                    &window,
+                    sent,
+                    done,
+                    (r.entries.len() as u64).saturating_sub(failed),
+                    failed,
+                );
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                t.error(&window, Instant::now());
+                break;
+            }
+        }
+    }
+    t
+}

@@ -1,0 +1,652 @@
+//! The `bench` subcommand: a load harness that measures the gateway against
+//! a direct-SDK baseline, in one run, on loopback only.
+//!
+//! The harness starts the built-in emulator in its own process (it needs the
+//! emulator's recorded calls and fault rules, reached through
+//! [`EmulatorHandle`]) and, for each gateway run, a fresh gateway as a child
+//! process (`serve --config <file>` pointed at that emulator), so that the
+//! gateway's CPU time and peak RSS read from `/proc/<pid>` are its own. The
+//! baseline sends the same batches straight to the emulator with
+//! `aws-sdk-eventbridge`, one `PutPartnerEvents` call per caller batch
+//! (batches over 20 entries cut into calls of 20), with the same number of
+//! callers. Each scenario runs with the emulator answering at once and
+//! with a fixed latency per call; then unary 20 at half the gateway's
+//! maximum rate (added latency), then open streams against a hung upstream
+//! (memory). Targets are judged and printed, never asserted.
+//!
+//! Every load loop is bounded in time (a window per run) and in count.
+//! Layout: `load` (what is sent and how), `child` (the gateway process and
+//! `/proc` figures), `report` (measurements, targets, table, JSON).
+
+mod child;
+mod load;
+mod report;
+
+use std::{path::PathBuf, time::Duration};
+
+use tokio::time::Instant;
+
+use crate::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule};
+use child::{proc_stats, GatewayChild};
+use load::{GatewayClients, Tally, Window};
+use report::{HalfLoad, Measurement, Path, Report, Stall, UpstreamTally};
+
+/// Callers of the unary scenarios by default.
+const DEFAULT_UNARY_CALLERS: usize = 64;
+/// Batches a stream keeps unanswered by default.
+const DEFAULT_STREAM_IN_FLIGHT: usize = 16;
+/// Streams in the stalled-upstream run, and their batches.
+const STALL_STREAMS: usize = 1_000;
+const STALL_BATCH_ENTRIES: usize = 10;
+const STALL_IN_FLIGHT: usize = 16;
+/// How often the gateway's RSS is read in the stall run.
+const STALL_SAMPLE_EVERY: Duration = Duration::from_millis(500);
+/// Fixed-rate runs: requests outstanding at most before new ones are skipped.
+const MAX_OUTSTANDING_AT_RATE: usize = 10_000;
+/// How often the emulator's recorded calls are taken and cleared, so that a
+/// long run does not keep every event in memory.
+const UPSTREAM_TAKE_EVERY: Duration = Duration::from_secs(1);
+/// Bound on waiting for a run's workers after its window (they stop at the
+/// window's end; this only guards against a bug).
+const JOIN_GRACE: Duration = Duration::from_secs(30);
+
+/// `partner-events-gateway bench`: gateway vs direct SDK, loopback only.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Seconds measured per run (after a warm-up of a fifth of that, at most 1 s).
+    #[arg(long, default_value_t = 5)]
+    pub duration_secs: u64,
+    /// 1 s per run and a 3 s stall run.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where the JSON report is written.
+    #[arg(long, default_value = "bench.json")]
+    pub out: PathBuf,
+    /// Concurrent callers in the unary scenarios (gateway and baseline).
+    #[arg(long, default_value_t = DEFAULT_UNARY_CALLERS)]
+    pub unary_callers: usize,
+    /// Batches each gateway stream keeps unanswered (a baseline caller has one).
+    #[arg(long, default_value_t = DEFAULT_STREAM_IN_FLIGHT)]
+    pub stream_in_flight: usize,
+    /// The emulator's latency per call in the latency runs, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    pub latency_ms: u64,
+    /// Uniform jitter added to that latency, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_jitter_ms: u64,
+    /// Seconds of the stalled-upstream memory run (default 10, 3 with
+    /// --quick); 0 skips it.
+    #[arg(long)]
+    pub stall_secs: Option<u64>,
+    /// Only scenarios whose name contains this (`unary-20`, `stream-1 `,
+    /// `x1000`, `stall`); the half-load run follows `unary-20`.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// The gateway executable to run as the child (`serve`); default this one.
+    #[arg(long)]
+    pub gateway_bin: Option<PathBuf>,
+}
+
+/// What a scenario sends.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// Unary calls of `entries` entries from `callers` callers.
+    Unary { entries: usize, callers: usize },
+    /// `streams` streams of batches of `entries` entries.
+    Streams { entries: usize, streams: usize },
+}
+
+impl Shape {
+    fn name(self) -> String {
+        match self {
+            Self::Unary { entries, callers } => format!("unary-{entries} x{callers}"),
+            Self::Streams { entries, streams } => format!("stream-{entries} x{streams}"),
+        }
+    }
+
+    fn entries(self) -> usize {
+        match self {
+            Self::Unary { entries, .. } | Self::Streams { entries, .. } => entries,
+        }
+    }
+
+    fn concurrency(self) -> usize {
+        match self {
+            Self::Unary { callers, .. } => callers,
+            Self::Streams { streams, .. } => streams,
+        }
+    }
+}
+
+/// The checked arguments.
+struct Plan {
+    duration: Duration,
+    warmup: Duration,
+    stall: Duration,
+    unary_callers: usize,
+    stream_in_flight: usize,
+    latency_ms: u64,
+    latency_jitter_ms: u64,
+    only: Option<String>,
+    gateway_bin: PathBuf,
+    out: PathBuf,
+}
+
+impl Plan {
+    fn new(args: BenchArgs) -> Result<Self, String> {
+        let duration = if args.quick {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(args.duration_secs.clamp(1, 600))
+        };
+        let stall = Duration::from_secs(
+            args.stall_secs
+                .unwrap_or(if args.quick { 3 } else { 10 })
+                .min(600),
+        );
+        if args.unary_callers == 0 || args.unary_callers > 10_000 {
+            return Err("--unary-callers must be 1 to 10000".into());
+        }
+        if args.stream_in_flight == 0 || args.stream_in_flight > 1_000 {
+            return Err("--stream-in-flight must be 1 to 1000".into());
+        }
+        let gateway_bin = match args.gateway_bin {
+            Some(p) => p,
+            None => {
+                std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?
+            }
+        };
+        Ok(Self {
+            duration,
+            warmup: (duration / 5).min(Duration::from_secs(1)),
+            stall,
+            unary_callers: args.unary_callers,
+            stream_in_flight: args.stream_in_flight,
+            latency_ms: args.latency_ms,
+            latency_jitter_ms: args.latency_jitter_ms,
+            only: args.only,
+            gateway_bin,
+            out: args.out,
+        })
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| name.contains(o))
+    }
+
+    fn shapes(&self) -> Vec<Shape> {
+        let callers = self.unary_callers;
+        let mut shapes: Vec<Shape> = [1, 20, 500]
+            .into_iter()
+            .map(|entries| Shape::Unary { entries, callers })
+            .collect();
+        for streams in [100, 1_000] {
+            for entries in [1, 10] {
+                shapes.push(Shape::Streams { entries, streams });
+            }
+        }
+        shapes
+            .into_iter()
+            .filter(|s| self.wants(&s.name()))
+            .collect()
+    }
+}
+
+/// The gateway's config for the throughput runs: defaults, but metrics off,
+/// upstream calls unpaced, and in-flight bounds out of the way so that the
+/// gateway's own work is what limits.
+fn gateway_toml(endpoint_url: &str) -> String {
+    format!(
+        r#"# partner-events-gateway bench: throughput runs
+[server]
+listen = "127.0.0.1:0"
+reload_poll_ms = 0
+shutdown_grace_ms = 1000
+max_in_flight_entries = 1000000
+
+[upstream]
+kind = "emulator"
+endpoint_url = "{endpoint_url}"
+max_concurrent_calls = 512
+
+[metrics]
+listen = ""
+
+[quotas]
+upstream_calls_per_second = 0
+{}"#,
+        tenants_toml()
+    )
+}
+
+/// The config of the stall run: the default bounds (in flight, per stream,
+/// calls per region), which are what keep memory flat.
+fn stall_gateway_toml(endpoint_url: &str) -> String {
+    format!(
+        r#"# partner-events-gateway bench: stalled upstream, default bounds
+[server]
+listen = "127.0.0.1:0"
+reload_poll_ms = 0
+shutdown_grace_ms = 1000
+
+[upstream]
+kind = "emulator"
+endpoint_url = "{endpoint_url}"
+
+[metrics]
+listen = ""
+
+[quotas]
+upstream_calls_per_second = 0
+{}"#,
+        tenants_toml()
+    )
+}
+
+fn tenants_toml() -> String {
+    format!(
+        r#"
+[tenants.{}]
+default_source = "events"
+
+[tenants.{}.sources.events]
+name = "{}"
+region = "{}"
+"#,
+        load::TENANT,
+        load::TENANT,
+        load::SOURCE,
+        load::REGION
+    )
+}
+
+/// Runs the bench: prints the table and writes the JSON report.
+pub async fn run(args: BenchArgs) -> Result<(), String> {
+    let plan = Plan::new(args)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A runtime of its own, whose threads log nothing: the in-process
+    // emulator logs every accepted event at info, which at these rates
+    // would cost more than the emulator itself (the gateway child logs at
+    // warn through RUST_LOG).
+    std::thread::Builder::new()
+        .name("bench".into())
+        .spawn(move || {
+            let none = tracing::Dispatch::none();
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .on_thread_start(|| {
+                    // Kept for the thread's life, on threads only this runtime uses.
+                    std::mem::forget(tracing::dispatcher::set_default(&tracing::Dispatch::none()));
+                })
+                .build()
+                .map_err(|e| format!("cannot build the bench runtime: {e}"))
+                .and_then(|rt| {
+                    tracing::dispatcher::with_default(&none, || rt.block_on(bench(plan)))
+                });
+            let _ = tx.send(result);
+        })
+        .map_err(|e| format!("cannot start the bench thread: {e}"))?;
+    rx.await
+        .map_err(|_| "the bench thread panicked".to_string())?
+}
+
+/// What every run uses.
+struct Harness {
+    plan: Plan,
+    emulator: EmulatorHandle,
+    sdk: aws_sdk_eventbridge::Client,
+    gateway_toml: String,
+}
+
+async fn bench(plan: Plan) -> Result<(), String> {
+    // As `server::start` does: both rustls providers are compiled in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let emulator = Emulator::spawn(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        EmulatorConfig::default(),
+    )
+    .await
+    .map_err(|e| format!("cannot start the emulator: {e}"))?;
+    let url = emulator.endpoint_url();
+    let sdk = sdk_client(&url).await;
+    let h = Harness {
+        gateway_toml: gateway_toml(&url),
+        plan,
+        emulator,
+        sdk,
+    };
+    let result = bench_with(&h, &url).await;
+    h.emulator.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(5), h.emulator.stopped()).await;
+    result
+}
+
+async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
+    let plan = &h.plan;
+    let shapes = plan.shapes();
+    let runs = shapes.len() * 4;
+    eprintln!(
+        "bench: {runs} runs of {:?} (+{:?} warm-up), gateway {}, emulator {url}",
+        plan.duration,
+        plan.warmup,
+        plan.gateway_bin.display()
+    );
+    let mut measurements = Vec::new();
+    let mut n = 0;
+    for shape in &shapes {
+        for latency in [0, plan.latency_ms] {
+            for path in [Path::Baseline, Path::Gateway] {
+                n += 1;
+                let m = measure(h, *shape, latency, path, None).await?;
+                eprintln!(
+                    "[{n}/{runs}] {} {latency}ms {:?}: {} entries/s, p99 {:.2} ms, {:.2} entries/call{}",
+                    m.scenario,
+                    m.path,
+                    report::thousands(m.entries_per_sec),
+                    m.latency_ms.p99,
+                    m.entries_per_call,
+                    if m.errors + m.entries_failed > 0 {
+                        format!(", {} errors, {} failed entries", m.errors, m.entries_failed)
+                    } else {
+                        String::new()
+                    }
+                );
+                measurements.push(m);
+            }
+        }
+    }
+    let half_load = match measurements.iter().find(|m| {
+        m.path == Path::Gateway && m.scenario.starts_with("unary-20 ") && m.emulator_latency_ms == 0
+    }) {
+        Some(max) => Some(half_load(h, max.batches_per_sec).await?),
+        None => None,
+    };
+    let stall = if !plan.stall.is_zero() && plan.wants("stall") {
+        Some(stall(h).await?)
+    } else {
+        None
+    };
+    let mut report = Report {
+        notes: notes(plan),
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        duration_secs: plan.duration.as_secs_f64(),
+        warmup_secs: plan.warmup.as_secs_f64(),
+        unary_callers: plan.unary_callers,
+        stream_batches_in_flight: plan.stream_in_flight,
+        gateway_config: h.gateway_toml.clone(),
+        stall_gateway_config: stall_gateway_toml(url),
+        measurements,
+        half_load,
+        stall,
+        targets: Vec::new(),
+    };
+    report.judge(plan.latency_ms);
+    println!("{}", report.render());
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&plan.out, json)
+        .map_err(|e| format!("cannot write {}: {e}", plan.out.display()))?;
+    eprintln!("bench: report written to {}", plan.out.display());
+    Ok(())
+}
+
+fn notes(plan: &Plan) -> Vec<String> {
+    vec![
+        "Gateway: a fresh child process per run (`serve --config`, RUST_LOG=warn); its CPU is utime+stime from /proc/<pid>/stat over the measured window, its memory VmHWM (peak RSS over the process's life).".into(),
+        "The emulator and the load generator share the harness process: `all cpu/100k` is gateway + harness CPU per 100k accepted entries. Gateway, emulator and load compete for the same cores, so the figures describe this machine as a whole.".into(),
+        format!(
+            "Baseline: aws-sdk-eventbridge straight to the same emulator, one PutPartnerEvents call per caller batch (batches over 20 cut into calls of 20, sent at once), as many callers as the gateway run has callers or streams, each with one batch in flight. A gateway stream keeps up to {} batches unanswered; a unary caller has one.",
+            plan.stream_in_flight
+        ),
+        "Latency: per request (unary) or per batch (stream), from send to its answer; in fixed-rate runs from when the request was due.".into(),
+        "Upstream calls and entries per call: the emulator's recorded calls, taken and cleared every second (a call recorded between the two steps is missed: a handful at most).".into(),
+        "Gateway config: defaults but metrics off, upstream calls unpaced, max_in_flight_entries 1,000,000, upstream.max_concurrent_calls 512 (the stall run keeps the default bounds: 20,000 entries in flight, 2,000 per stream, 64 calls per region).".into(),
+        format!(
+            "Emulator latency in the latency runs: {} ms{} per call (a Delay fault on every call).",
+            plan.latency_ms,
+            if plan.latency_jitter_ms > 0 {
+                format!(" + 0..={} ms", plan.latency_jitter_ms)
+            } else {
+                String::new()
+            }
+        ),
+    ]
+}
+
+async fn sdk_client(url: &str) -> aws_sdk_eventbridge::Client {
+    use aws_config::{BehaviorVersion, Region};
+    let shared = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(Region::new(load::REGION))
+        .credentials_provider(aws_sdk_eventbridge::config::Credentials::new(
+            "bench", "bench", None, None, "bench",
+        ))
+        .load()
+        .await;
+    aws_sdk_eventbridge::Client::new(&shared)
+}
+
+fn latency_rules(plan: &Plan, latency_ms: u64) -> Vec<FaultRule> {
+    if latency_ms == 0 {
+        return Vec::new();
+    }
+    vec![FaultRule::everywhere(Fault::Delay {
+        ms: latency_ms,
+        jitter_ms: plan.latency_jitter_ms,
+    })]
+}
+
+/// Starts a gateway child off the async threads (it waits for the child).
+async fn start_gateway(h: &Harness, toml: &str) -> Result<GatewayChild, String> {
+    let bin = h.plan.gateway_bin.clone();
+    let toml = toml.to_string();
+    tokio::task::spawn_blocking(move || GatewayChild::start(&bin, &toml))
+        .await
+        .map_err(|e| format!("gateway start task failed: {e}"))?
+}
+
+/// Takes the emulator's recorded calls into `t` and forgets them.
+fn take_calls(emulator: &EmulatorHandle, t: &mut UpstreamTally) {
+    let calls = emulator.calls();
+    emulator.clear();
+    for c in calls {
+        t.calls += 1;
+        t.entries += c.entries as u64;
+        if !c.is_ok() {
+            t.failed_calls += 1;
+        }
+    }
+}
+
+/// Counts upstream calls from now (the emulator is cleared) to `end`.
+async fn count_upstream(emulator: EmulatorHandle, end: Instant) -> UpstreamTally {
+    let mut t = UpstreamTally::default();
+    emulator.clear();
+    loop {
+        let next = (Instant::now() + UPSTREAM_TAKE_EVERY).min(end);
+        tokio::time::sleep_until(next).await;
+        take_calls(&emulator, &mut t);
+        if next >= end {
+            return t;
+        }
+    }
+}
+
+/// One run of `shape` on `path`, closed loop or at `rate` batches/s.
+async fn measure(
+    h: &Harness,
+    shape: Shape,
+    latency_ms: u64,
+    path: Path,
+    rate: Option<f64>,
+) -> Result<Measurement, String> {
+    let plan = &h.plan;
+    h.emulator.set_faults(latency_rules(plan, latency_ms));
+    let gateway = match path {
+        Path::Gateway => Some(start_gateway(h, &h.gateway_toml).await?),
+        Path::Baseline => None,
+    };
+    let clients = match &gateway {
+        Some(g) => Some(GatewayClients::connect(g.addr(), shape.concurrency()).await?),
+        None => None,
+    };
+    let start = Instant::now();
+    let window = Window {
+        start: start + plan.warmup,
+        end: start + plan.warmup + plan.duration,
+    };
+    let entries = shape.entries();
+    let load =
+        match (clients, shape, rate) {
+            (Some(c), Shape::Unary { callers, .. }, None) => {
+                tokio::spawn(load::gateway_unary(c, entries, callers, window))
+            }
+            (Some(c), Shape::Unary { .. }, Some(rate)) => tokio::spawn(
+                load::gateway_unary_at_rate(c, entries, rate, MAX_OUTSTANDING_AT_RATE, window),
+            ),
+            (Some(c), Shape::Streams { streams, .. }, _) => tokio::spawn(load::gateway_streams(
+                c,
+                streams,
+                entries,
+                plan.stream_in_flight,
+                window,
+            )),
+            (None, _, None) => tokio::spawn(load::sdk_batches(
+                h.sdk.clone(),
+                entries,
+                shape.concurrency(),
+                window,
+            )),
+            (None, _, Some(rate)) => tokio::spawn(load::sdk_batches_at_rate(
+                h.sdk.clone(),
+                entries,
+                rate,
+                MAX_OUTSTANDING_AT_RATE,
+                window,
+            )),
+        };
+    tokio::time::sleep_until(window.start).await;
+    let gw_before = gateway.as_ref().map(GatewayChild::stats).transpose()?;
+    let me_before = proc_stats("self")?;
+    let upstream = tokio::spawn(count_upstream(h.emulator.clone(), window.end));
+    tokio::time::sleep_until(window.end).await;
+    let gw_after = gateway.as_ref().map(GatewayChild::stats).transpose()?;
+    let me_after = proc_stats("self")?;
+    let upstream = upstream
+        .await
+        .map_err(|e| format!("upstream count failed: {e}"))?;
+    let tally = join_load(load).await?;
+    let gateway_figures = match (gw_before, gw_after) {
+        (Some(b), Some(a)) => Some((
+            a.cpu_secs - b.cpu_secs,
+            a.hwm_kib.max(b.hwm_kib) as f64 / 1024.0,
+        )),
+        _ => None,
+    };
+    drop(gateway);
+    Ok(Measurement::new(
+        shape.name(),
+        path,
+        latency_ms,
+        rate.map_or_else(
+            || "closed loop".to_string(),
+            |r| format!("fixed rate {}/s", report::thousands(r)),
+        ),
+        entries,
+        shape.concurrency(),
+        plan.duration.as_secs_f64(),
+        tally,
+        upstream,
+        gateway_figures,
+        me_after.cpu_secs - me_before.cpu_secs,
+    ))
+}
+
+async fn join_load(load: tokio::task::JoinHandle<Tally>) -> Result<Tally, String> {
+    match tokio::time::timeout(JOIN_GRACE, load).await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(format!("load task failed: {e}")),
+        Err(_) => Err("load did not stop at the end of its window".into()),
+    }
+}
+
+/// Unary 20 at half the gateway's closed-loop maximum, baseline then gateway.
+async fn half_load(h: &Harness, max_requests_per_sec: f64) -> Result<HalfLoad, String> {
+    let rate = (max_requests_per_sec / 2.0).max(1.0);
+    let shape = Shape::Unary {
+        entries: 20,
+        callers: h.plan.unary_callers,
+    };
+    eprintln!("half load: unary 20 at {rate:.0} requests/s");
+    let baseline = measure(h, shape, 0, Path::Baseline, Some(rate)).await?;
+    let gateway = measure(h, shape, 0, Path::Gateway, Some(rate)).await?;
+    Ok(HalfLoad {
+        max_requests_per_sec,
+        rate,
+        added_p99_ms: gateway.latency_ms.p99 - baseline.latency_ms.p99,
+        gateway,
+        baseline,
+    })
+}
+
+/// 1,000 streams against a hung upstream, the gateway's RSS every 500 ms.
+async fn stall(h: &Harness) -> Result<Stall, String> {
+    let secs = h.plan.stall;
+    eprintln!(
+        "stall: {STALL_STREAMS} streams, upstream hung, {:.0} s",
+        secs.as_secs_f64()
+    );
+    h.emulator
+        .set_faults(vec![FaultRule::everywhere(Fault::Hang { accept: false })]);
+    let url = h.emulator.endpoint_url();
+    let gateway = start_gateway(h, &stall_gateway_toml(&url)).await?;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let idle = gateway.stats()?;
+    let clients = GatewayClients::connect(gateway.addr(), STALL_STREAMS).await?;
+    let start = Instant::now();
+    let window = Window {
+        start,
+        end: start + secs,
+    };
+    h.emulator.clear();
+    let load = tokio::spawn(load::gateway_streams(
+        clients,
+        STALL_STREAMS,
+        STALL_BATCH_ENTRIES,
+        STALL_IN_FLIGHT,
+        window,
+    ));
+    let mut samples = Vec::new();
+    let mut next = start + STALL_SAMPLE_EVERY;
+    while next <= window.end {
+        tokio::time::sleep_until(next).await;
+        let s = gateway.stats()?;
+        samples.push((
+            (next - start).as_secs_f64(),
+            (mib(s.rss_kib) * 10.0).round() / 10.0,
+        ));
+        next += STALL_SAMPLE_EVERY;
+    }
+    let hwm = gateway.stats()?.hwm_kib;
+    let tally = join_load(load).await?;
+    let mut upstream = UpstreamTally::default();
+    take_calls(&h.emulator, &mut upstream);
+    drop(gateway);
+    h.emulator.set_faults(Vec::new());
+    let rss: Vec<f64> = samples.iter().map(|(_, m)| *m).collect();
+    Ok(Stall {
+        streams: STALL_STREAMS,
+        streams_opened: tally.streams_opened,
+        entries_per_batch: STALL_BATCH_ENTRIES,
+        batches_in_flight_per_stream: STALL_IN_FLIGHT,
+        secs: secs.as_secs_f64(),
+        idle_rss_mib: mib(idle.rss_kib),
+        start_rss_mib: rss.first().copied().unwrap_or(0.0),
+        peak_rss_mib: rss.iter().copied().fold(0.0, f64::max),
+        end_rss_mib: rss.last().copied().unwrap_or(0.0),
+        hwm_mib: mib(hwm),
+        samples,
+        entries_sent: tally.entries_sent,
+        entries_answered: tally.entries_ok + tally.entries_failed,
+        upstream_calls: upstream.calls,
+    })
+}

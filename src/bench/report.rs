@@ -1,0 +1,517 @@
+//! What a bench run found: one [`Measurement`] per scenario and path, the
+//! half-load latency run, the stalled-streams memory run, and the targets
+//! judged from them; printed as a table and written as JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::load::Tally;
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `samples_us` (sorted here).
+    pub fn of(samples_us: &mut [u32]) -> Self {
+        if samples_us.is_empty() {
+            return Self::default();
+        }
+        samples_us.sort_unstable();
+        let at = |q: f64| {
+            let rank = (q * samples_us.len() as f64).ceil() as usize;
+            f64::from(samples_us[rank.clamp(1, samples_us.len()) - 1]) / 1000.0
+        };
+        Self {
+            p50: at(0.50),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: at(1.0),
+        }
+    }
+}
+
+/// Which way the entries went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Path {
+    /// Through the gateway (child process) to the emulator.
+    Gateway,
+    /// Straight to the emulator with the AWS SDK.
+    Baseline,
+}
+
+/// The figures of one scenario on one path.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// e.g. `unary-20 x64` or `stream-1 x1000`.
+    pub scenario: String,
+    pub path: Path,
+    pub emulator_latency_ms: u64,
+    /// `closed loop` or `fixed rate N/s`.
+    pub load: String,
+    pub entries_per_batch: usize,
+    /// Callers (unary, baseline) or streams.
+    pub concurrency: usize,
+    pub window_secs: f64,
+    pub batches: u64,
+    pub entries_ok: u64,
+    pub entries_failed: u64,
+    /// Calls or streams failed whole.
+    pub errors: u64,
+    /// Fixed rate: batches not sent because too many were outstanding.
+    pub skipped: u64,
+    /// Accepted entries per second.
+    pub entries_per_sec: f64,
+    pub batches_per_sec: f64,
+    /// `PutPartnerEvents` calls the emulator received in the window.
+    pub upstream_calls: u64,
+    pub upstream_calls_per_sec: f64,
+    /// Upstream calls not answered 200.
+    pub upstream_failed_calls: u64,
+    /// Mean entries per upstream call.
+    pub entries_per_call: f64,
+    /// Caller-side latency: per request (unary) or per batch (stream),
+    /// from send to its answer.
+    pub latency_ms: Percentiles,
+    /// The gateway child's CPU time in the window.
+    pub gateway_cpu_secs: Option<f64>,
+    pub gateway_cpu_secs_per_100k: Option<f64>,
+    /// The gateway child's peak RSS (VmHWM) over its life.
+    pub gateway_peak_rss_mib: Option<f64>,
+    /// The harness process's CPU (load generator and emulator) per 100k
+    /// entries, for comparing the whole cost of both paths.
+    pub harness_cpu_secs_per_100k: f64,
+}
+
+impl Measurement {
+    /// Figures from a tally, the emulator's calls and CPU readings.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        scenario: String,
+        path: Path,
+        emulator_latency_ms: u64,
+        load: String,
+        entries_per_batch: usize,
+        concurrency: usize,
+        window_secs: f64,
+        mut tally: Tally,
+        upstream: UpstreamTally,
+        gateway: Option<(f64, f64)>,
+        harness_cpu_secs: f64,
+    ) -> Self {
+        let per_100k = |cpu: f64| {
+            if tally.entries_ok == 0 {
+                0.0
+            } else {
+                cpu * 100_000.0 / tally.entries_ok as f64
+            }
+        };
+        Self {
+            latency_ms: Percentiles::of(&mut tally.latencies_us),
+            scenario,
+            path,
+            emulator_latency_ms,
+            load,
+            entries_per_batch,
+            concurrency,
+            window_secs,
+            batches: tally.batches,
+            entries_ok: tally.entries_ok,
+            entries_failed: tally.entries_failed,
+            errors: tally.errors,
+            skipped: tally.skipped,
+            entries_per_sec: tally.entries_ok as f64 / window_secs,
+            batches_per_sec: tally.batches as f64 / window_secs,
+            upstream_calls: upstream.calls,
+            upstream_calls_per_sec: upstream.calls as f64 / window_secs,
+            upstream_failed_calls: upstream.failed_calls,
+            entries_per_call: if upstream.calls == 0 {
+                0.0
+            } else {
+                upstream.entries as f64 / upstream.calls as f64
+            },
+            gateway_cpu_secs: gateway.map(|(cpu, _)| cpu),
+            gateway_cpu_secs_per_100k: gateway.map(|(cpu, _)| per_100k(cpu)),
+            gateway_peak_rss_mib: gateway.map(|(_, rss)| rss),
+            harness_cpu_secs_per_100k: per_100k(harness_cpu_secs),
+        }
+    }
+
+    fn same_scenario(&self, other: &Measurement) -> bool {
+        self.scenario == other.scenario
+            && self.emulator_latency_ms == other.emulator_latency_ms
+            && self.load == other.load
+    }
+}
+
+/// What the emulator recorded in a window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpstreamTally {
+    pub calls: u64,
+    pub entries: u64,
+    pub failed_calls: u64,
+}
+
+/// Unary 20 at half the gateway's measured maximum, both paths.
+#[derive(Debug, Clone, Serialize)]
+pub struct HalfLoad {
+    /// The gateway's closed-loop maximum for unary 20, requests per second.
+    pub max_requests_per_sec: f64,
+    /// The fixed rate both paths ran at.
+    pub rate: f64,
+    pub gateway: Measurement,
+    pub baseline: Measurement,
+    /// Gateway p99 minus baseline p99, in milliseconds.
+    pub added_p99_ms: f64,
+}
+
+/// Open streams against a stalled upstream: the gateway's memory over time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stall {
+    pub streams: usize,
+    pub streams_opened: u64,
+    pub entries_per_batch: usize,
+    pub batches_in_flight_per_stream: usize,
+    pub secs: f64,
+    /// RSS before the streams opened.
+    pub idle_rss_mib: f64,
+    /// (seconds since the streams started opening, RSS in MiB), every 500 ms.
+    pub samples: Vec<(f64, f64)>,
+    pub start_rss_mib: f64,
+    pub peak_rss_mib: f64,
+    pub end_rss_mib: f64,
+    /// VmHWM at the end.
+    pub hwm_mib: f64,
+    /// Entries the streams handed to the transport.
+    pub entries_sent: u64,
+    /// Entries answered (by the gateway's own timeouts, if any) meanwhile.
+    pub entries_answered: u64,
+    pub upstream_calls: u64,
+}
+
+/// One target and whether this run met it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub pass: bool,
+    pub detail: String,
+}
+
+/// Everything, as written to the JSON file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub notes: Vec<String>,
+    pub cpus: usize,
+    pub duration_secs: f64,
+    pub warmup_secs: f64,
+    pub unary_callers: usize,
+    pub stream_batches_in_flight: usize,
+    pub gateway_config: String,
+    pub stall_gateway_config: String,
+    pub measurements: Vec<Measurement>,
+    pub half_load: Option<HalfLoad>,
+    pub stall: Option<Stall>,
+    pub targets: Vec<Target>,
+}
+
+impl Report {
+    /// The baseline run matching a gateway run.
+    pub fn baseline_of(&self, m: &Measurement) -> Option<&Measurement> {
+        self.measurements
+            .iter()
+            .find(|b| b.path == Path::Baseline && b.same_scenario(m))
+    }
+
+    /// Judges the targets from the measurements present.
+    pub fn judge(&mut self, latency_ms: u64) {
+        let mut targets = Vec::new();
+        if let Some(g) = self.measurements.iter().find(|m| {
+            m.path == Path::Gateway
+                && m.scenario.starts_with("unary-20 ")
+                && m.emulator_latency_ms == 0
+        }) {
+            if let Some(b) = self.baseline_of(g) {
+                let r = ratio(g.entries_per_sec, b.entries_per_sec);
+                targets.push(Target {
+                    name: "unary 20/request, no latency: gateway entries/s >= 0.8x baseline".into(),
+                    pass: r >= 0.8,
+                    detail: format!(
+                        "{r:.2}x ({} vs {} entries/s)",
+                        thousands(g.entries_per_sec),
+                        thousands(b.entries_per_sec)
+                    ),
+                });
+            }
+        }
+        for g in self.measurements.iter().filter(|m| {
+            m.path == Path::Gateway
+                && m.scenario.starts_with("stream-1 ")
+                && m.emulator_latency_ms == latency_ms
+                && latency_ms > 0
+        }) {
+            if let Some(b) = self.baseline_of(g) {
+                let r = ratio(g.entries_per_sec, b.entries_per_sec);
+                targets.push(Target {
+                    name: format!(
+                        "{}, {latency_ms} ms latency: gateway entries/s >= 15x baseline at caller p99 < 50 ms",
+                        g.scenario
+                    ),
+                    pass: r >= 15.0 && g.latency_ms.p99 < 50.0,
+                    detail: format!(
+                        "{r:.1}x ({} vs {} entries/s), p99 {:.1} ms",
+                        thousands(g.entries_per_sec),
+                        thousands(b.entries_per_sec),
+                        g.latency_ms.p99
+                    ),
+                });
+            }
+        }
+        let streams: Vec<&Measurement> = self
+            .measurements
+            .iter()
+            .filter(|m| m.path == Path::Gateway && m.scenario.starts_with("stream-"))
+            .collect();
+        if let Some(worst) = streams
+            .iter()
+            .min_by(|a, b| a.entries_per_call.total_cmp(&b.entries_per_call))
+        {
+            targets.push(Target {
+                name: "mean entries per upstream call under streaming saturation >= 19.5".into(),
+                pass: worst.entries_per_call >= 19.5,
+                detail: format!(
+                    "lowest {:.2} ({}, {} ms); all stream runs: {}",
+                    worst.entries_per_call,
+                    worst.scenario,
+                    worst.emulator_latency_ms,
+                    streams
+                        .iter()
+                        .map(|m| format!("{:.2}", m.entries_per_call))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            });
+        }
+        if let Some(h) = &self.half_load {
+            targets.push(Target {
+                name: "p99 added latency at half max load (unary 20, fixed rate) <= 1 ms".into(),
+                pass: h.added_p99_ms <= 1.0,
+                detail: format!(
+                    "{:+.2} ms (p99 gateway {:.2} ms, baseline {:.2} ms at {} requests/s)",
+                    h.added_p99_ms,
+                    h.gateway.latency_ms.p99,
+                    h.baseline.latency_ms.p99,
+                    thousands(h.rate)
+                ),
+            });
+        }
+        if let Some(s) = &self.stall {
+            let peak = s.hwm_mib.max(s.peak_rss_mib);
+            targets.push(Target {
+                name: format!("{} stalled streams: gateway RSS < 150 MB", s.streams),
+                pass: peak < 150.0 && s.streams_opened as usize == s.streams,
+                detail: format!(
+                    "peak {peak:.1} MiB (start {:.1}, end {:.1}, idle {:.1}); {} of {} streams open",
+                    s.start_rss_mib, s.end_rss_mib, s.idle_rss_mib, s.streams_opened, s.streams
+                ),
+            });
+        }
+        self.targets = targets;
+    }
+
+    /// The human-readable table.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<16} {:>4} {:<8} {:>18} {:>15} {:>13} {:>14} {:>14} {:>14} {:>11} {:>14} {:>7} {:>6}",
+            "scenario",
+            "lat",
+            "path",
+            "entries/s",
+            "calls/s",
+            "entries/call",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "gw cpu/100k",
+            "all cpu/100k",
+            "gw MiB",
+            "errors"
+        );
+        for m in &self.measurements {
+            let b = if m.path == Path::Gateway {
+                self.baseline_of(m)
+            } else {
+                None
+            };
+            let _ = writeln!(out, "{}", row(m, b));
+        }
+        if let Some(h) = &self.half_load {
+            let _ = writeln!(
+                out,
+                "\nhalf load: unary 20 at {} requests/s (half of the gateway's {} max), latency from when each request was due",
+                thousands(h.rate),
+                thousands(h.max_requests_per_sec)
+            );
+            let _ = writeln!(out, "{}", row(&h.baseline, None));
+            let _ = writeln!(out, "{}", row(&h.gateway, Some(&h.baseline)));
+            let _ = writeln!(out, "  added p99: {:+.2} ms", h.added_p99_ms);
+        }
+        if let Some(s) = &self.stall {
+            let _ = writeln!(
+                out,
+                "\nstall: {} of {} streams open ({} batches of {} in flight each), upstream hung, {:.0} s",
+                s.streams_opened, s.streams, s.batches_in_flight_per_stream, s.entries_per_batch, s.secs
+            );
+            let _ = writeln!(
+                out,
+                "  gateway RSS MiB: idle {:.1}, start {:.1}, peak {:.1}, end {:.1}, VmHWM {:.1}",
+                s.idle_rss_mib, s.start_rss_mib, s.peak_rss_mib, s.end_rss_mib, s.hwm_mib
+            );
+            let _ = writeln!(
+                out,
+                "  samples: {}",
+                s.samples
+                    .iter()
+                    .map(|(t, m)| format!("{t:.1}s={m:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            let _ = writeln!(
+                out,
+                "  entries sent {}, answered {}, upstream calls {}",
+                s.entries_sent, s.entries_answered, s.upstream_calls
+            );
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(out, "\ntargets (reported, not asserted)");
+            for t in &self.targets {
+                let _ = writeln!(
+                    out,
+                    "  [{}] {}: {}",
+                    if t.pass { "PASS" } else { "FAIL" },
+                    t.name,
+                    t.detail
+                );
+            }
+        }
+        let _ = writeln!(out, "\nnotes");
+        for n in &self.notes {
+            let _ = writeln!(out, "  - {n}");
+        }
+        out
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        f64::INFINITY
+    } else {
+        a / b
+    }
+}
+
+/// `12,345` for 12345.4.
+pub fn thousands(v: f64) -> String {
+    let n = v.round() as i64;
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// `value` with its ratio to the baseline's, when there is one.
+fn with_ratio(value: String, v: f64, base: Option<f64>) -> String {
+    match base {
+        Some(b) if b > 0.0 => format!("{value} ({:.2}x)", v / b),
+        _ => value,
+    }
+}
+
+fn row(m: &Measurement, b: Option<&Measurement>) -> String {
+    let opt =
+        |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+    let all_cpu = m.gateway_cpu_secs_per_100k.unwrap_or(0.0) + m.harness_cpu_secs_per_100k;
+    let all_cpu_base =
+        b.map(|b| b.gateway_cpu_secs_per_100k.unwrap_or(0.0) + b.harness_cpu_secs_per_100k);
+    format!(
+        "{:<16} {:>4} {:<8} {:>18} {:>15} {:>13} {:>14} {:>14} {:>14} {:>11} {:>14} {:>7} {:>6}",
+        m.scenario,
+        format!("{}ms", m.emulator_latency_ms),
+        match m.path {
+            Path::Gateway => "gateway",
+            Path::Baseline => "baseline",
+        },
+        with_ratio(
+            thousands(m.entries_per_sec),
+            m.entries_per_sec,
+            b.map(|b| b.entries_per_sec)
+        ),
+        with_ratio(
+            thousands(m.upstream_calls_per_sec),
+            m.upstream_calls_per_sec,
+            b.map(|b| b.upstream_calls_per_sec)
+        ),
+        with_ratio(
+            format!("{:.2}", m.entries_per_call),
+            m.entries_per_call,
+            b.map(|b| b.entries_per_call)
+        ),
+        with_ratio(
+            format!("{:.2}", m.latency_ms.p50),
+            m.latency_ms.p50,
+            b.map(|b| b.latency_ms.p50)
+        ),
+        with_ratio(
+            format!("{:.2}", m.latency_ms.p99),
+            m.latency_ms.p99,
+            b.map(|b| b.latency_ms.p99)
+        ),
+        with_ratio(
+            format!("{:.2}", m.latency_ms.p999),
+            m.latency_ms.p999,
+            b.map(|b| b.latency_ms.p999)
+        ),
+        opt(m.gateway_cpu_secs_per_100k, 2),
+        with_ratio(format!("{all_cpu:.2}"), all_cpu, all_cpu_base),
+        opt(m.gateway_peak_rss_mib, 1),
+        m.errors + m.entries_failed + m.skipped,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut v: Vec<u32> = (1..=1000).map(|i| i * 1000).collect();
+        let p = Percentiles::of(&mut v);
+        assert_eq!((p.p50, p.p99, p.p999, p.max), (500.0, 990.0, 999.0, 1000.0));
+        assert_eq!(Percentiles::of(&mut []).p99, 0.0);
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1234567.0), "1,234,567");
+        assert_eq!(thousands(-1000.0), "-1,000");
+    }
+}

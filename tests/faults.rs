@@ -1,0 +1,485 @@
+//! The gateway under EventBridge's failures, injected by the emulator: one
+//! case per fault with the exact result codes and attempt counts, the
+//! circuit breaker, and a seeded soak run checking that what callers were
+//! told matches what EventBridge holds.
+
+mod common;
+
+use std::{collections::HashMap, time::Duration};
+
+use common::{entry, request, TestGateway};
+use partner_events_gateway::{
+    emulator::{Fault, FaultPlan, FaultRule},
+    proto::PutPartnerEventsResponse,
+};
+use tonic::{Code, Request};
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
+use tonic_types::StatusExt;
+
+/// Fast retries so the matrix runs quickly.
+const FAST: &str = "[upstream]\nretry_base_ms = 1\nretry_max_ms = 5\ncall_timeout_ms = 400\nbreaker_failures = 1000\n";
+
+fn call_error(status: u16, error_type: &str) -> Fault {
+    Fault::CallError {
+        status,
+        error_type: error_type.into(),
+        message: "injected".into(),
+    }
+}
+
+async fn put(gw: &TestGateway, detail_types: &[&str]) -> PutPartnerEventsResponse {
+    gw.client
+        .clone()
+        .put_partner_events(request(
+            "acme",
+            detail_types.iter().map(|d| entry(d, "{}")).collect(),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// (name, fault on detail type "X", how often it fires, expected code of
+/// the X entry or "" for accepted, expected attempts, expected calls the
+/// emulator saw)
+type Case = (&'static str, Fault, Option<u32>, &'static str, u32, usize);
+
+#[tokio::test]
+async fn fault_matrix() {
+    let cases: Vec<Case> = vec![
+        (
+            "per-entry throttling once",
+            Fault::EntryError {
+                code: "ThrottlingException".into(),
+                message: "x".into(),
+            },
+            Some(1),
+            "",
+            2,
+            2,
+        ),
+        (
+            "per-entry internal failure always",
+            Fault::EntryError {
+                code: "InternalFailure".into(),
+                message: "x".into(),
+            },
+            None,
+            "InternalFailure",
+            4,
+            4,
+        ),
+        (
+            "per-entry final code",
+            Fault::EntryError {
+                code: "AccessDeniedException".into(),
+                message: "x".into(),
+            },
+            None,
+            "AccessDeniedException",
+            1,
+            1,
+        ),
+        (
+            "HTTP 400 ThrottlingException once",
+            call_error(400, "ThrottlingException"),
+            Some(1),
+            "",
+            2,
+            2,
+        ),
+        (
+            "HTTP 500 InternalException once",
+            call_error(500, "InternalException"),
+            Some(1),
+            "",
+            2,
+            2,
+        ),
+        (
+            "HTTP 500 InternalException always",
+            call_error(500, "InternalException"),
+            None,
+            "InternalException",
+            4,
+            4,
+        ),
+        (
+            "HTML 500 page once",
+            Fault::CallHtml { status: 500 },
+            Some(1),
+            "",
+            2,
+            2,
+        ),
+        (
+            "OperationDisabledException",
+            call_error(400, "OperationDisabledException"),
+            None,
+            "OperationDisabledException",
+            1,
+            1,
+        ),
+        (
+            "AccessDeniedException whole call",
+            call_error(400, "AccessDeniedException"),
+            None,
+            "AccessDeniedException",
+            1,
+            1,
+        ),
+        (
+            "latency under the timeout",
+            Fault::Delay {
+                ms: 50,
+                jitter_ms: 10,
+            },
+            None,
+            "",
+            1,
+            1,
+        ),
+        (
+            "hang past the SDK timeout",
+            Fault::Hang { accept: false },
+            Some(1),
+            "OutcomeUnknown",
+            1,
+            1,
+        ),
+        (
+            "connection dropped after accepting",
+            Fault::DropConnection { accept: true },
+            Some(1),
+            "OutcomeUnknown",
+            1,
+            1,
+        ),
+        (
+            "connection dropped before accepting",
+            Fault::DropConnection { accept: false },
+            Some(1),
+            "OutcomeUnknown",
+            1,
+            1,
+        ),
+        (
+            "Entries one short",
+            Fault::ShortEntries,
+            Some(1),
+            "OutcomeUnknown",
+            1,
+            1,
+        ),
+        (
+            "Entries empty (moto)",
+            Fault::EmptyEntries,
+            Some(1),
+            "OutcomeUnknown",
+            1,
+            1,
+        ),
+    ];
+    let gw = TestGateway::start(FAST).await;
+    for (name, fault, times, code, attempts, calls) in cases {
+        gw.emulator().clear();
+        let mut rule = FaultRule::new("X", fault);
+        rule.times = times;
+        gw.emulator().set_faults(vec![rule]);
+        let r = put(&gw, &["X"]).await;
+        let x = &r.entries[0];
+        assert_eq!(x.error_code, code, "{name}: {x:?}");
+        assert_eq!(x.event_id.is_empty(), !code.is_empty(), "{name}: {x:?}");
+        assert_eq!(x.attempts, attempts, "{name}: attempts");
+        assert_eq!(
+            gw.emulator().calls().len(),
+            calls,
+            "{name}: calls seen by the emulator"
+        );
+        if code == "OutcomeUnknown" {
+            assert!(
+                x.error_message.contains("duplicate") || x.error_message.contains("may or may not"),
+                "{name}: {}",
+                x.error_message
+            );
+        }
+        // Whatever happened, an event id is only given for an event EventBridge holds.
+        if !x.event_id.is_empty() {
+            assert!(
+                gw.emulator()
+                    .events()
+                    .iter()
+                    .any(|e| e.event_id == x.event_id),
+                "{name}"
+            );
+        }
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_outcomes_are_resent_only_when_configured() {
+    let gw = TestGateway::start(&format!("{FAST}resend_unknown = true\n")).await;
+    gw.emulator().set_faults(vec![FaultRule::new(
+        "X",
+        Fault::DropConnection { accept: true },
+    )
+    .at_most(1)]);
+    let r = put(&gw, &["X"]).await;
+    assert!(r.entries[0].error_code.is_empty(), "{:?}", r.entries[0]);
+    assert_eq!(r.entries[0].attempts, 2);
+    // The price of resending: EventBridge now holds the event twice.
+    assert_eq!(gw.emulator().events().len(), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_callers_deadline_bounds_everything() {
+    let gw = TestGateway::start("[upstream]\nretry_base_ms = 1\nretry_max_ms = 5\n").await;
+    gw.emulator().set_faults(vec![FaultRule::new(
+        "X",
+        Fault::Delay {
+            ms: 2_000,
+            jitter_ms: 0,
+        },
+    )]);
+    let mut req = Request::new(request("acme", vec![entry("X", "{}")]));
+    req.set_timeout(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let r = gw
+        .client
+        .clone()
+        .put_partner_events(req)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "answered before the deadline"
+    );
+    assert_eq!(
+        r.entries[0].error_code, "OutcomeUnknown",
+        "{:?}",
+        r.entries[0]
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_region_trips_its_breaker_and_recovers() {
+    let gw = TestGateway::start(
+        "[upstream]\nretry_base_ms = 1\nretry_max_ms = 5\nentry_max_attempts = 1\nbreaker_failures = 3\nbreaker_open_ms = 300\nbreaker_probes = 1\n",
+    )
+    .await;
+    gw.emulator()
+        .set_faults(vec![FaultRule::everywhere(call_error(
+            500,
+            "InternalException",
+        ))]);
+    for _ in 0..3 {
+        let r = put(&gw, &["A"]).await;
+        assert_eq!(r.entries[0].error_code, "InternalException");
+    }
+    let calls_before = gw.emulator().calls().len();
+    let err = gw
+        .client
+        .clone()
+        .put_partner_events(request("acme", vec![entry("A", "{}")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let retry = err.get_details_retry_info().unwrap().retry_delay.unwrap();
+    assert!(retry <= Duration::from_millis(300));
+    assert_eq!(
+        gw.emulator().calls().len(),
+        calls_before,
+        "nothing sent while open"
+    );
+
+    let mut health = HealthClient::new(gw.channel.clone());
+    let check = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    let region = health
+        .check(check("eventbridge.us-east-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(region.status(), ServingStatus::NotServing);
+    let own = health
+        .check(check("partnerevents.v1.PartnerEvents"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        own.status(),
+        ServingStatus::Serving,
+        "other regions still work"
+    );
+
+    // EventBridge recovers; after the open period a probe closes the breaker.
+    gw.emulator().set_faults(vec![]);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let r = put(&gw, &["A"]).await;
+    assert!(r.entries[0].error_code.is_empty(), "{:?}", r.entries[0]);
+    let mut serving = false;
+    for _ in 0..100 {
+        let region = health
+            .check(check("eventbridge.us-east-1"))
+            .await
+            .unwrap()
+            .into_inner();
+        if region.status() == ServingStatus::Serving {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(serving);
+    gw.stop().await;
+}
+
+/// Random mixes of faults under a seed, many concurrent callers: every entry
+/// gets exactly one result, an event id only for an event EventBridge holds
+/// exactly once, no event for a plain failure, at most one for an unknown
+/// outcome, and nothing EventBridge holds that nobody sent.
+#[tokio::test]
+async fn soak_what_callers_are_told_matches_what_eventbridge_holds() {
+    let gw = TestGateway::start(
+        "[upstream]\nretry_base_ms = 1\nretry_max_ms = 10\ncall_timeout_ms = 300\nbreaker_failures = 1000\n",
+    )
+    .await;
+    let seed: u64 = std::env::var("SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261126);
+    gw.emulator().set_plan(FaultPlan {
+        seed,
+        rules: vec![
+            FaultRule::everywhere(Fault::EntryError {
+                code: "ThrottlingException".into(),
+                message: "x".into(),
+            })
+            .at_rate(0.10),
+            FaultRule::everywhere(Fault::EntryError {
+                code: "InternalFailure".into(),
+                message: "x".into(),
+            })
+            .at_rate(0.05),
+            FaultRule::everywhere(Fault::EntryError {
+                code: "MalformedDetail".into(),
+                message: "x".into(),
+            })
+            .at_rate(0.02),
+            FaultRule::everywhere(call_error(500, "InternalException")).at_rate(0.05),
+            FaultRule::everywhere(call_error(400, "ThrottlingException")).at_rate(0.05),
+            FaultRule::everywhere(Fault::CallHtml { status: 502 }).at_rate(0.02),
+            FaultRule::everywhere(Fault::DropConnection { accept: true }).at_rate(0.03),
+            FaultRule::everywhere(Fault::DropConnection { accept: false }).at_rate(0.03),
+            FaultRule::everywhere(Fault::ShortEntries).at_rate(0.02),
+            FaultRule::everywhere(Fault::Hang { accept: true }).at_rate(0.01),
+            FaultRule::everywhere(Fault::Delay {
+                ms: 5,
+                jitter_ms: 20,
+            })
+            .at_rate(0.2),
+        ],
+    });
+    let callers = 8;
+    let requests_per_caller = 25;
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        let client = gw.client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut told = Vec::new();
+            for r in 0..requests_per_caller {
+                let n = 1 + (c * 7 + r * 3) % 30;
+                let keys: Vec<String> = (0..n).map(|i| format!("c{c}-r{r}-e{i}")).collect();
+                let entries = keys
+                    .iter()
+                    .map(|k| entry("Soak", &format!(r#"{{"key":"{k}"}}"#)))
+                    .collect();
+                match client
+                    .clone()
+                    .put_partner_events(request("acme", entries))
+                    .await
+                {
+                    Ok(resp) => {
+                        let resp = resp.into_inner();
+                        assert_eq!(resp.entries.len(), n, "one result per entry");
+                        for (i, e) in resp.entries.into_iter().enumerate() {
+                            assert_eq!(e.index as usize, i);
+                            told.push((keys[i].clone(), e.event_id, e.error_code));
+                        }
+                    }
+                    // A request refused whole sent nothing.
+                    Err(status) => {
+                        for k in keys {
+                            told.push((k, String::new(), format!("status:{:?}", status.code())));
+                        }
+                    }
+                }
+            }
+            told
+        }));
+    }
+    let mut told = Vec::new();
+    for t in tasks {
+        told.extend(t.await.unwrap());
+    }
+    let held = gw.emulator().events();
+    let mut copies: HashMap<String, Vec<String>> = HashMap::new();
+    for e in &held {
+        let v: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
+        copies
+            .entry(v["key"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e.event_id.clone());
+    }
+    let mut by_code: HashMap<String, usize> = HashMap::new();
+    for (key, event_id, code) in &told {
+        let held_ids = copies.remove(key).unwrap_or_default();
+        *by_code
+            .entry(if code.is_empty() {
+                "ok".into()
+            } else {
+                code.clone()
+            })
+            .or_default() += 1;
+        if !event_id.is_empty() {
+            assert_eq!(
+                held_ids,
+                vec![event_id.clone()],
+                "{key}: accepted exactly once, under the id the caller got"
+            );
+        } else if code == "OutcomeUnknown" {
+            assert!(
+                held_ids.len() <= 1,
+                "{key}: unknown outcome, held {} times",
+                held_ids.len()
+            );
+        } else {
+            assert!(
+                held_ids.is_empty(),
+                "{key}: told {code} but EventBridge holds it"
+            );
+        }
+    }
+    assert!(
+        copies.is_empty(),
+        "EventBridge holds events nobody sent: {copies:?}"
+    );
+    let total = told.len();
+    assert!(
+        by_code.get("ok").copied().unwrap_or(0) > total / 2,
+        "{by_code:?}"
+    );
+    assert!(
+        by_code.contains_key("OutcomeUnknown"),
+        "the faults fired: {by_code:?}"
+    );
+    eprintln!("soak (seed {seed}): {total} entries: {by_code:?}");
+    gw.stop().await;
+}

@@ -1,0 +1,314 @@
+//! Partner event source lifecycle through a real client: events for an
+//! ACTIVE source are delivered; for a PENDING, DELETED or unknown source they
+//! are refused and nothing is sent; a source deactivated under an open
+//! stream is refused within a refresh period; send_and_flag sends and flags;
+//! and the `sources` commands against the emulator.
+
+mod common;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::{entry, request, TestGateway};
+use partner_events_gateway::emulator::{Emulator, EmulatorConfig, SourceState};
+use tokio::sync::mpsc;
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_partner-events-gateway");
+const PENDING_SOURCE: &str = "aws.partner/example.com/latecomer/events";
+
+fn config(extra: &str) -> String {
+    format!(
+        r#"
+[sources]
+refresh_ms = 100
+{extra}
+[emulator]
+sources = [{{ name = "{PENDING_SOURCE}", account = "111122223333", state = "PENDING" }}]
+{tenants}
+[tenants.latecomer]
+default_source = "events"
+[tenants.latecomer.sources.events]
+name = "{PENDING_SOURCE}"
+region = "us-east-1"
+"#,
+        tenants = common::TENANTS
+    )
+}
+
+#[tokio::test]
+async fn active_sources_deliver_and_pending_ones_are_refused_before_sending() {
+    let gw = TestGateway::start(&config("")).await;
+    let ok = gw
+        .client
+        .clone()
+        .put_partner_events(request("acme", vec![entry("A", "{}")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.entries[0].error_code.is_empty(), "{:?}", ok.entries[0]);
+
+    let refused = gw
+        .client
+        .clone()
+        .put_partner_events(request(
+            "latecomer",
+            vec![entry("A", "{}"), entry("B", "{}")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refused.failed_entry_count, 2);
+    for r in &refused.entries {
+        assert_eq!(r.error_code, "SourceNotActive");
+        assert!(
+            r.error_message.contains("PENDING") && r.error_message.contains("expires at"),
+            "{}",
+            r.error_message
+        );
+        assert_eq!(r.attempts, 0);
+    }
+    assert_eq!(
+        gw.emulator().calls().len(),
+        1,
+        "only the ACTIVE source's call went out"
+    );
+    assert!(
+        gw.emulator().undelivered().is_empty(),
+        "nothing was lost upstream"
+    );
+
+    // The customer associates the source: within a refresh period it delivers.
+    gw.emulator().associate(PENDING_SOURCE).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = gw
+            .client
+            .clone()
+            .put_partner_events(request("latecomer", vec![entry("A", "{}")]))
+            .await
+            .unwrap()
+            .into_inner();
+        if r.entries[0].error_code.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the association was never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_source_deactivated_under_an_open_stream_is_refused_within_a_refresh_period() {
+    let gw = TestGateway::start(&config("")).await;
+    let (tx, rx) = mpsc::channel(4);
+    let mut responses = gw
+        .client
+        .clone()
+        .stream_partner_events(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(request("acme", vec![entry("A", "{}")]))
+        .await
+        .unwrap();
+    assert!(responses.next().await.unwrap().unwrap().entries[0]
+        .error_code
+        .is_empty());
+
+    // The customer deletes its event bus: the source goes back to PENDING.
+    gw.emulator()
+        .delete_bus("aws.partner/example.com/acme/billing")
+        .unwrap();
+    let changed = Instant::now();
+    let refused_after = loop {
+        tx.send(request("acme", vec![entry("A", "{}")]))
+            .await
+            .unwrap();
+        let r = responses.next().await.unwrap().unwrap();
+        if r.entries[0].error_code == "SourceNotActive" {
+            break changed.elapsed();
+        }
+        assert!(changed.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // One refresh period (100 ms), plus the pacing of the reads and slack.
+    // Batches sent inside that window did reach EventBridge undelivered:
+    // the refresh period is the bound on that loss.
+    assert!(
+        refused_after < Duration::from_millis(1_000),
+        "{refused_after:?}"
+    );
+    drop(tx);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn deleted_and_unknown_sources_are_refused_with_their_codes() {
+    // An emulator of our own that knows only the billing source (DELETED):
+    // the audit source does not exist in EventBridge at all.
+    let emulator = Emulator::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        EmulatorConfig {
+            sources: vec![partner_events_gateway::emulator::SeedSource::new(
+                "aws.partner/example.com/acme/billing",
+                "111122223333",
+                SourceState::Deleted,
+            )],
+            ..EmulatorConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let gw = TestGateway::start(&format!(
+        "[upstream]\nendpoint_url = \"{}\"\n",
+        emulator.endpoint_url()
+    ))
+    .await;
+    let mut audit = entry("A", "{}");
+    audit.source_key = "audit".into();
+    let r = gw
+        .client
+        .clone()
+        .put_partner_events(request("acme", vec![entry("A", "{}"), audit]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.entries[0].error_code, "SourceNotActive");
+    assert!(r.entries[0].error_message.contains("DELETED"));
+    assert_eq!(r.entries[1].error_code, "SourceNotFound");
+    assert!(emulator.calls().is_empty(), "nothing sent");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn send_and_flag_sends_and_warns() {
+    let gw = TestGateway::start(&config("on_inactive = \"send_and_flag\"")).await;
+    let r = gw
+        .client
+        .clone()
+        .put_partner_events(request("latecomer", vec![entry("A", "{}")]))
+        .await
+        .unwrap()
+        .into_inner();
+    let e = &r.entries[0];
+    assert!(!e.event_id.is_empty() && e.error_code.is_empty(), "{e:?}");
+    assert!(e.warning.starts_with("SourceNotActive: "), "{e:?}");
+    assert_eq!(
+        gw.emulator().undelivered().len(),
+        1,
+        "sent, and EventBridge did not deliver it"
+    );
+    gw.stop().await;
+}
+
+// The commands run as child processes and block this test's thread while
+// the in-process emulator answers them: it needs a thread of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_list_and_create_against_the_emulator() {
+    let gw = TestGateway::start(&config("")).await;
+    let dir = std::env::temp_dir().join(format!("peg-sources-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[upstream]\nendpoint_url = \"{}\"\n[sources]\npartner_name = \"example.com\"\n{}\n[tenants.latecomer]\ndefault_source = \"events\"\n[tenants.latecomer.sources.events]\nname = \"{PENDING_SOURCE}\"\nregion = \"us-east-1\"\n",
+            gw.emulator().endpoint_url(),
+            common::TENANTS
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed: serde_json::Value =
+        serde_json::from_str(&run(&["sources", "list", "--json"])).unwrap();
+    let row = |v: &serde_json::Value, source: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["source"] == source)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        row(&listed, "aws.partner/example.com/acme/billing")["state"],
+        "ACTIVE"
+    );
+    let late = row(&listed, PENDING_SOURCE);
+    assert_eq!(late["state"], "PENDING");
+    assert_eq!(late["account"], "111122223333");
+    assert!(late["expires"].is_string());
+    let table = run(&["sources", "list"]);
+    assert!(
+        table.starts_with("TENANT") && table.contains(PENDING_SOURCE),
+        "{table}"
+    );
+
+    let created = run(&[
+        "sources",
+        "create",
+        "--tenant",
+        "newco",
+        "--account",
+        "444455556666",
+        "--region",
+        "eu-west-1",
+        "--write",
+    ]);
+    let name = "aws.partner/example.com/newco/events";
+    assert!(
+        created.contains(&format!("arn:aws:events:eu-west-1::event-source/{name}")),
+        "{created}"
+    );
+    assert!(
+        created.contains("create-event-bus") && created.contains("[tenants.newco.sources.events]"),
+        "{created}"
+    );
+    assert_eq!(
+        gw.emulator().source(name).unwrap().state,
+        SourceState::Pending
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&run(&["sources", "list", "--json"])).unwrap();
+    assert_eq!(row(&listed, name)["state"], "PENDING");
+    assert_eq!(row(&listed, name)["tenant"], "newco");
+
+    // Creating it again is refused, and says why.
+    let again = Command::new(BIN)
+        .args([
+            "sources",
+            "create",
+            "--tenant",
+            "newco",
+            "--account",
+            "444455556666",
+            "--region",
+            "eu-west-1",
+            "--config",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("ResourceAlreadyExistsException"));
+    std::fs::remove_dir_all(dir).unwrap();
+    gw.stop().await;
+}
