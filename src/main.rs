@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (the default). With no config file: 127.0.0.1:50051,
-    /// the built-in emulator, and a `demo` tenant.
+    /// the built-in emulator, and the `demo` and `demo-pending` tenants.
     Serve(ServeArgs),
     /// Run only the EventBridge emulator (AWS JSON 1.1 over HTTP), for the
     /// AWS CLI or SDKs with --endpoint-url.
@@ -227,7 +227,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         },
         None => {
             tracing::info!(
-                "no config file given: local defaults (built-in emulator, tenant `demo`)"
+                "no config file given: local defaults (built-in emulator, tenants `demo` and `demo-pending`)"
             );
             Config::local_default()
         }
