@@ -67,6 +67,24 @@ enum Command {
         /// Entries per stream message.
         #[arg(long, default_value_t = 100)]
         batch_size: usize,
+        /// Use TLS (implied by an https:// address or any TLS flag).
+        #[arg(long)]
+        tls: bool,
+        /// CA certificate (PEM) that signed the gateway's certificate.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+        /// Client certificate (PEM), for mutual TLS.
+        #[arg(long)]
+        client_cert: Option<PathBuf>,
+        /// Client private key (PEM), for mutual TLS.
+        #[arg(long)]
+        client_key: Option<PathBuf>,
+        /// The name expected in the gateway's certificate.
+        #[arg(long)]
+        tls_domain: Option<String>,
+        /// Bearer token (prefer the environment variable).
+        #[arg(long, env = "PEG_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Partner event sources: their states, and onboarding new tenants.
     Sources {
@@ -189,7 +207,26 @@ fn main() -> ExitCode {
                 file,
                 addr,
                 batch_size,
-            } => send(tenant, file, addr, batch_size).await,
+                tls,
+                ca_cert,
+                client_cert,
+                client_key,
+                tls_domain,
+                token,
+            } => {
+                let wants_tls = tls
+                    || addr.starts_with("https://")
+                    || ca_cert.is_some()
+                    || client_cert.is_some()
+                    || tls_domain.is_some();
+                let tls = wants_tls.then_some(partner_events_gateway::send::ClientTls {
+                    ca_cert,
+                    client_cert,
+                    client_key,
+                    domain: tls_domain,
+                });
+                send(tenant, file, addr, batch_size, tls, token).await
+            }
             Command::Sources { command } => sources(command).await,
             Command::CheckConfig { file } => match Config::load(&file) {
                 Ok(c) => {
@@ -264,7 +301,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn send(tenant: String, file: Option<PathBuf>, addr: String, batch_size: usize) -> ExitCode {
+async fn send(
+    tenant: String,
+    file: Option<PathBuf>,
+    addr: String,
+    batch_size: usize,
+    tls: Option<partner_events_gateway::send::ClientTls>,
+    token: Option<String>,
+) -> ExitCode {
     let input: Box<dyn std::io::BufRead + Send> = match file.as_deref() {
         None => Box::new(std::io::BufReader::new(std::io::stdin())),
         Some(p) if p.as_os_str() == "-" => Box::new(std::io::BufReader::new(std::io::stdin())),
@@ -281,6 +325,8 @@ async fn send(tenant: String, file: Option<PathBuf>, addr: String, batch_size: u
         tenant,
         batch_size,
         input,
+        tls,
+        token,
     };
     let mut out = std::io::stdout();
     match partner_events_gateway::send::run(args, &mut out).await {

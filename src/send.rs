@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::proto::{
     partner_event_entry::Body, partner_events_client::PartnerEventsClient, PartnerEventEntry,
@@ -102,6 +102,40 @@ pub struct SendArgs {
     pub tenant: String,
     pub batch_size: usize,
     pub input: Box<dyn BufRead + Send>,
+    pub tls: Option<ClientTls>,
+    /// Sent as `authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+/// TLS towards the gateway (PEM files).
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// The CA that signed the gateway's certificate (system roots otherwise).
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// A client certificate and key, for mutual TLS.
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+    /// The name to expect in the gateway's certificate (default: the host).
+    pub domain: Option<String>,
+}
+
+fn tls_config(tls: &ClientTls) -> Result<ClientTlsConfig, String> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let mut cfg = ClientTlsConfig::new().with_enabled_roots();
+    if let Some(ca) = &tls.ca_cert {
+        cfg = cfg.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(c), Some(k)) => cfg = cfg.identity(Identity::from_pem(read(c)?, read(k)?)),
+        (None, None) => {}
+        _ => return Err("--client-cert and --client-key go together".into()),
+    }
+    if let Some(d) = &tls.domain {
+        cfg = cfg.domain_name(d.clone());
+    }
+    Ok(cfg)
 }
 
 /// Totals of a run.
@@ -114,17 +148,40 @@ pub struct Summary {
 
 /// Streams the input and writes one result line per input line to `out`.
 pub async fn run(args: SendArgs, out: &mut (dyn Write + Send)) -> Result<Summary, String> {
+    let scheme = if args.tls.is_some() { "https" } else { "http" };
     let endpoint = if args.addr.contains("://") {
         args.addr.clone()
     } else {
-        format!("http://{}", args.addr)
+        format!("{scheme}://{}", args.addr)
     };
-    let channel = Channel::from_shared(endpoint.clone())
-        .map_err(|e| format!("bad address {endpoint}: {e}"))?
+    let mut builder = Channel::from_shared(endpoint.clone())
+        .map_err(|e| format!("bad address {endpoint}: {e}"))?;
+    if endpoint.starts_with("https://") {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        builder = builder
+            .tls_config(tls_config(&args.tls.clone().unwrap_or_default())?)
+            .map_err(|e| format!("TLS set-up failed: {e}"))?;
+    }
+    let channel = builder
         .connect()
         .await
         .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
-    let mut client = PartnerEventsClient::new(channel);
+    let authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
+        match &args.token {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| "the token has characters a header cannot carry".to_string())?,
+            ),
+            None => None,
+        };
+    let mut client =
+        PartnerEventsClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            if let Some(a) = &authorization {
+                req.metadata_mut().insert("authorization", a.clone());
+            }
+            Ok(req)
+        });
 
     // Lines are read on a blocking thread; batches go out as they fill.
     // `lines_by_batch` maps each batch in flight to its entries' line numbers.

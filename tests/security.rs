@@ -49,18 +49,20 @@ fn pki() -> Pki {
     std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
 
-    let client = |uri: &str| {
+    let client = |uri: &str, file: &str| {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
         Identity::from_pem(cert.pem(), key.serialize_pem())
     };
     Pki {
         ca_pem: ca.pem(),
-        billing: client(BILLING),
-        intruder: client(INTRUDER),
+        billing: client(BILLING, "billing"),
+        intruder: client(INTRUDER, "intruder"),
         dir,
     }
 }
@@ -233,4 +235,50 @@ async fn plaintext_is_refused_on_the_tls_port_and_health_has_its_own_port() {
     assert_eq!(status.status, 1, "SERVING on the plaintext health port");
     gw.stop().await;
     std::fs::remove_dir_all(&pki.dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_works_over_mutual_tls() {
+    let pki = pki();
+    let gw = TestGateway::start_unconnected(&config(&pki, free_port())).await;
+    let d = pki.dir.clone();
+    let input = d.join("in.jsonl");
+    std::fs::write(&input, "{\"DetailType\":\"A\",\"Detail\":{\"n\":1}}\n").unwrap();
+    let port = gw.gateway.local_addr().port();
+    let run = |cert: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_partner-events-gateway"))
+            .args([
+                "send",
+                "--tenant",
+                "acme",
+                "--addr",
+                &format!("https://localhost:{port}"),
+            ])
+            .arg("--ca-cert")
+            .arg(d.join("ca.pem"))
+            .arg("--client-cert")
+            .arg(d.join(format!("{cert}.pem")))
+            .arg("--client-key")
+            .arg(d.join(format!("{cert}.key")))
+            .arg("--file")
+            .arg(&input)
+            .output()
+            .unwrap()
+    };
+    let ok = run("billing");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("event_id"));
+    let denied = run("intruder");
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&denied.stdout).contains("PermissionDenied"),
+        "{}",
+        String::from_utf8_lossy(&denied.stdout)
+    );
+    gw.stop().await;
 }

@@ -175,6 +175,17 @@ pub fn check_detail_json(detail: &str) -> Result<(), EntryError> {
             "detail must be a JSON object",
         ));
     }
+    // serde_json skips an ignored value without its recursion limit, so
+    // depth is checked here: EventBridge (and any consumer parsing it with
+    // a recursive parser) refuses very deep nesting.
+    if nesting_depth(detail) > MAX_DETAIL_DEPTH {
+        return Err(EntryError::new(
+            codes::MALFORMED_DETAIL,
+            format!(
+                "detail is not valid JSON (nested too deeply: more than {MAX_DETAIL_DEPTH} levels)"
+            ),
+        ));
+    }
     serde_json::from_str::<serde::de::IgnoredAny>(detail).map_err(|e| {
         EntryError::new(
             codes::MALFORMED_DETAIL,
@@ -187,6 +198,38 @@ pub fn check_detail_json(detail: &str) -> Result<(), EntryError> {
         )
     })?;
     Ok(())
+}
+
+/// Deepest nesting of JSON objects and arrays accepted in a detail: what a
+/// recursive parser with serde_json's limit takes (the emulator's model of
+/// EventBridge refuses deeper details as MalformedDetail).
+pub const MAX_DETAIL_DEPTH: usize = 127;
+
+/// How deeply objects and arrays nest in `json` (brackets inside strings do
+/// not count). Malformed input gives a number too; the parser judges it.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 fn json_error_kind(e: &serde_json::Error) -> &'static str {
@@ -295,6 +338,36 @@ mod tests {
             }),
             codes::MALFORMED_DETAIL
         );
+        let deep = format!("{}1{}", "{\"a\":".repeat(128), "}".repeat(128));
+        assert_eq!(
+            code(EventEntry {
+                detail: Some(deep),
+                ..ok_entry()
+            }),
+            codes::MALFORMED_DETAIL
+        );
+        let deep_ok = format!("{}1{}", "{\"a\":".repeat(127), "}".repeat(127));
+        assert!(prepare(
+            0,
+            EventEntry {
+                detail: Some(deep_ok),
+                ..ok_entry()
+            },
+            &t,
+            100_000
+        )
+        .is_ok());
+        let brackets_in_strings = format!("{{\"a\":\"{}\"}}", "[{".repeat(200));
+        assert!(prepare(
+            0,
+            EventEntry {
+                detail: Some(brackets_in_strings),
+                ..ok_entry()
+            },
+            &t,
+            100_000
+        )
+        .is_ok());
         let deep = format!("{}{}", "{\"a\":".repeat(200), "}".repeat(200));
         assert_eq!(
             code(EventEntry {
