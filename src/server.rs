@@ -353,12 +353,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     let mut side_tasks = Vec::new();
     if let Some(addr) = config.health_listen {
         // Kubernetes' gRPC probes cannot speak TLS: health alone, plaintext.
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| ServeError::Bind { addr, source })?;
+        let (listener, local) = bind(addr).await?;
         tracing::info!(addr = %local, "plaintext health port serving");
         let mut stop = shutdown_rx.clone();
         side_tasks.push(tokio::spawn(
@@ -373,12 +368,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     }
     let mut metrics_addr = None;
     if let Some(addr) = config.metrics_listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| ServeError::Bind { addr, source })?;
+        let (listener, local) = bind(addr).await?;
         metrics_addr = Some(local);
         tracing::info!(addr = %local, "metrics serving on /metrics");
         let gauges_core = core.clone();
@@ -434,6 +424,17 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// Binds `addr`; returns the listener and the address it got (port 0 picks one).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    Ok((listener, local))
 }
 
 fn load_tls(tls: &TlsSection) -> Result<ServerTlsConfig, ServeError> {
@@ -530,9 +531,7 @@ pub async fn run(
 ) -> Result<bool, ServeError> {
     let addr = config.listen;
     let poll = config.reload_poll;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
+    let (listener, _) = bind(addr).await?;
     let gateway = start(config, listener).await?;
     if let Some(path) = config_path {
         tokio::spawn(watch_config(
