@@ -205,3 +205,31 @@ async fn the_watched_file_reloads_and_a_bad_file_is_refused() {
     std::fs::remove_dir_all(dir).unwrap();
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_caller_over_its_own_limit_gets_resource_exhausted() {
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(b"exporter-token"));
+    let gw = TestGateway::start(&format!(
+        "[auth]\nmode = \"required\"\n[[auth.tokens]]\ncaller = \"exporter\"\nsha256 = \"{hash}\"\n[auth.callers.\"exporter\"]\ntenants = [\"*\"]\nentries_per_second = 5.0\n{}",
+        common::TENANTS
+    ))
+    .await;
+    let call = |n: usize| {
+        let mut r =
+            tonic::Request::new(request("acme", (0..n).map(|_| entry("A", "{}")).collect()));
+        r.metadata_mut()
+            .insert("authorization", "Bearer exporter-token".parse().unwrap());
+        let mut client = gw.client.clone();
+        async move { client.put_partner_events(r).await }
+    };
+    assert!(call(5).await.is_ok());
+    let err = call(1).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(
+        err.message().contains("caller `exporter`"),
+        "{}",
+        err.message()
+    );
+    gw.stop().await;
+}
