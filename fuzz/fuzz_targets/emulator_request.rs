@@ -120,30 +120,46 @@ struct Client {
 
 impl Client {
     fn post(&mut self, body: &[u8]) -> Answer {
-        let mut last_error = None;
-        // A second try on a fresh connection, in case the server closed the
-        // idle one between inputs.
-        for _ in 0..2 {
-            let conn = match self.conn.take() {
-                Some(conn) => conn,
-                None => {
-                    let stream = TcpStream::connect(self.addr).expect("connect to the emulator");
-                    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).unwrap();
-                    stream.set_nodelay(true).unwrap();
-                    BufReader::new(stream)
-                }
-            };
-            match exchange(conn, body) {
-                Ok((answer, Some(conn))) => {
-                    self.conn = Some(conn);
-                    return answer;
-                }
-                Ok((answer, None)) => return answer,
-                Err(e) => last_error = Some(e),
+        let (conn, reused) = match self.conn.take() {
+            Some(conn) => (conn, true),
+            None => (self.connect(), false),
+        };
+        let result = match exchange(conn, body) {
+            // The server may close a kept-alive connection between two
+            // requests; that, and only that, earns one more try.
+            Err(e) if reused && is_closed(&e) => {
+                eprintln!("emulator_request: kept-alive connection closed ({e}); reconnecting");
+                exchange(self.connect(), body)
             }
+            other => other,
+        };
+        match result {
+            Ok((answer, conn)) => {
+                self.conn = conn;
+                answer
+            }
+            Err(e) => panic!("the emulator gave no HTTP answer: {e} ({:?})", e.kind()),
         }
-        panic!("the emulator gave no HTTP answer: {last_error:?}");
     }
+
+    fn connect(&self) -> BufReader<TcpStream> {
+        let stream = TcpStream::connect(self.addr).expect("connect to the emulator");
+        stream.set_read_timeout(Some(ANSWER_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        BufReader::new(stream)
+    }
+}
+
+/// Whether `e` says the peer closed the connection (as opposed to a
+/// timeout, which is a hang, or garbage, which is a broken answer).
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// Sends one request; returns the answer and the connection if it stays open.
@@ -235,8 +251,9 @@ fuzz_target!(|data: &[u8]| {
     let body = String::from_utf8_lossy(&answer.body);
     match answer.status {
         200 => {
-            let response: Response = serde_json::from_slice(&answer.body)
-                .unwrap_or_else(|e| panic!("a 200 that is no PutPartnerEvents response ({e}): {body}"));
+            let response: Response = serde_json::from_slice(&answer.body).unwrap_or_else(|e| {
+                panic!("a 200 that is no PutPartnerEvents response ({e}): {body}")
+            });
             let request: Request = serde_json::from_slice(data).unwrap_or_else(|e| {
                 panic!("a 200 for a body the wire shapes do not read ({e}): {body}")
             });

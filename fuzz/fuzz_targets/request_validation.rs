@@ -228,7 +228,10 @@ fn check_entry(index: u32, proto: PartnerEventEntry) {
         }
     };
     if from_struct {
-        let json = entry.detail.as_deref().expect("a struct body gives a detail");
+        let json = entry
+            .detail
+            .as_deref()
+            .expect("a struct body gives a detail");
         if let Err(e) = check_detail_json(json) {
             panic!("struct_to_json gave a detail check_detail_json refuses: {json:?}: {e:?}");
         }

@@ -175,9 +175,8 @@ pub fn check_detail_json(detail: &str) -> Result<(), EntryError> {
             "detail must be a JSON object",
         ));
     }
-    // serde_json skips an ignored value without its recursion limit, so
-    // depth is checked here: EventBridge (and any consumer parsing it with
-    // a recursive parser) refuses very deep nesting.
+    // Depth first, for a clear message: EventBridge (and any consumer
+    // parsing with a recursive parser) refuses very deep nesting.
     if nesting_depth(detail) > MAX_DETAIL_DEPTH {
         return Err(EntryError::new(
             codes::MALFORMED_DETAIL,
@@ -186,7 +185,10 @@ pub fn check_detail_json(detail: &str) -> Result<(), EntryError> {
             ),
         ));
     }
-    serde_json::from_str::<serde::de::IgnoredAny>(detail).map_err(|e| {
+    // A full parse, not a skim: numbers beyond the f64 range and lone
+    // UTF-16 surrogate escapes are refused, as EventBridge's model (the
+    // emulator) refuses them; fuzzing found that a skim let them through.
+    serde_json::from_str::<serde_json::Value>(detail).map_err(|e| {
         EntryError::new(
             codes::MALFORMED_DETAIL,
             format!(
@@ -368,14 +370,16 @@ mod tests {
             100_000
         )
         .is_ok());
-        let deep = format!("{}{}", "{\"a\":".repeat(200), "}".repeat(200));
-        assert_eq!(
-            code(EventEntry {
-                detail: Some(deep),
-                ..ok_entry()
-            }),
-            codes::MALFORMED_DETAIL
-        );
+        for odd in [r#"{"n":1e400}"#, r#"{"a":"\ud83d"}"#] {
+            assert_eq!(
+                code(EventEntry {
+                    detail: Some(odd.into()),
+                    ..ok_entry()
+                }),
+                codes::MALFORMED_DETAIL,
+                "{odd}"
+            );
+        }
         assert_eq!(
             code(EventEntry {
                 resources: vec!["r".repeat(2049)],
