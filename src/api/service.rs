@@ -351,16 +351,14 @@ impl Core {
             }
         }
         let failed = entries.iter().filter(|e| !e.error_code.is_empty()).count();
-        tracing::info!(
-            tenant = %req.tenant_id,
-            batch_id = %req.batch_id,
-            sequence,
-            entries = n,
-            refused,
-            failed,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "batch answered"
-        );
+        // One line per batch is too much at thousands of batches a second:
+        // info only when something was refused or failed, debug otherwise.
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if failed > 0 {
+            tracing::info!(tenant = %req.tenant_id, batch_id = %req.batch_id, sequence, entries = n, refused, failed, elapsed_ms, "batch answered");
+        } else {
+            tracing::debug!(tenant = %req.tenant_id, batch_id = %req.batch_id, sequence, entries = n, elapsed_ms, "batch answered");
+        }
         PutPartnerEventsResponse {
             batch_id: req.batch_id,
             sequence,

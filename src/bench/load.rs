@@ -76,6 +76,9 @@ pub struct Tally {
     pub streams_opened: u64,
     /// Entries handed to the transport, at any time.
     pub entries_sent: u64,
+    /// The first failure seen (an entry's error code and message, a
+    /// status), to tell what went wrong.
+    pub first_failure: Option<String>,
 }
 
 impl Tally {
@@ -107,6 +110,15 @@ impl Tally {
         self.skipped += other.skipped;
         self.streams_opened += other.streams_opened;
         self.entries_sent += other.entries_sent;
+        if self.first_failure.is_none() {
+            self.first_failure = other.first_failure;
+        }
+    }
+
+    fn failure(&mut self, what: impl FnOnce() -> String) {
+        if self.first_failure.is_none() {
+            self.first_failure = Some(what());
+        }
     }
 }
 
@@ -175,15 +187,39 @@ impl GatewayClients {
     }
 }
 
-/// One unary call: (entries accepted, entries failed), or the call failed.
+/// A batch's answer: entries accepted, entries failed, and the first
+/// failure's code and message.
+#[derive(Debug, Default)]
+struct Answer {
+    ok: u64,
+    failed: u64,
+    failure: Option<String>,
+}
+
+/// Counts a gateway response's results.
+fn grpc_answer(r: &crate::proto::PutPartnerEventsResponse) -> Answer {
+    let failed = u64::from(r.failed_entry_count);
+    Answer {
+        ok: (r.entries.len() as u64).saturating_sub(failed),
+        failed,
+        failure: r
+            .entries
+            .iter()
+            .find(|e| !e.error_code.is_empty())
+            .map(|e| format!("{}: {}", e.error_code, e.error_message)),
+    }
+}
+
+/// One unary call, or the status it failed with.
 async fn unary_once(
     mut client: PartnerEventsClient<Channel>,
     req: PutPartnerEventsRequest,
-) -> Result<(u64, u64), ()> {
-    let r = client.put_partner_events(req).await.map_err(|_| ())?;
-    let r = r.into_inner();
-    let failed = u64::from(r.failed_entry_count);
-    Ok((r.entries.len() as u64 - failed, failed))
+) -> Result<Answer, String> {
+    let r = client
+        .put_partner_events(req)
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+    Ok(grpc_answer(r.get_ref()))
 }
 
 /// One caller batch sent directly: its calls of 20 at once, as a client
@@ -191,7 +227,7 @@ async fn unary_once(
 async fn sdk_once(
     client: aws_sdk_eventbridge::Client,
     calls: Arc<Vec<Vec<PutPartnerEventsRequestEntry>>>,
-) -> Result<(u64, u64), ()> {
+) -> Result<Answer, String> {
     let sends = calls.iter().map(|entries| {
         let n = entries.len() as u64;
         let call = client
@@ -199,22 +235,30 @@ async fn sdk_once(
             .set_entries(Some(entries.clone()))
             .send();
         async move {
-            match call.await {
-                Ok(out) => {
-                    let failed = u64::try_from(out.failed_entry_count()).unwrap_or(0);
-                    (n.saturating_sub(failed), failed, false)
-                }
-                Err(_) => (0, n, true),
-            }
+            let out = call.await.map_err(|e| {
+                use aws_sdk_eventbridge::error::DisplayErrorContext;
+                DisplayErrorContext(e).to_string()
+            })?;
+            let failed = u64::try_from(out.failed_entry_count()).unwrap_or(0);
+            let failure = out.entries().iter().find_map(|e| {
+                e.error_code()
+                    .map(|c| format!("{c}: {}", e.error_message().unwrap_or_default()))
+            });
+            Ok::<_, String>(Answer {
+                ok: n.saturating_sub(failed),
+                failed,
+                failure,
+            })
         }
     });
-    let results = futures::future::join_all(sends).await;
-    if results.iter().any(|(_, _, error)| *error) {
-        return Err(());
+    let mut total = Answer::default();
+    for r in futures::future::join_all(sends).await {
+        let r = r?;
+        total.ok += r.ok;
+        total.failed += r.failed;
+        total.failure = total.failure.or(r.failure);
     }
-    Ok(results
-        .iter()
-        .fold((0, 0), |(ok, failed), (o, f, _)| (ok + o, failed + f)))
+    Ok(total)
 }
 
 /// Closed loop: `workers` callers, each sending its next batch when the
@@ -222,7 +266,7 @@ async fn sdk_once(
 async fn closed_loop<F, Fut>(workers: usize, window: Window, send: F) -> Tally
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(u64, u64), ()>> + Send + 'static,
+    Fut: Future<Output = Result<Answer, String>> + Send + 'static,
 {
     let send = Arc::new(send);
     let mut set = JoinSet::new();
@@ -237,12 +281,16 @@ where
                 }
                 match tokio::time::timeout_at(window.end, send(i)).await {
                     Err(_elapsed) => break,
-                    Ok(Ok((ok, failed))) => {
-                        t.entries_sent += ok + failed;
-                        t.answered(&window, sent, Instant::now(), ok, failed);
+                    Ok(Ok(a)) => {
+                        t.entries_sent += a.ok + a.failed;
+                        t.answered(&window, sent, Instant::now(), a.ok, a.failed);
+                        if let Some(f) = a.failure {
+                            t.failure(|| f);
+                        }
                     }
-                    Ok(Err(())) => {
+                    Ok(Err(e)) => {
                         t.error(&window, Instant::now());
+                        t.failure(|| e);
                         // A failing target must not turn this into a spin.
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
@@ -259,7 +307,7 @@ where
 async fn fixed_rate<F, Fut>(rate: f64, max_outstanding: usize, window: Window, send: F) -> Tally
 where
     F: Fn(usize) -> Fut,
-    Fut: Future<Output = Result<(u64, u64), ()>> + Send + 'static,
+    Fut: Future<Output = Result<Answer, String>> + Send + 'static,
 {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let outstanding = Arc::new(AtomicUsize::new(0));
@@ -295,11 +343,17 @@ where
                 let mut t = tally.lock().expect("lock");
                 match r {
                     Err(_elapsed) => {}
-                    Ok(Ok((ok, failed))) => {
-                        t.entries_sent += ok + failed;
-                        t.answered(&window, intended, done, ok, failed);
+                    Ok(Ok(a)) => {
+                        t.entries_sent += a.ok + a.failed;
+                        t.answered(&window, intended, done, a.ok, a.failed);
+                        if let Some(f) = a.failure {
+                            t.failure(|| f);
+                        }
                     }
-                    Ok(Err(())) => t.error(&window, done),
+                    Ok(Err(e)) => {
+                        t.error(&window, done);
+                        t.failure(|| e);
+                    }
                 }
             });
         }
@@ -413,8 +467,9 @@ async fn one_stream(
     .await;
     let mut responses = match opened {
         Ok(Ok(r)) => r.into_inner(),
-        Ok(Err(_)) => {
+        Ok(Err(s)) => {
             t.error(&window, Instant::now());
+            t.failure(|| format!("stream refused: {:?}: {}", s.code(), s.message()));
             return t;
         }
         Err(_elapsed) => return t,
@@ -440,19 +495,23 @@ async fn one_stream(
                 let done = Instant::now();
                 let Some(sent) = sent_at.remove(&r.sequence) else {
                     t.error(&window, done);
+                    t.failure(|| format!("an answer for unknown sequence {}", r.sequence));
                     break;
                 };
-                let failed = u64::from(r.failed_entry_count);
-                t.answered(
-                    &window,
-                    sent,
-                    done,
-                    (r.entries.len() as u64).saturating_sub(failed),
-                    failed,
-                );
+                let a = grpc_answer(&r);
+                t.answered(&window, sent, done, a.ok, a.failed);
+                if let Some(f) = a.failure {
+                    t.failure(|| f);
+                }
             }
-            Ok(Ok(None)) | Ok(Err(_)) => {
+            Ok(Ok(None)) => {
                 t.error(&window, Instant::now());
+                t.failure(|| "the stream ended early".into());
+                break;
+            }
+            Ok(Err(s)) => {
+                t.error(&window, Instant::now());
+                t.failure(|| format!("stream failed: {:?}: {}", s.code(), s.message()));
                 break;
             }
         }

@@ -26,15 +26,23 @@ use std::{path::PathBuf, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule};
+use crate::emulator::{
+    Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule, SeedSource, SourceState,
+};
 use child::{proc_stats, GatewayChild};
 use load::{GatewayClients, Tally, Window};
 use report::{HalfLoad, Measurement, Path, Report, Stall, UpstreamTally};
 
+/// The customer account the bench source is shared with.
+const BENCH_ACCOUNT: &str = "123456789012";
 /// Callers of the unary scenarios by default.
 const DEFAULT_UNARY_CALLERS: usize = 64;
-/// Batches a stream keeps unanswered by default.
+/// Batches a stream keeps unanswered by default...
 const DEFAULT_STREAM_IN_FLIGHT: usize = 16;
+/// ...and entries all streams of a run keep unanswered at most (each stream
+/// at least one batch). More only lengthens the queue: by Little's law the
+/// latency is what is in flight over the throughput.
+const DEFAULT_STREAM_ENTRIES_IN_FLIGHT: usize = 2_000;
 /// Streams in the stalled-upstream run, and their batches.
 const STALL_STREAMS: usize = 1_000;
 const STALL_BATCH_ENTRIES: usize = 10;
@@ -65,9 +73,14 @@ pub struct BenchArgs {
     /// Concurrent callers in the unary scenarios (gateway and baseline).
     #[arg(long, default_value_t = DEFAULT_UNARY_CALLERS)]
     pub unary_callers: usize,
-    /// Batches each gateway stream keeps unanswered (a baseline caller has one).
+    /// Batches each gateway stream keeps unanswered at most (a baseline
+    /// caller has one call in flight).
     #[arg(long, default_value_t = DEFAULT_STREAM_IN_FLIGHT)]
     pub stream_in_flight: usize,
+    /// Entries all streams of a run keep unanswered at most; each stream
+    /// keeps at least one batch.
+    #[arg(long, default_value_t = DEFAULT_STREAM_ENTRIES_IN_FLIGHT)]
+    pub stream_entries_in_flight: usize,
     /// The emulator's latency per call in the latency runs, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub latency_ms: u64,
@@ -125,6 +138,7 @@ struct Plan {
     stall: Duration,
     unary_callers: usize,
     stream_in_flight: usize,
+    stream_entries_in_flight: usize,
     latency_ms: u64,
     latency_jitter_ms: u64,
     only: Option<String>,
@@ -150,6 +164,9 @@ impl Plan {
         if args.stream_in_flight == 0 || args.stream_in_flight > 1_000 {
             return Err("--stream-in-flight must be 1 to 1000".into());
         }
+        if args.stream_entries_in_flight == 0 || args.stream_entries_in_flight > 10_000_000 {
+            return Err("--stream-entries-in-flight must be 1 to 10000000".into());
+        }
         let gateway_bin = match args.gateway_bin {
             Some(p) => p,
             None => {
@@ -158,16 +175,24 @@ impl Plan {
         };
         Ok(Self {
             duration,
-            warmup: (duration / 5).min(Duration::from_secs(1)),
+            warmup: (duration / 5).clamp(Duration::from_millis(500), Duration::from_secs(1)),
             stall,
             unary_callers: args.unary_callers,
             stream_in_flight: args.stream_in_flight,
+            stream_entries_in_flight: args.stream_entries_in_flight,
             latency_ms: args.latency_ms,
             latency_jitter_ms: args.latency_jitter_ms,
             only: args.only,
             gateway_bin,
             out: args.out,
         })
+    }
+
+    /// Batches each stream of a run keeps unanswered.
+    fn stream_in_flight(&self, streams: usize, entries: usize) -> usize {
+        (self.stream_entries_in_flight / (streams * entries).max(1))
+            .min(self.stream_in_flight)
+            .max(1)
     }
 
     fn wants(&self, name: &str) -> bool {
@@ -301,12 +326,19 @@ struct Harness {
 async fn bench(plan: Plan) -> Result<(), String> {
     // As `server::start` does: both rustls providers are compiled in.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let emulator = Emulator::spawn(
-        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        EmulatorConfig::default(),
-    )
-    .await
-    .map_err(|e| format!("cannot start the emulator: {e}"))?;
+    // The source exists and is ACTIVE: the gateway refuses entries for a
+    // source EventBridge does not know or would not deliver to.
+    let config = EmulatorConfig {
+        sources: vec![SeedSource::new(
+            load::SOURCE,
+            BENCH_ACCOUNT,
+            SourceState::Active,
+        )],
+        ..EmulatorConfig::default()
+    };
+    let emulator = Emulator::spawn(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), config)
+        .await
+        .map_err(|e| format!("cannot start the emulator: {e}"))?;
     let url = emulator.endpoint_url();
     let sdk = sdk_client(&url).await;
     let h = Harness {
@@ -321,8 +353,17 @@ async fn bench(plan: Plan) -> Result<(), String> {
     result
 }
 
+/// The 1-minute load average: other work on the machine skews every figure.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     let plan = &h.plan;
+    let load_before = load_average();
     let shapes = plan.shapes();
     let runs = shapes.len() * 4;
     eprintln!(
@@ -346,7 +387,12 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
                     m.latency_ms.p99,
                     m.entries_per_call,
                     if m.errors + m.entries_failed > 0 {
-                        format!(", {} errors, {} failed entries", m.errors, m.entries_failed)
+                        format!(
+                            ", {} errors, {} failed entries (first: {})",
+                            m.errors,
+                            m.entries_failed,
+                            m.first_failure.as_deref().unwrap_or("?")
+                        )
                     } else {
                         String::new()
                     }
@@ -366,13 +412,19 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     } else {
         None
     };
+    let mut notes = notes(plan);
+    notes.push(format!(
+        "1-minute load average before the run {load_before:.2}, after {:.2} (the run's own load included): anything else running on this machine competes for the same cores.",
+        load_average()
+    ));
     let mut report = Report {
-        notes: notes(plan),
+        notes,
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
         duration_secs: plan.duration.as_secs_f64(),
         warmup_secs: plan.warmup.as_secs_f64(),
         unary_callers: plan.unary_callers,
         stream_batches_in_flight: plan.stream_in_flight,
+        stream_entries_in_flight: plan.stream_entries_in_flight,
         gateway_config: h.gateway_toml.clone(),
         stall_gateway_config: stall_gateway_toml(url),
         measurements,
@@ -394,8 +446,8 @@ fn notes(plan: &Plan) -> Vec<String> {
         "Gateway: a fresh child process per run (`serve --config`, RUST_LOG=warn); its CPU is utime+stime from /proc/<pid>/stat over the measured window, its memory VmHWM (peak RSS over the process's life).".into(),
         "The emulator and the load generator share the harness process: `all cpu/100k` is gateway + harness CPU per 100k accepted entries. Gateway, emulator and load compete for the same cores, so the figures describe this machine as a whole.".into(),
         format!(
-            "Baseline: aws-sdk-eventbridge straight to the same emulator, one PutPartnerEvents call per caller batch (batches over 20 cut into calls of 20, sent at once), as many callers as the gateway run has callers or streams, each with one batch in flight. A gateway stream keeps up to {} batches unanswered; a unary caller has one.",
-            plan.stream_in_flight
+            "Baseline: aws-sdk-eventbridge straight to the same emulator, one PutPartnerEvents call per caller batch (batches over 20 cut into calls of 20, sent at once), as many callers as the gateway run has callers or streams, each with one batch in flight. A gateway stream keeps up to {} batches unanswered, fewer when all streams together would have over {} entries unanswered (at least one; `in_flight` in the JSON); a unary caller has one request in flight.",
+            plan.stream_in_flight, plan.stream_entries_in_flight
         ),
         "Latency: per request (unary) or per batch (stream), from send to its answer; in fixed-rate runs from when the request was due.".into(),
         "Upstream calls and entries per call: the emulator's recorded calls, taken and cleared every second (a call recorded between the two steps is missed: a handful at most).".into(),
@@ -507,7 +559,7 @@ async fn measure(
                 c,
                 streams,
                 entries,
-                plan.stream_in_flight,
+                plan.stream_in_flight(streams, entries),
                 window,
             )),
             (None, _, None) => tokio::spawn(load::sdk_batches(
@@ -543,6 +595,12 @@ async fn measure(
         _ => None,
     };
     drop(gateway);
+    let in_flight = match (path, shape) {
+        (Path::Gateway, Shape::Streams { streams, entries }) => {
+            plan.stream_in_flight(streams, entries)
+        }
+        _ => 1,
+    };
     Ok(Measurement::new(
         shape.name(),
         path,
@@ -558,7 +616,8 @@ async fn measure(
         upstream,
         gateway_figures,
         me_after.cpu_secs - me_before.cpu_secs,
-    ))
+    )
+    .with_in_flight(in_flight))
 }
 
 async fn join_load(load: tokio::task::JoinHandle<Tally>) -> Result<Tally, String> {

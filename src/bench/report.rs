@@ -59,6 +59,8 @@ pub struct Measurement {
     pub entries_per_batch: usize,
     /// Callers (unary, baseline) or streams.
     pub concurrency: usize,
+    /// Batches each caller or stream keeps unanswered (closed loop).
+    pub in_flight: usize,
     pub window_secs: f64,
     pub batches: u64,
     pub entries_ok: u64,
@@ -88,6 +90,8 @@ pub struct Measurement {
     /// The harness process's CPU (load generator and emulator) per 100k
     /// entries, for comparing the whole cost of both paths.
     pub harness_cpu_secs_per_100k: f64,
+    /// The first failure seen, if any: an entry's code and message, a status.
+    pub first_failure: Option<String>,
 }
 
 impl Measurement {
@@ -121,6 +125,7 @@ impl Measurement {
             load,
             entries_per_batch,
             concurrency,
+            in_flight: 1,
             window_secs,
             batches: tally.batches,
             entries_ok: tally.entries_ok,
@@ -141,7 +146,13 @@ impl Measurement {
             gateway_cpu_secs_per_100k: gateway.map(|(cpu, _)| per_100k(cpu)),
             gateway_peak_rss_mib: gateway.map(|(_, rss)| rss),
             harness_cpu_secs_per_100k: per_100k(harness_cpu_secs),
+            first_failure: tally.first_failure,
         }
+    }
+
+    /// The same, with `in_flight` batches per caller or stream.
+    pub fn with_in_flight(self, in_flight: usize) -> Self {
+        Self { in_flight, ..self }
     }
 
     fn same_scenario(&self, other: &Measurement) -> bool {
@@ -213,6 +224,7 @@ pub struct Report {
     pub warmup_secs: f64,
     pub unary_callers: usize,
     pub stream_batches_in_flight: usize,
+    pub stream_entries_in_flight: usize,
     pub gateway_config: String,
     pub stall_gateway_config: String,
     pub measurements: Vec<Measurement>,
@@ -330,10 +342,11 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<16} {:>4} {:<8} {:>18} {:>15} {:>13} {:>14} {:>14} {:>14} {:>11} {:>14} {:>7} {:>6}",
+            "{:<16} {:>4} {:<8} {:>4} {:>18} {:>15} {:>13} {:>14} {:>14} {:>14} {:>11} {:>14} {:>7} {:>6}",
             "scenario",
             "lat",
             "path",
+            "infl",
             "entries/s",
             "calls/s",
             "entries/call",
@@ -451,13 +464,14 @@ fn row(m: &Measurement, b: Option<&Measurement>) -> String {
     let all_cpu_base =
         b.map(|b| b.gateway_cpu_secs_per_100k.unwrap_or(0.0) + b.harness_cpu_secs_per_100k);
     format!(
-        "{:<16} {:>4} {:<8} {:>18} {:>15} {:>13} {:>14} {:>14} {:>14} {:>11} {:>14} {:>7} {:>6}",
+        "{:<16} {:>4} {:<8} {:>4} {:>18} {:>15} {:>13} {:>14} {:>14} {:>14} {:>11} {:>14} {:>7} {:>6}",
         m.scenario,
         format!("{}ms", m.emulator_latency_ms),
         match m.path {
             Path::Gateway => "gateway",
             Path::Baseline => "baseline",
         },
+        m.in_flight,
         with_ratio(
             thousands(m.entries_per_sec),
             m.entries_per_sec,

@@ -185,10 +185,11 @@ pub fn check_detail_json(detail: &str) -> Result<(), EntryError> {
             ),
         ));
     }
-    // A full parse, not a skim: numbers beyond the f64 range and lone
+    // A full decode, not a skim: numbers beyond the f64 range and lone
     // UTF-16 surrogate escapes are refused, as EventBridge's model (the
     // emulator) refuses them; fuzzing found that a skim let them through.
-    serde_json::from_str::<serde_json::Value>(detail).map_err(|e| {
+    // No tree is built (see `CheckedJson`).
+    serde_json::from_str::<CheckedJson>(detail).map_err(|e| {
         EntryError::new(
             codes::MALFORMED_DETAIL,
             format!(
@@ -200,6 +201,55 @@ pub fn check_detail_json(detail: &str) -> Result<(), EntryError> {
         )
     })?;
     Ok(())
+}
+
+/// Deserializes any JSON value the way `serde_json::Value` would (every
+/// number and string decoded, the same recursion limit), keeping nothing:
+/// validation at about the cost of a skim, without a tree to allocate.
+struct CheckedJson;
+
+impl<'de> serde::Deserialize<'de> for CheckedJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedJsonVisitor)
+    }
+}
+
+struct CheckedJsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedJsonVisitor {
+    type Value = CheckedJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+    fn visit_unit<E>(self) -> Result<CheckedJson, E> {
+        Ok(CheckedJson)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<CheckedJson, A::Error> {
+        while seq.next_element::<CheckedJson>()?.is_some() {}
+        Ok(CheckedJson)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<CheckedJson, A::Error> {
+        while map.next_key::<CheckedJson>()?.is_some() {
+            map.next_value::<CheckedJson>()?;
+        }
+        Ok(CheckedJson)
+    }
 }
 
 /// Deepest nesting of JSON objects and arrays accepted in a detail: what a
