@@ -74,6 +74,8 @@ async fn serve_with_no_config_accepts_demo_events_and_exits_0_on_sigterm() {
             &format!("127.0.0.1:{port}"),
             "--metrics-listen",
             "127.0.0.1:0",
+            "--emulator-listen",
+            "127.0.0.1:0",
         ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -98,8 +100,10 @@ async fn serve_with_no_config_accepts_demo_events_and_exits_0_on_sigterm() {
             started.elapsed() < Duration::from_secs(30),
             "no start-up line: {log:#?}"
         );
-        if let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
-            log.push(line);
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some(line)) => log.push(line),
+            Ok(None) => panic!("the gateway exited before serving: {log:#?}"),
+            Err(_) => {}
         }
     }
 

@@ -75,6 +75,12 @@ impl TestGateway {
         if config.emulator_listen.port() == 4010 {
             config.emulator_listen = "127.0.0.1:0".parse().unwrap();
         }
+        // Tests that count upstream calls need every entry of a request in
+        // its lane before the linger ends, even on a loaded machine where a
+        // task can be starved for more than the default 5 ms.
+        if !toml.contains("linger_ms") {
+            config.upstream.linger_ms = 50;
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway = server::start(config, listener)
             .await
