@@ -98,6 +98,10 @@ pub struct BenchArgs {
     /// The gateway executable to run as the child (`serve`); default this one.
     #[arg(long)]
     pub gateway_bin: Option<PathBuf>,
+    /// The gateway's `upstream.linger_ms` in the throughput runs (default:
+    /// the gateway's default), to see what coalescing costs in latency.
+    #[arg(long)]
+    pub linger_ms: Option<u64>,
 }
 
 /// What a scenario sends.
@@ -144,6 +148,7 @@ struct Plan {
     only: Option<String>,
     gateway_bin: PathBuf,
     out: PathBuf,
+    linger_ms: Option<u64>,
 }
 
 impl Plan {
@@ -185,6 +190,7 @@ impl Plan {
             only: args.only,
             gateway_bin,
             out: args.out,
+            linger_ms: args.linger_ms,
         })
     }
 
@@ -220,7 +226,10 @@ impl Plan {
 /// The gateway's config for the throughput runs: defaults, but metrics off,
 /// upstream calls unpaced, and in-flight bounds out of the way so that the
 /// gateway's own work is what limits.
-fn gateway_toml(endpoint_url: &str) -> String {
+fn gateway_toml(endpoint_url: &str, linger_ms: Option<u64>) -> String {
+    let linger = linger_ms
+        .map(|l| format!("linger_ms = {l}\n"))
+        .unwrap_or_default();
     format!(
         r#"# partner-events-gateway bench: throughput runs
 [server]
@@ -233,7 +242,7 @@ max_in_flight_entries = 1000000
 kind = "emulator"
 endpoint_url = "{endpoint_url}"
 max_concurrent_calls = 512
-
+{linger}
 [metrics]
 listen = ""
 
@@ -342,7 +351,7 @@ async fn bench(plan: Plan) -> Result<(), String> {
     let url = emulator.endpoint_url();
     let sdk = sdk_client(&url).await;
     let h = Harness {
-        gateway_toml: gateway_toml(&url),
+        gateway_toml: gateway_toml(&url, plan.linger_ms),
         plan,
         emulator,
         sdk,
