@@ -28,11 +28,11 @@ use tokio::{
 };
 
 use crate::{
-    domain::outcome::is_retryable_code,
     domain::{
+        chunk::CallBudget,
         entry::PreparedEntry,
         limits::MAX_ENTRIES_PER_CALL,
-        outcome::{codes, EntryResult, Outcome},
+        outcome::{codes, is_retryable_code, EntryResult, Outcome},
         tenant::SourceRef,
     },
     metrics::Metrics,
@@ -152,10 +152,19 @@ impl Pipeline {
         deadline: Instant,
     ) -> Vec<(u32, EntryResult)> {
         let mut waiting = Vec::with_capacity(entries.len());
+        // A batch's entries mostly share a source: look its lane up once.
+        let mut last_lane: Option<(SourceRef, mpsc::Sender<Job>)> = None;
         for entry in entries {
             let index = entry.index;
             let (tx, rx) = oneshot::channel();
-            let lane = self.inner.lane(&entry.source);
+            let lane = match &last_lane {
+                Some((source, sender)) if *source == entry.source => sender.clone(),
+                _ => {
+                    let sender = self.inner.lane(&entry.source);
+                    last_lane = Some((entry.source.clone(), sender.clone()));
+                    sender
+                }
+            };
             let job = Job {
                 entry,
                 attempts: 0,
@@ -253,9 +262,10 @@ impl Inner {
                 },
             };
             let linger_until = Instant::now() + self.settings.linger;
-            let mut size = first.entry.size;
+            let mut budget = CallBudget::new(max_bytes);
+            budget.add(first.entry.size);
             let mut call = vec![first];
-            while call.len() < MAX_ENTRIES_PER_CALL {
+            while !budget.is_full() {
                 let next = match rx.try_recv() {
                     Ok(j) => Some(j),
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
@@ -268,11 +278,11 @@ impl Inner {
                     }
                 };
                 let Some(job) = next else { break };
-                if size + job.entry.size > max_bytes {
+                if !budget.fits(job.entry.size) {
                     carry = Some(job);
                     break;
                 }
-                size += job.entry.size;
+                budget.add(job.entry.size);
                 call.push(job);
             }
             // Entries whose caller is gone or whose deadline has passed are

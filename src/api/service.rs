@@ -143,12 +143,11 @@ impl Core {
                     .map(|der| certificate_identities(der.as_ref()))
             })
             .unwrap_or_default();
-        let caller = self
-            .auth
-            .load()
+        let auth = self.auth.load();
+        let caller = auth
             .identify(authorization, cert_identities)
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        if caller.is_none() && self.auth.load().mode == AuthMode::Required {
+        if caller.is_none() && auth.mode == AuthMode::Required {
             return Err(Status::unauthenticated(
                 AuthError::Unauthenticated.to_string(),
             ));

@@ -1,4 +1,10 @@
-//! Splitting entries into PutPartnerEvents calls.
+//! Packing entries into PutPartnerEvents calls.
+//!
+//! [`CallBudget`] is the one rule for what fits in a call: at most
+//! [`MAX_ENTRIES_PER_CALL`] entries and `max_call_bytes` by the AWS formula,
+//! and always at least one entry. The pipeline's lanes pack calls with it as
+//! entries arrive; [`split_into_calls`] applies it to a whole batch at once
+//! (the form the property tests and the micro-benchmarks use).
 //!
 //! Entries are grouped by (region, source) in order of first appearance, and
 //! each group is cut greedily, in request order, into calls of at most
@@ -8,6 +14,40 @@
 //! reaches here; should one, it travels alone.
 
 use super::{entry::PreparedEntry, limits::MAX_ENTRIES_PER_CALL};
+
+/// How much of one call is used: decides whether the next entry still fits.
+#[derive(Debug, Clone, Copy)]
+pub struct CallBudget {
+    max_bytes: usize,
+    entries: usize,
+    bytes: usize,
+}
+
+impl CallBudget {
+    /// An empty call under a `max_bytes` limit.
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            entries: 0,
+            bytes: 0,
+        }
+    }
+    /// Whether an entry of `size` fits. The first entry always does: an
+    /// entry too large on its own travels alone (and is refused earlier).
+    pub fn fits(&self, size: usize) -> bool {
+        self.entries == 0
+            || (self.entries < MAX_ENTRIES_PER_CALL && self.bytes + size <= self.max_bytes)
+    }
+    /// Counts an entry of `size` into the call.
+    pub fn add(&mut self, size: usize) {
+        self.entries += 1;
+        self.bytes += size;
+    }
+    /// Whether no entry at all can be added.
+    pub fn is_full(&self) -> bool {
+        self.entries >= MAX_ENTRIES_PER_CALL
+    }
+}
 
 /// One upstream call to be made: entries for one source in one region.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,17 +80,15 @@ pub fn split_into_calls(entries: Vec<PreparedEntry>, max_call_bytes: usize) -> V
     let mut calls = Vec::new();
     for group in groups {
         let mut current: Vec<PreparedEntry> = Vec::new();
-        let mut size = 0;
+        let mut budget = CallBudget::new(max_call_bytes);
         for e in group {
-            if !current.is_empty()
-                && (current.len() == MAX_ENTRIES_PER_CALL || size + e.size > max_call_bytes)
-            {
+            if !budget.fits(e.size) {
                 calls.push(CallPlan {
                     entries: std::mem::take(&mut current),
                 });
-                size = 0;
+                budget = CallBudget::new(max_call_bytes);
             }
-            size += e.size;
+            budget.add(e.size);
             current.push(e);
         }
         if !current.is_empty() {
