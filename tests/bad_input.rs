@@ -111,13 +111,7 @@ async fn every_kind_of_bad_entry_gets_its_own_clear_result() {
     let n = cases.len();
     let mut entries: Vec<PartnerEventEntry> = cases.iter().map(|(e, _, _)| e.clone()).collect();
     entries.push(entry("Good", "{}"));
-    let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request("acme", entries))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = gw.put("acme", entries).await;
     for (i, (_, code, words)) in cases.iter().enumerate() {
         let r = &resp.entries[i];
         assert_eq!(&r.error_code, code, "case {i}: {r:?}");

@@ -30,15 +30,11 @@ fn call_error(status: u16, error_type: &str) -> Fault {
 }
 
 async fn put(gw: &TestGateway, detail_types: &[&str]) -> PutPartnerEventsResponse {
-    gw.client
-        .clone()
-        .put_partner_events(request(
-            "acme",
-            detail_types.iter().map(|d| entry(d, "{}")).collect(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
+    gw.put(
+        "acme",
+        detail_types.iter().map(|d| entry(d, "{}")).collect(),
+    )
+    .await
 }
 
 /// (name, fault on detail type "X", how often it fires, expected code of

@@ -41,25 +41,12 @@ region = "us-east-1"
 #[tokio::test]
 async fn active_sources_deliver_and_pending_ones_are_refused_before_sending() {
     let gw = TestGateway::start(&config("")).await;
-    let ok = gw
-        .client
-        .clone()
-        .put_partner_events(request("acme", vec![entry("A", "{}")]))
-        .await
-        .unwrap()
-        .into_inner();
+    let ok = gw.put("acme", vec![entry("A", "{}")]).await;
     assert!(ok.entries[0].error_code.is_empty(), "{:?}", ok.entries[0]);
 
     let refused = gw
-        .client
-        .clone()
-        .put_partner_events(request(
-            "latecomer",
-            vec![entry("A", "{}"), entry("B", "{}")],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        .put("latecomer", vec![entry("A", "{}"), entry("B", "{}")])
+        .await;
     assert_eq!(refused.failed_entry_count, 2);
     for r in &refused.entries {
         assert_eq!(r.error_code, "SourceNotActive");
@@ -84,13 +71,7 @@ async fn active_sources_deliver_and_pending_ones_are_refused_before_sending() {
     gw.emulator().associate(PENDING_SOURCE).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = gw
-            .client
-            .clone()
-            .put_partner_events(request("latecomer", vec![entry("A", "{}")]))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = gw.put("latecomer", vec![entry("A", "{}")]).await;
         if r.entries[0].error_code.is_empty() {
             break;
         }
@@ -172,13 +153,7 @@ async fn deleted_and_unknown_sources_are_refused_with_their_codes() {
     .await;
     let mut audit = entry("A", "{}");
     audit.source_key = "audit".into();
-    let r = gw
-        .client
-        .clone()
-        .put_partner_events(request("acme", vec![entry("A", "{}"), audit]))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = gw.put("acme", vec![entry("A", "{}"), audit]).await;
     assert_eq!(r.entries[0].error_code, "SourceNotActive");
     assert!(r.entries[0].error_message.contains("DELETED"));
     assert_eq!(r.entries[1].error_code, "SourceNotFound");
@@ -189,13 +164,7 @@ async fn deleted_and_unknown_sources_are_refused_with_their_codes() {
 #[tokio::test]
 async fn send_and_flag_sends_and_warns() {
     let gw = TestGateway::start(&config("on_inactive = \"send_and_flag\"")).await;
-    let r = gw
-        .client
-        .clone()
-        .put_partner_events(request("latecomer", vec![entry("A", "{}")]))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = gw.put("latecomer", vec![entry("A", "{}")]).await;
     let e = &r.entries[0];
     assert!(!e.event_id.is_empty() && e.error_code.is_empty(), "{e:?}");
     assert!(e.warning.starts_with("SourceNotActive: "), "{e:?}");

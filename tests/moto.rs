@@ -10,7 +10,7 @@
 mod common;
 
 use aws_config::{BehaviorVersion, Region};
-use common::{entry, request, TestGateway};
+use common::{entry, TestGateway};
 
 const CUSTOMER: &str = "111122223333";
 const REGION: &str = "us-east-1";
@@ -110,15 +110,11 @@ async fn events_reach_the_customer_bus_through_moto() {
         .map(|i| format!(r#"{{"invoice":"in_{i}","n":{i}}}"#))
         .collect();
     let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request(
+        .put(
             "acme",
             details.iter().map(|d| entry("InvoicePaid", d)).collect(),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        )
+        .await;
 
     // moto answers `"Entries": []`: accepted, but no ids to attribute.
     assert_eq!(resp.entries.len(), 3);
@@ -169,12 +165,8 @@ async fn an_unknown_source_at_moto_fails_without_losing_entries() {
     );
     let gw = TestGateway::start(&config).await;
     let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request("ghost", vec![entry("A", "{}"), entry("B", "{}")]))
-        .await
-        .unwrap()
-        .into_inner();
+        .put("ghost", vec![entry("A", "{}"), entry("B", "{}")])
+        .await;
     assert_eq!(resp.failed_entry_count, 2);
     for r in &resp.entries {
         assert_eq!(r.error_code, "UpstreamError", "{r:?}");

@@ -71,15 +71,8 @@ async fn upstream_calls_are_paced_per_region() {
     let detail = format!(r#"{{"pad":"{}"}}"#, "x".repeat(600));
     let started = Instant::now();
     let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request(
-            "acme",
-            (0..40).map(|_| entry("P", &detail)).collect(),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        .put("acme", (0..40).map(|_| entry("P", &detail)).collect())
+        .await;
     let took = started.elapsed();
     assert_eq!(resp.failed_entry_count, 0);
     assert_eq!(gw.emulator().calls().len(), 40);

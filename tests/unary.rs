@@ -21,13 +21,7 @@ async fn forty_five_entries_with_two_invalid_make_three_calls() {
     entries[7].body = Some(Body::Detail("{not json".into()));
     entries[30].detail_type = String::new();
 
-    let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request("acme", entries))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = gw.put("acme", entries).await;
 
     assert_eq!(resp.batch_id, "b-1");
     assert_eq!(resp.sequence, 0);
@@ -84,13 +78,7 @@ async fn calls_are_cut_by_size() {
     let gw = TestGateway::start("[upstream]\nmax_call_bytes = 4096\n").await;
     let detail = format!(r#"{{"pad":"{}"}}"#, "x".repeat(1000));
     let entries = (0..10).map(|_| entry("Big", &detail)).collect();
-    let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request("acme", entries))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = gw.put("acme", entries).await;
     assert_eq!(resp.failed_entry_count, 0);
     let calls = gw.emulator().calls();
     assert_eq!(
@@ -102,15 +90,8 @@ async fn calls_are_cut_by_size() {
     // An entry larger than a whole call is refused alone.
     let huge = format!(r#"{{"pad":"{}"}}"#, "x".repeat(5000));
     let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request(
-            "acme",
-            vec![entry("Big", &huge), entry("Small", "{}")],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        .put("acme", vec![entry("Big", &huge), entry("Small", "{}")])
+        .await;
     assert_eq!(resp.entries[0].error_code, "EntryTooLarge");
     assert!(resp.entries[1].error_code.is_empty());
     gw.stop().await;
@@ -123,13 +104,7 @@ async fn sources_and_regions_are_chosen_by_source_key() {
     audit.source_key = "audit".into();
     let mut unknown = entry("Login", "{}");
     unknown.source_key = "nope".into();
-    let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request("acme", vec![entry("A", "{}"), audit, unknown]))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = gw.put("acme", vec![entry("A", "{}"), audit, unknown]).await;
     assert!(resp.entries[0].error_code.is_empty());
     assert!(resp.entries[1].error_code.is_empty());
     assert_eq!(resp.entries[2].error_code, "UnknownSourceKey");
@@ -176,13 +151,7 @@ async fn structured_detail_becomes_json_text() {
         body: Some(Body::DetailStruct(Struct { fields })),
         ..entry("InvoicePaid", "")
     };
-    let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request("acme", vec![e]))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = gw.put("acme", vec![e]).await;
     assert!(
         resp.entries[0].error_code.is_empty(),
         "{:?}",
@@ -249,13 +218,7 @@ async fn a_throttled_entry_is_resent_alone_and_succeeds() {
         times: Some(1),
     }]);
     let entries = vec![entry("A", "{}"), entry("Flaky", "{}"), entry("B", "{}")];
-    let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request("acme", entries))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = gw.put("acme", entries).await;
     assert_eq!(resp.failed_entry_count, 0, "{resp:?}");
     assert_eq!(
         resp.entries.iter().map(|e| e.attempts).collect::<Vec<_>>(),
@@ -283,15 +246,8 @@ async fn a_final_entry_error_is_passed_through() {
         times: None,
     }]);
     let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request(
-            "acme",
-            vec![entry("Denied", "{}"), entry("A", "{}")],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        .put("acme", vec![entry("Denied", "{}"), entry("A", "{}")])
+        .await;
     assert_eq!(
         resp.entries[0].error_code,
         "NotAuthorizedForSourceException"
@@ -328,13 +284,7 @@ async fn a_call_failing_whole_fails_only_its_entries() {
     // Entry 0 goes to the billing source, entry 1 to the audit source: two calls.
     let mut audit = entry("Boom", "{}");
     audit.source_key = "audit".into();
-    let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request("acme", vec![entry("Fine", "{}"), audit]))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = gw.put("acme", vec![entry("Fine", "{}"), audit]).await;
     assert!(!resp.entries[0].event_id.is_empty(), "{resp:?}");
     assert_eq!(resp.entries[1].error_code, "InternalException");
     assert_eq!(resp.failed_entry_count, 1);
@@ -358,13 +308,7 @@ async fn a_call_failing_whole_fails_only_its_entries() {
         fault: Fault::CallHtml { status: 500 },
         times: None,
     }]);
-    let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request("acme", vec![entry("Html", "{}")]))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = gw.put("acme", vec![entry("Html", "{}")]).await;
     assert_eq!(resp.entries[0].error_code, "UpstreamError");
     gw.stop().await;
 }
@@ -378,15 +322,8 @@ async fn an_answer_without_entries_is_outcome_unknown() {
         times: None,
     }]);
     let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request(
-            "acme",
-            vec![entry("Moto", "{}"), entry("Moto", "{}")],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+        .put("acme", vec![entry("Moto", "{}"), entry("Moto", "{}")])
+        .await;
     assert_eq!(resp.failed_entry_count, 2);
     for r in &resp.entries {
         assert_eq!(r.error_code, "OutcomeUnknown");
@@ -405,13 +342,7 @@ async fn an_unreachable_upstream_fails_each_entry_as_not_sent() {
         .port();
     let cfg = format!("[upstream]\nkind = \"emulator\"\nendpoint_url = \"http://127.0.0.1:{port}\"\nsdk_max_attempts = 1\n");
     let gw = TestGateway::start(&cfg).await;
-    let resp = gw
-        .client
-        .clone()
-        .put_partner_events(request("acme", vec![entry("A", "{}")]))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = gw.put("acme", vec![entry("A", "{}")]).await;
     assert_eq!(
         resp.entries[0].error_code, "UpstreamUnavailable",
         "{resp:?}"

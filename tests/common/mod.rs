@@ -95,6 +95,21 @@ impl TestGateway {
             .expect("the gateway runs its own emulator")
     }
 
+    /// Sends one unary request for `tenant` and returns its answer; the call
+    /// itself must succeed.
+    pub async fn put(
+        &self,
+        tenant: &str,
+        entries: Vec<PartnerEventEntry>,
+    ) -> partner_events_gateway::proto::PutPartnerEventsResponse {
+        self.client
+            .clone()
+            .put_partner_events(request(tenant, entries))
+            .await
+            .expect("the call succeeds")
+            .into_inner()
+    }
+
     pub async fn stop(self) {
         assert!(self.gateway.shutdown().await, "gateway drained cleanly");
     }
