@@ -215,6 +215,11 @@ impl Metrics {
 
     /// Counts one answered entry.
     pub fn entry(&self, code: &str, tenant: &str) {
+        self.entries_with(code, tenant, 1);
+    }
+
+    /// Counts `n` entry results with the same `code`.
+    pub fn entries_with(&self, code: &str, tenant: &str, n: u64) {
         self.entries
             .get_or_create(&EntryLabels {
                 code: code_label(code),
@@ -224,7 +229,7 @@ impl Metrics {
                     String::new()
                 },
             })
-            .inc();
+            .inc_by(n);
     }
 
     /// Records one upstream call.

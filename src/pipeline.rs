@@ -9,14 +9,16 @@
 //! submitters wait: backpressure reaches the callers instead of memory
 //! growing.
 //!
-//! Each entry carries its own reply channel and deadline, so an entry's
-//! result reaches its own batch and index whatever call it travelled in.
+//! A batch's entries reach their lane as one message; each carries a handle
+//! on its batch's reply (with the batch's deadline), so an entry's result
+//! reaches its own batch and index whatever call it travelled in, and the
+//! batch is answered once, when its last entry is.
 //! An entry that comes back with a retryable code is queued again on its
 //! lane after a jittered backoff (never delaying or duplicating another
 //! entry's result), while attempts remain and its deadline leaves room.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
@@ -47,8 +49,10 @@ use crate::{
 /// Time a resend needs at the least to be worth making before the deadline.
 const MIN_CALL_TIME: Duration = Duration::from_millis(20);
 
-/// Entries a lane may hold queued before submitters wait.
-const LANE_QUEUE_ENTRIES: usize = 4 * MAX_ENTRIES_PER_CALL;
+/// Messages (a batch's entries for the lane's source, or one entry to
+/// resend) a lane may hold queued before submitters wait. The entries they
+/// carry are bounded by the in-flight limits the callers were admitted under.
+const LANE_QUEUE_MESSAGES: usize = 256;
 
 /// How the pipeline packs and sends.
 #[derive(Debug, Clone)]
@@ -72,20 +76,85 @@ pub struct PipelineSettings {
 /// Told when a region's breaker opens (true) or closes (false).
 pub type BreakerHook = Arc<dyn Fn(&str, bool) + Send + Sync>;
 
+/// Where the results of one batch's entries meet, whatever calls they
+/// travel in. The batch's waiter ([`Pipeline::send`]) holds it only weakly:
+/// the results reach the waiter when the last entry is answered, or, should
+/// every entry be dropped unanswered, when the last one goes.
+struct Reply {
+    deadline: Instant,
+    state: Mutex<ReplyState>,
+}
+
+struct ReplyState {
+    results: Vec<(u32, EntryResult)>,
+    expected: usize,
+    /// Taken when the results are handed over, or when the waiter gives up.
+    tx: Option<oneshot::Sender<Vec<(u32, EntryResult)>>>,
+}
+
+impl Reply {
+    fn answer(&self, index: u32, result: EntryResult) {
+        let mut state = self.state.lock().expect("lock");
+        // Nobody is told any more once the waiter gave up.
+        if state.tx.is_none() {
+            return;
+        }
+        state.results.push((index, result));
+        if state.results.len() >= state.expected {
+            let results = std::mem::take(&mut state.results);
+            let tx = state.tx.take().expect("checked above");
+            drop(state);
+            let _ = tx.send(results);
+        }
+    }
+
+    /// Whether nobody waits for these results any more.
+    fn is_closed(&self) -> bool {
+        let state = self.state.lock().expect("lock");
+        state.tx.as_ref().is_none_or(oneshot::Sender::is_closed)
+    }
+
+    /// The waiter gives up: what was answered so far; later answers are
+    /// dropped.
+    fn close(&self) -> Vec<(u32, EntryResult)> {
+        let mut state = self.state.lock().expect("lock");
+        state.tx = None;
+        std::mem::take(&mut state.results)
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = state.tx.take() {
+            let _ = tx.send(std::mem::take(&mut state.results));
+        }
+    }
+}
+
 /// One entry on its way: what to send, where its result goes.
 struct Job {
     entry: PreparedEntry,
     attempts: u32,
-    deadline: Instant,
-    reply: oneshot::Sender<EntryResult>,
+    reply: Arc<Reply>,
 }
 
 impl Job {
     fn answer(self, outcome: Outcome, attempts: u32) {
-        // The receiver is gone only if the caller gave up; nothing to do then.
-        let _ = self.reply.send(EntryResult { outcome, attempts });
+        self.reply
+            .answer(self.entry.index, EntryResult { outcome, attempts });
+    }
+
+    fn deadline(&self) -> Instant {
+        self.reply.deadline
     }
 }
+
+/// What a lane receives: entries of one batch (or one entry to resend).
+type Jobs = Vec<Job>;
 
 /// Sends validated entries upstream; shared by every request and stream.
 #[derive(Clone)]
@@ -97,10 +166,18 @@ struct Inner {
     upstream: Arc<dyn Upstream>,
     metrics: Arc<Metrics>,
     settings: PipelineSettings,
-    lanes: Mutex<HashMap<SourceRef, mpsc::Sender<Job>>>,
+    /// Looked up once per batch: a fast hash, the keys are our own config.
+    lanes: Mutex<HashMap<SourceRef, Lane, foldhash::fast::RandomState>>,
     regions: Mutex<HashMap<String, Arc<Region>>>,
     budget: RetryBudget,
     breaker_hook: OnceLock<BreakerHook>,
+}
+
+/// Where entries for one source go: its lane's queue, and its region.
+#[derive(Clone)]
+struct Lane {
+    tx: mpsc::Sender<Jobs>,
+    region: Arc<Region>,
 }
 
 /// What calls to one region share: the concurrency bound and the pacer.
@@ -151,78 +228,134 @@ impl Pipeline {
         entries: Vec<PreparedEntry>,
         deadline: Instant,
     ) -> Vec<(u32, EntryResult)> {
-        let mut waiting = Vec::with_capacity(entries.len());
-        // A batch's entries mostly share a source: look its lane up once.
-        let mut last_lane: Option<(SourceRef, mpsc::Sender<Job>)> = None;
+        let expected = entries.len();
+        let (tx, mut rx) = oneshot::channel();
+        let reply = Arc::new(Reply {
+            deadline,
+            state: Mutex::new(ReplyState {
+                results: Vec::with_capacity(expected),
+                expected,
+                tx: Some(tx),
+            }),
+        });
+        let waiter = Arc::downgrade(&reply);
+        let indices: Vec<u32> = entries.iter().map(|e| e.index).collect();
+        // One message per source: a batch's entries mostly share one.
+        let mut groups: Vec<(SourceRef, Jobs)> = Vec::with_capacity(1);
         for entry in entries {
-            let index = entry.index;
-            let (tx, rx) = oneshot::channel();
-            let lane = match &last_lane {
-                Some((source, sender)) if *source == entry.source => sender.clone(),
-                _ => {
-                    let sender = self.inner.lane(&entry.source);
-                    last_lane = Some((entry.source.clone(), sender.clone()));
-                    sender
-                }
-            };
-            let job = Job {
-                entry,
-                attempts: 0,
-                deadline,
-                reply: tx,
-            };
-            // Waits while the lane is full: that is the backpressure.
-            match tokio::time::timeout_at(deadline, lane.send(job)).await {
-                Ok(Ok(())) => waiting.push((index, Some(rx))),
-                Ok(Err(mpsc::error::SendError(job))) => {
-                    job.answer(
-                        Outcome::failed(
-                            codes::SHUTTING_DOWN,
-                            "the gateway is shutting down; the entry was not sent",
-                        ),
-                        0,
-                    );
-                    waiting.push((index, Some(rx)));
-                }
-                Err(_elapsed) => waiting.push((index, None)),
-            }
-        }
-        join_all(waiting.into_iter().map(|(index, rx)| async move {
-            let result = match rx {
-                None => EntryResult::refused(
-                    codes::DEADLINE_EXCEEDED,
-                    "the caller's deadline passed while the entry waited to be queued; it was not sent",
-                ),
-                Some(rx) => match tokio::time::timeout_at(deadline, rx).await {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(_dropped)) => EntryResult::refused(
-                        codes::OUTCOME_UNKNOWN,
-                        "the gateway lost track of this entry",
-                    ),
-                    Err(_elapsed) => EntryResult::refused(
-                        codes::OUTCOME_UNKNOWN,
-                        "the caller's deadline passed before EventBridge answered for this entry; it may or may not have been accepted",
-                    ),
+            let at = match groups.last() {
+                Some((source, _)) if *source == entry.source => groups.len() - 1,
+                _ => match groups.iter().position(|(s, _)| *s == entry.source) {
+                    Some(at) => at,
+                    None => {
+                        groups.push((entry.source.clone(), Vec::with_capacity(expected)));
+                        groups.len() - 1
+                    }
                 },
             };
-            (index, result)
-        }))
-        .await
+            groups[at].1.push(Job {
+                entry,
+                attempts: 0,
+                reply: reply.clone(),
+            });
+        }
+        drop(reply);
+        let mut now = Vec::new();
+        for (source, mut jobs) in groups {
+            let lane = self.inner.lane(&source);
+            // Whole calls' worth of entries go out from here; the rest (and
+            // everything, when coalescing is on and the batch is small)
+            // waits in the lane for company.
+            for call in self.inner.whole_calls(&mut jobs) {
+                now.push(self.inner.clone().send_now(
+                    source.clone(),
+                    lane.region.clone(),
+                    lane.tx.downgrade(),
+                    call,
+                ));
+            }
+            if jobs.is_empty() {
+                continue;
+            }
+            // Waits while the lane is full: that is the backpressure.
+            match tokio::time::timeout_at(deadline, lane.tx.reserve_owned()).await {
+                Ok(Ok(permit)) => {
+                    permit.send(jobs);
+                }
+                Ok(Err(_closed)) => {
+                    for job in jobs {
+                        job.answer(
+                            Outcome::failed(
+                                codes::SHUTTING_DOWN,
+                                "the gateway is shutting down; the entry was not sent",
+                            ),
+                            0,
+                        );
+                    }
+                }
+                Err(_elapsed) => {
+                    for job in jobs {
+                        job.answer(
+                            Outcome::failed(
+                                codes::DEADLINE_EXCEEDED,
+                                "the caller's deadline passed while the entry waited to be queued; it was not sent",
+                            ),
+                            0,
+                        );
+                    }
+                }
+            }
+        }
+        // The calls made from here run until answered or the deadline;
+        // the batch's answer is complete when every entry's is.
+        let (_, answered) = tokio::join!(
+            tokio::time::timeout_at(deadline, join_all(now)),
+            tokio::time::timeout_at(deadline, &mut rx)
+        );
+        let (mut results, missing) = match answered {
+            Ok(Ok(results)) => (
+                results,
+                // Only when entries were dropped unanswered.
+                "the gateway lost track of this entry",
+            ),
+            Ok(Err(_never)) => (Vec::new(), "the gateway lost track of this entry"),
+            Err(_elapsed) => {
+                let partial = waiter.upgrade().map(|r| r.close()).unwrap_or_default();
+                (
+                    rx.try_recv().unwrap_or(partial),
+                    "the caller's deadline passed before EventBridge answered for this entry; it may or may not have been accepted",
+                )
+            }
+        };
+        if results.len() < expected {
+            let mut answered: Vec<u32> = results.iter().map(|(i, _)| *i).collect();
+            answered.sort_unstable();
+            for index in indices {
+                if answered.binary_search(&index).is_err() {
+                    results.push((index, EntryResult::refused(codes::OUTCOME_UNKNOWN, missing)));
+                }
+            }
+        }
+        results
     }
 }
 
 impl Inner {
-    /// The lane of `source`, started on first use.
-    fn lane(self: &Arc<Self>, source: &SourceRef) -> mpsc::Sender<Job> {
+    /// The lane of `source`, started on first use, and its region.
+    fn lane(self: &Arc<Self>, source: &SourceRef) -> Lane {
         let mut lanes = self.lanes.lock().expect("lock");
-        if let Some(tx) = lanes.get(source) {
-            return tx.clone();
+        if let Some(lane) = lanes.get(source) {
+            return lane.clone();
         }
-        let (tx, rx) = mpsc::channel(LANE_QUEUE_ENTRIES);
-        lanes.insert(source.clone(), tx.clone());
+        let (tx, rx) = mpsc::channel(LANE_QUEUE_MESSAGES);
         let region = self.region(source.region());
+        let lane = Lane {
+            tx: tx.clone(),
+            region: region.clone(),
+        };
+        lanes.insert(source.clone(), lane.clone());
         tokio::spawn(Arc::clone(self).run_lane(source.clone(), rx, tx.downgrade(), region));
-        tx
+        lane
     }
 
     fn region(&self, region: &str) -> Arc<Region> {
@@ -247,29 +380,39 @@ impl Inner {
     async fn run_lane(
         self: Arc<Self>,
         source: SourceRef,
-        mut rx: mpsc::Receiver<Job>,
-        requeue: mpsc::WeakSender<Job>,
+        mut rx: mpsc::Receiver<Jobs>,
+        requeue: mpsc::WeakSender<Jobs>,
         region: Arc<Region>,
     ) {
         let max_bytes = self.settings.max_call_bytes;
-        let mut carry: Option<Job> = None;
+        let linger = self.settings.linger;
+        // Entries received but not yet in a call, in arrival order.
+        let mut pending: VecDeque<Job> = VecDeque::new();
         loop {
-            let first = match carry.take() {
-                Some(j) => j,
-                None => match rx.recv().await {
-                    Some(j) => j,
+            if pending.is_empty() {
+                match rx.recv().await {
+                    Some(jobs) => pending.extend(jobs),
                     None => return,
-                },
-            };
-            let linger_until = Instant::now() + self.settings.linger;
+                }
+            }
+            let linger_until = Instant::now() + linger;
             let mut budget = CallBudget::new(max_bytes);
-            budget.add(first.entry.size);
-            let mut call = vec![first];
-            while !budget.is_full() {
-                let next = match rx.try_recv() {
-                    Ok(j) => Some(j),
+            let mut call = Vec::with_capacity(pending.len().min(MAX_ENTRIES_PER_CALL));
+            'fill: loop {
+                while let Some(job) = pending.front() {
+                    if !budget.fits(job.entry.size) {
+                        break 'fill;
+                    }
+                    budget.add(job.entry.size);
+                    call.push(pending.pop_front().expect("front exists"));
+                    if budget.is_full() {
+                        break 'fill;
+                    }
+                }
+                let more = match rx.try_recv() {
+                    Ok(jobs) => Some(jobs),
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
-                    Err(mpsc::error::TryRecvError::Empty) if self.settings.linger.is_zero() => None,
+                    Err(mpsc::error::TryRecvError::Empty) if linger.is_zero() => None,
                     Err(mpsc::error::TryRecvError::Empty) => {
                         tokio::time::timeout_at(linger_until, rx.recv())
                             .await
@@ -277,66 +420,16 @@ impl Inner {
                             .flatten()
                     }
                 };
-                let Some(job) = next else { break };
-                if !budget.fits(job.entry.size) {
-                    carry = Some(job);
-                    break;
+                match more {
+                    Some(jobs) => pending.extend(jobs),
+                    None => break,
                 }
-                budget.add(job.entry.size);
-                call.push(job);
-            }
-            // Entries whose caller is gone or whose deadline has passed are
-            // not sent: nobody would learn their outcome.
-            let now = Instant::now();
-            let mut live = Vec::with_capacity(call.len());
-            for job in call {
-                if job.reply.is_closed() {
-                    continue;
-                }
-                if job.deadline <= now {
-                    let attempts = job.attempts;
-                    job.answer(
-                        Outcome::failed(
-                            codes::DEADLINE_EXCEEDED,
-                            "the caller's deadline passed while the entry was queued; it was not sent",
-                        ),
-                        attempts,
-                    );
-                    continue;
-                }
-                live.push(job);
-            }
-            if live.is_empty() {
-                continue;
-            }
-            // An open breaker answers at once instead of queueing callers
-            // behind a region that keeps failing.
-            if let Admission::Reject(retry_after) = region.breaker.admit() {
-                let message = format!(
-                    "EventBridge in {} kept failing; calls there are paused: retry in {} ms; the entry was not sent",
-                    source.region(),
-                    retry_after.as_millis()
-                );
-                for job in live {
-                    let attempts = job.attempts;
-                    job.answer(
-                        Outcome::failed(codes::REGION_UNAVAILABLE, message.clone()),
-                        attempts,
-                    );
-                }
-                continue;
             }
             // Waiting here stops this lane from taking more entries: the
             // region's pacing and concurrency push back on the callers.
-            if let Some(pacer) = &region.pacer {
-                pacer.take().await;
-            }
-            let permit = region
-                .calls
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("never closed");
+            let Some((live, permit)) = self.admit_call(&source, &region, call).await else {
+                continue;
+            };
             tokio::spawn(Arc::clone(&self).call(
                 source.clone(),
                 region.clone(),
@@ -347,6 +440,115 @@ impl Inner {
         }
     }
 
+    /// Cuts the whole calls off the front of `jobs` (calls full by count,
+    /// or closed because the next entry does not fit), leaving the partial
+    /// rest in `jobs`. With coalescing off, the rest is a call too.
+    fn whole_calls(&self, jobs: &mut Vec<Job>) -> Vec<Vec<Job>> {
+        let mut calls = Vec::new();
+        let mut budget = CallBudget::new(self.settings.max_call_bytes);
+        let mut start = 0;
+        for (i, job) in jobs.iter().enumerate() {
+            if !budget.fits(job.entry.size) {
+                calls.push(i - start);
+                start = i;
+                budget = CallBudget::new(self.settings.max_call_bytes);
+            }
+            budget.add(job.entry.size);
+            if budget.is_full() {
+                calls.push(i + 1 - start);
+                start = i + 1;
+                budget = CallBudget::new(self.settings.max_call_bytes);
+            }
+        }
+        if self.settings.linger.is_zero() && start < jobs.len() {
+            calls.push(jobs.len() - start);
+        }
+        let mut rest = std::mem::take(jobs).into_iter();
+        let whole = calls
+            .into_iter()
+            .map(|n| rest.by_ref().take(n).collect())
+            .collect();
+        jobs.extend(rest);
+        whole
+    }
+
+    /// Sends `jobs` (one call's worth) from the caller's own task: a batch
+    /// that fills whole calls needs no coalescing, and skipping the lane
+    /// saves two task hand-offs. Resends still go through the lane.
+    async fn send_now(
+        self: Arc<Self>,
+        source: SourceRef,
+        region: Arc<Region>,
+        requeue: mpsc::WeakSender<Jobs>,
+        jobs: Vec<Job>,
+    ) {
+        if let Some((live, permit)) = self.admit_call(&source, &region, jobs).await {
+            self.call(source, region, live, permit, requeue).await;
+        }
+    }
+
+    /// What every call passes before it is made: entries whose caller is
+    /// gone or whose deadline has passed are dropped or answered (nobody
+    /// would learn their outcome), an open breaker answers the rest at
+    /// once, then the region's pacing and concurrency bound are waited for.
+    /// None when nothing is left to send.
+    async fn admit_call(
+        &self,
+        source: &SourceRef,
+        region: &Region,
+        call: Vec<Job>,
+    ) -> Option<(Vec<Job>, OwnedSemaphorePermit)> {
+        let now = Instant::now();
+        let mut live = Vec::with_capacity(call.len());
+        for job in call {
+            if job.reply.is_closed() {
+                continue;
+            }
+            if job.deadline() <= now {
+                let attempts = job.attempts;
+                job.answer(
+                    Outcome::failed(
+                        codes::DEADLINE_EXCEEDED,
+                        "the caller's deadline passed while the entry was queued; it was not sent",
+                    ),
+                    attempts,
+                );
+                continue;
+            }
+            live.push(job);
+        }
+        if live.is_empty() {
+            return None;
+        }
+        // An open breaker answers at once instead of queueing callers
+        // behind a region that keeps failing.
+        if let Admission::Reject(retry_after) = region.breaker.admit() {
+            let message = format!(
+                "EventBridge in {} kept failing; calls there are paused: retry in {} ms; the entry was not sent",
+                source.region(),
+                retry_after.as_millis()
+            );
+            for job in live {
+                let attempts = job.attempts;
+                job.answer(
+                    Outcome::failed(codes::REGION_UNAVAILABLE, message.clone()),
+                    attempts,
+                );
+            }
+            return None;
+        }
+        if let Some(pacer) = &region.pacer {
+            pacer.take().await;
+        }
+        let permit = region
+            .calls
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        Some((live, permit))
+    }
+
     /// One upstream call, then each entry answered or queued again.
     async fn call(
         self: Arc<Self>,
@@ -354,16 +556,21 @@ impl Inner {
         region: Arc<Region>,
         jobs: Vec<Job>,
         permit: OwnedSemaphorePermit,
-        requeue: mpsc::WeakSender<Job>,
+        requeue: mpsc::WeakSender<Jobs>,
     ) {
-        let entries: Vec<PreparedEntry> = jobs.iter().map(|j| j.entry.clone()).collect();
         let latest = jobs
             .iter()
-            .map(|j| j.deadline)
+            .map(Job::deadline)
             .max()
             .expect("a call has entries");
         self.budget
             .deposit(jobs.iter().filter(|j| j.attempts == 0).count());
+        // The entries travel to the adapter by reference; each comes back
+        // into its job afterwards, for its answer or its resend.
+        let (entries, tickets): (Vec<PreparedEntry>, Vec<(u32, Arc<Reply>)>) = jobs
+            .into_iter()
+            .map(|j| (j.entry, (j.attempts, j.reply)))
+            .unzip();
         let started = Instant::now();
         let answer = tokio::time::timeout_at(
             latest,
@@ -413,27 +620,33 @@ impl Inner {
                 hook(source.region(), open);
             }
         }
+        let n = entries.len();
         let outcomes: Vec<Outcome> = match answer {
-            Ok(Ok(outcomes)) if outcomes.len() == jobs.len() => outcomes,
+            Ok(Ok(outcomes)) if outcomes.len() == n => outcomes,
             Ok(Ok(_)) => vec![
                 Outcome::failed(
                     codes::OUTCOME_UNKNOWN,
                     "the upstream adapter answered for the wrong number of entries",
                 );
-                jobs.len()
+                n
             ],
-            Ok(Err(err)) => vec![Outcome::failed(err.entry_code(), err.message.clone()); jobs.len()],
+            Ok(Err(err)) => vec![Outcome::failed(err.entry_code(), err.message.clone()); n],
             Err(_elapsed) => vec![
                 Outcome::failed(
                     codes::OUTCOME_UNKNOWN,
                     "the caller's deadline passed while the EventBridge call was in flight; the entry may or may not have been accepted",
                 );
-                jobs.len()
+                n
             ],
         };
         let retry = self.settings.retry;
-        for (mut job, outcome) in jobs.into_iter().zip(outcomes) {
-            job.attempts += 1;
+        for ((entry, (attempts, reply)), outcome) in entries.into_iter().zip(tickets).zip(outcomes)
+        {
+            let job = Job {
+                entry,
+                attempts: attempts + 1,
+                reply,
+            };
             let attempts = job.attempts;
             match retry.decide(&outcome, attempts) {
                 Decision::Done => job.answer(outcome, attempts),
@@ -443,7 +656,7 @@ impl Inner {
                 ),
                 Decision::Retry => {
                     let wait = retry.backoff(attempts);
-                    if Instant::now() + wait + MIN_CALL_TIME >= job.deadline {
+                    if Instant::now() + wait + MIN_CALL_TIME >= job.deadline() {
                         job.answer(
                             with_note(
                                 outcome,
@@ -468,7 +681,8 @@ impl Inner {
                     self.metrics.retry(source.region());
                     tokio::spawn(async move {
                         tokio::time::sleep(wait).await;
-                        if let Err(mpsc::error::SendError(job)) = lane.send(job).await {
+                        if let Err(mpsc::error::SendError(mut jobs)) = lane.send(vec![job]).await {
+                            let job = jobs.pop().expect("one job");
                             let attempts = job.attempts;
                             job.answer(outcome, attempts);
                         }
@@ -722,5 +936,63 @@ mod tests {
         );
         assert_eq!(r.len(), 45);
         assert_eq!(*up.calls.lock().unwrap(), 3);
+    }
+    /// Answers calls to us-east-1 at once and never answers calls elsewhere.
+    struct HalfHung;
+
+    impl Upstream for HalfHung {
+        fn put_partner_events<'a>(
+            &'a self,
+            region: &'a str,
+            entries: &'a [PreparedEntry],
+        ) -> BoxFuture<'a, Result<Vec<Outcome>, CallError>> {
+            Box::pin(async move {
+                if region != "us-east-1" {
+                    futures::future::pending::<()>().await;
+                }
+                Ok(entries
+                    .iter()
+                    .map(|e| Outcome::Accepted {
+                        event_id: format!("id-{}", e.index),
+                    })
+                    .collect())
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_split_over_regions_keeps_what_was_answered_at_the_deadline() {
+        let (p, _) = pipeline(vec![]);
+        let p = Pipeline::new(
+            Arc::new(HalfHung),
+            Arc::new(Metrics::new(false)),
+            p.inner.settings.clone(),
+        );
+        let mut entries: Vec<PreparedEntry> = (0..30).map(|i| entry(i, "A")).collect();
+        for e in entries.iter_mut().filter(|e| e.index % 3 == 0) {
+            e.source = SourceRef::new("aws.partner/p/t/other", "eu-west-1");
+        }
+        let started = Instant::now();
+        let r = by_index(p.send(entries, started + Duration::from_secs(2)).await);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(2),
+            "answered at the deadline"
+        );
+        for (i, r) in r.iter().enumerate() {
+            if i % 3 == 0 {
+                assert!(
+                    matches!(&r.outcome, Outcome::Failed { code, message } if code == codes::OUTCOME_UNKNOWN && message.contains("deadline")),
+                    "{i}: {r:?}"
+                );
+            } else {
+                assert_eq!(
+                    r.outcome,
+                    Outcome::Accepted {
+                        event_id: format!("id-{i}")
+                    }
+                );
+            }
+        }
     }
 }

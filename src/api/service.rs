@@ -338,11 +338,14 @@ impl Core {
                         "the gateway lost track of this entry",
                     )
                 });
-                let r = result_to_proto(i as u32, r);
-                self.metrics.entry(&r.error_code, &req.tenant_id);
-                r
+                result_to_proto(i as u32, r)
             })
             .collect();
+        // Counted per run of equal codes: one metric update per batch as a rule.
+        for run in entries.chunk_by(|a, b| a.error_code == b.error_code) {
+            self.metrics
+                .entries_with(&run[0].error_code, &req.tenant_id, run.len() as u64);
+        }
         let mut entries = entries;
         for (i, warning) in warnings {
             if !entries[i].event_id.is_empty() {

@@ -3,7 +3,10 @@
 
 use std::{collections::HashMap, sync::RwLock, time::Duration};
 
-use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Region};
+use aws_config::{
+    retry::RetryConfig, stalled_stream_protection::StalledStreamProtectionConfig,
+    timeout::TimeoutConfig, BehaviorVersion, Region,
+};
 use aws_sdk_eventbridge::{
     error::{ConnectorError, ProvideErrorMetadata, SdkError},
     types::PutPartnerEventsRequestEntry,
@@ -44,6 +47,10 @@ impl EventBridgeUpstream {
     ) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(settings.sdk_max_attempts))
+            // PutPartnerEvents bodies are small and every call is bounded by
+            // the operation timeout below; the SDK's stalled-stream checks
+            // would only add a timer and a throughput tally to each call.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
