@@ -38,17 +38,21 @@ const BENCH_ACCOUNT: &str = "123456789012";
 /// Callers of the unary scenarios by default.
 const DEFAULT_UNARY_CALLERS: usize = 64;
 /// Batches a stream keeps unanswered by default...
-const DEFAULT_STREAM_IN_FLIGHT: usize = 16;
-/// ...and entries all streams of a run keep unanswered at most (each stream
-/// at least one batch). More only lengthens the queue: by Little's law the
-/// latency is what is in flight over the throughput.
-const DEFAULT_STREAM_ENTRIES_IN_FLIGHT: usize = 2_000;
+const DEFAULT_STREAM_IN_FLIGHT: usize = 64;
+/// ...and the loads a stream scenario's gateway runs are measured at:
+/// entries all streams keep unanswered at most (each stream at least one
+/// batch). By Little's law the latency is what is in flight over the
+/// throughput: more only lengthens the queue once the machine is busy, so
+/// the targets take the best run whose p99 is under the latency bound.
+const DEFAULT_STREAM_ENTRIES_IN_FLIGHT: &str = "1000,2000,4000";
 /// Streams in the stalled-upstream run, and their batches.
 const STALL_STREAMS: usize = 1_000;
 const STALL_BATCH_ENTRIES: usize = 10;
 const STALL_IN_FLIGHT: usize = 16;
 /// How often the gateway's RSS is read in the stall run.
 const STALL_SAMPLE_EVERY: Duration = Duration::from_millis(500);
+/// Turns each path takes in the half-load run (after one warm-up turn each).
+const HALF_LOAD_ROUNDS: u32 = 5;
 /// Fixed-rate runs: requests outstanding at most before new ones are skipped.
 const MAX_OUTSTANDING_AT_RATE: usize = 10_000;
 /// How often the emulator's recorded calls are taken and cleared, so that a
@@ -77,10 +81,11 @@ pub struct BenchArgs {
     /// caller has one call in flight).
     #[arg(long, default_value_t = DEFAULT_STREAM_IN_FLIGHT)]
     pub stream_in_flight: usize,
-    /// Entries all streams of a run keep unanswered at most; each stream
-    /// keeps at least one batch.
-    #[arg(long, default_value_t = DEFAULT_STREAM_ENTRIES_IN_FLIGHT)]
-    pub stream_entries_in_flight: usize,
+    /// Entries all streams of a run keep unanswered at most (each stream
+    /// at least one batch): a comma-separated list; each stream scenario's
+    /// gateway runs once per level.
+    #[arg(long, default_value = DEFAULT_STREAM_ENTRIES_IN_FLIGHT, value_delimiter = ',')]
+    pub stream_entries_in_flight: Vec<usize>,
     /// The emulator's latency per call in the latency runs, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub latency_ms: u64,
@@ -142,7 +147,7 @@ struct Plan {
     stall: Duration,
     unary_callers: usize,
     stream_in_flight: usize,
-    stream_entries_in_flight: usize,
+    stream_entries_in_flight: Vec<usize>,
     latency_ms: u64,
     latency_jitter_ms: u64,
     only: Option<String>,
@@ -169,8 +174,13 @@ impl Plan {
         if args.stream_in_flight == 0 || args.stream_in_flight > 1_000 {
             return Err("--stream-in-flight must be 1 to 1000".into());
         }
-        if args.stream_entries_in_flight == 0 || args.stream_entries_in_flight > 10_000_000 {
-            return Err("--stream-entries-in-flight must be 1 to 10000000".into());
+        if args.stream_entries_in_flight.is_empty()
+            || args
+                .stream_entries_in_flight
+                .iter()
+                .any(|&n| n == 0 || n > 10_000_000)
+        {
+            return Err("--stream-entries-in-flight: each level must be 1 to 10000000".into());
         }
         let gateway_bin = match args.gateway_bin {
             Some(p) => p,
@@ -194,11 +204,21 @@ impl Plan {
         })
     }
 
-    /// Batches each stream of a run keeps unanswered.
-    fn stream_in_flight(&self, streams: usize, entries: usize) -> usize {
-        (self.stream_entries_in_flight / (streams * entries).max(1))
-            .min(self.stream_in_flight)
-            .max(1)
+    /// The batches each stream keeps unanswered in a stream scenario's
+    /// gateway runs, one per distinct level.
+    fn stream_levels(&self, streams: usize, entries: usize) -> Vec<usize> {
+        let mut levels: Vec<usize> = self
+            .stream_entries_in_flight
+            .iter()
+            .map(|total| {
+                (total / (streams * entries).max(1))
+                    .min(self.stream_in_flight)
+                    .max(1)
+            })
+            .collect();
+        levels.sort_unstable();
+        levels.dedup();
+        levels
     }
 
     fn wants(&self, name: &str) -> bool {
@@ -374,7 +394,13 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     let plan = &h.plan;
     let load_before = load_average();
     let shapes = plan.shapes();
-    let runs = shapes.len() * 4;
+    // Each scenario at each latency: the baseline, then the gateway once
+    // per load level (one level for unary: a caller has one call in flight).
+    let levels = |shape: Shape| match shape {
+        Shape::Streams { streams, entries } => plan.stream_levels(streams, entries),
+        Shape::Unary { .. } => vec![1],
+    };
+    let runs: usize = shapes.iter().map(|s| 2 * (1 + levels(*s).len())).sum();
     eprintln!(
         "bench: {runs} runs of {:?} (+{:?} warm-up), gateway {}, emulator {url}",
         plan.duration,
@@ -385,11 +411,12 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     let mut n = 0;
     for shape in &shapes {
         for latency in [0, plan.latency_ms] {
-            for path in [Path::Baseline, Path::Gateway] {
+            let gateway_runs = levels(*shape).into_iter().map(|l| (Path::Gateway, l));
+            for (path, in_flight) in std::iter::once((Path::Baseline, 1)).chain(gateway_runs) {
                 n += 1;
-                let m = measure(h, *shape, latency, path, None).await?;
+                let m = measure(h, *shape, latency, path, in_flight).await?;
                 eprintln!(
-                    "[{n}/{runs}] {} {latency}ms {:?}: {} entries/s, p99 {:.2} ms, {:.2} entries/call{}",
+                    "[{n}/{runs}] {} {latency}ms {:?} (in flight {in_flight}): {} entries/s, p99 {:.2} ms, {:.2} entries/call{}",
                     m.scenario,
                     m.path,
                     report::thousands(m.entries_per_sec),
@@ -433,7 +460,7 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
         warmup_secs: plan.warmup.as_secs_f64(),
         unary_callers: plan.unary_callers,
         stream_batches_in_flight: plan.stream_in_flight,
-        stream_entries_in_flight: plan.stream_entries_in_flight,
+        stream_entries_in_flight: plan.stream_entries_in_flight.clone(),
         gateway_config: h.gateway_toml.clone(),
         stall_gateway_config: stall_gateway_toml(url),
         measurements,
@@ -455,8 +482,13 @@ fn notes(plan: &Plan) -> Vec<String> {
         "Gateway: a fresh child process per run (`serve --config`, RUST_LOG=warn); its CPU is utime+stime from /proc/<pid>/stat over the measured window, its memory VmHWM (peak RSS over the process's life).".into(),
         "The emulator and the load generator share the harness process: `all cpu/100k` is gateway + harness CPU per 100k accepted entries. Gateway, emulator and load compete for the same cores, so the figures describe this machine as a whole.".into(),
         format!(
-            "Baseline: aws-sdk-eventbridge straight to the same emulator, one PutPartnerEvents call per caller batch (batches over 20 cut into calls of 20, sent at once), as many callers as the gateway run has callers or streams, each with one batch in flight. A gateway stream keeps up to {} batches unanswered, fewer when all streams together would have over {} entries unanswered (at least one; `in_flight` in the JSON); a unary caller has one request in flight.",
-            plan.stream_in_flight, plan.stream_entries_in_flight
+            "Baseline: aws-sdk-eventbridge straight to the same emulator, one PutPartnerEvents call per caller batch (batches over 20 cut into calls of 20, sent at once), as many callers as the gateway run has callers or streams, each with one batch in flight. A stream scenario's gateway runs once per load level: all streams together keep at most {} entries unanswered (each stream at least one batch and at most {}; `infl` is the batches per stream); the stream targets take the best run with p99 under 50 ms. A unary caller has one request in flight.",
+            plan.stream_entries_in_flight
+                .iter()
+                .map(|n| report::thousands(*n as f64))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            plan.stream_in_flight
         ),
         "Latency: per request (unary) or per batch (stream), from send to its answer; in fixed-rate runs from when the request was due.".into(),
         "Upstream calls and entries per call: the emulator's recorded calls, taken and cleared every second (a call recorded between the two steps is missed: a handful at most).".into(),
@@ -532,13 +564,13 @@ async fn count_upstream(emulator: EmulatorHandle, end: Instant) -> UpstreamTally
     }
 }
 
-/// One run of `shape` on `path`, closed loop or at `rate` batches/s.
+/// One closed-loop run of `shape` on `path`, with `in_flight` batches per stream.
 async fn measure(
     h: &Harness,
     shape: Shape,
     latency_ms: u64,
     path: Path,
-    rate: Option<f64>,
+    in_flight: usize,
 ) -> Result<Measurement, String> {
     let plan = &h.plan;
     h.emulator.set_faults(latency_rules(plan, latency_ms));
@@ -556,35 +588,20 @@ async fn measure(
         end: start + plan.warmup + plan.duration,
     };
     let entries = shape.entries();
-    let load =
-        match (clients, shape, rate) {
-            (Some(c), Shape::Unary { callers, .. }, None) => {
-                tokio::spawn(load::gateway_unary(c, entries, callers, window))
-            }
-            (Some(c), Shape::Unary { .. }, Some(rate)) => tokio::spawn(
-                load::gateway_unary_at_rate(c, entries, rate, MAX_OUTSTANDING_AT_RATE, window),
-            ),
-            (Some(c), Shape::Streams { streams, .. }, _) => tokio::spawn(load::gateway_streams(
-                c,
-                streams,
-                entries,
-                plan.stream_in_flight(streams, entries),
-                window,
-            )),
-            (None, _, None) => tokio::spawn(load::sdk_batches(
-                h.sdk.clone(),
-                entries,
-                shape.concurrency(),
-                window,
-            )),
-            (None, _, Some(rate)) => tokio::spawn(load::sdk_batches_at_rate(
-                h.sdk.clone(),
-                entries,
-                rate,
-                MAX_OUTSTANDING_AT_RATE,
-                window,
-            )),
-        };
+    let load = match (clients, shape) {
+        (Some(c), Shape::Unary { callers, .. }) => {
+            tokio::spawn(load::gateway_unary(c, entries, callers, window))
+        }
+        (Some(c), Shape::Streams { streams, .. }) => tokio::spawn(load::gateway_streams(
+            c, streams, entries, in_flight, window,
+        )),
+        (None, _) => tokio::spawn(load::sdk_batches(
+            h.sdk.clone(),
+            entries,
+            shape.concurrency(),
+            window,
+        )),
+    };
     tokio::time::sleep_until(window.start).await;
     let gw_before = gateway.as_ref().map(GatewayChild::stats).transpose()?;
     let me_before = proc_stats("self")?;
@@ -604,20 +621,11 @@ async fn measure(
         _ => None,
     };
     drop(gateway);
-    let in_flight = match (path, shape) {
-        (Path::Gateway, Shape::Streams { streams, entries }) => {
-            plan.stream_in_flight(streams, entries)
-        }
-        _ => 1,
-    };
     Ok(Measurement::new(
         shape.name(),
         path,
         latency_ms,
-        rate.map_or_else(
-            || "closed loop".to_string(),
-            |r| format!("fixed rate {}/s", report::thousands(r)),
-        ),
+        "closed loop".to_string(),
         entries,
         shape.concurrency(),
         plan.duration.as_secs_f64(),
@@ -637,22 +645,159 @@ async fn join_load(load: tokio::task::JoinHandle<Tally>) -> Result<Tally, String
     }
 }
 
-/// Unary 20 at half the gateway's closed-loop maximum, baseline then gateway.
+/// Unary 20 at half the gateway's closed-loop maximum. Baseline and gateway
+/// take turns in [`HALF_LOAD_ROUNDS`] rounds (which goes first alternates),
+/// against one gateway started once: other work on a shared machine comes
+/// and goes in bursts, and taking turns puts both paths under the same
+/// conditions, so that the difference is the gateway's.
 async fn half_load(h: &Harness, max_requests_per_sec: f64) -> Result<HalfLoad, String> {
+    let plan = &h.plan;
     let rate = (max_requests_per_sec / 2.0).max(1.0);
+    let callers = plan.unary_callers;
     let shape = Shape::Unary {
         entries: 20,
-        callers: h.plan.unary_callers,
+        callers,
     };
-    eprintln!("half load: unary 20 at {rate:.0} requests/s");
-    let baseline = measure(h, shape, 0, Path::Baseline, Some(rate)).await?;
-    let gateway = measure(h, shape, 0, Path::Gateway, Some(rate)).await?;
+    let segment = (plan.duration / HALF_LOAD_ROUNDS).max(Duration::from_millis(500));
+    eprintln!(
+        "half load: unary 20 at {rate:.0} requests/s, baseline and gateway taking turns, {HALF_LOAD_ROUNDS} rounds of {segment:?} each"
+    );
+    h.emulator.set_faults(Vec::new());
+    let gateway = start_gateway(h, &h.gateway_toml).await?;
+    let clients = GatewayClients::connect(gateway.addr(), callers).await?;
+    let mut turns = [Turns::default(), Turns::default()];
+    for round in 0..=HALF_LOAD_ROUNDS {
+        let order = if round % 2 == 0 {
+            [Path::Baseline, Path::Gateway]
+        } else {
+            [Path::Gateway, Path::Baseline]
+        };
+        for path in order {
+            let g = (path == Path::Gateway).then_some(&gateway);
+            // Round 0 warms both paths up and is not counted.
+            let length = if round == 0 { plan.warmup } else { segment };
+            let turn = half_load_turn(h, g, &clients, rate, length).await?;
+            if round > 0 {
+                turns[usize::from(path == Path::Gateway)].add(turn);
+            }
+        }
+    }
+    let rounds: Vec<(f64, f64)> = turns[0]
+        .p99s
+        .iter()
+        .zip(&turns[1].p99s)
+        .map(|(b, g)| (*b, *g))
+        .collect();
+    let hwm = gateway.stats()?.hwm_kib as f64 / 1024.0;
+    drop(gateway);
+    let load = format!(
+        "fixed rate {}/s, {HALF_LOAD_ROUNDS} turns of {segment:?}",
+        report::thousands(rate)
+    );
+    let [b, g] = turns;
+    let measurement = |path: Path, t: Turns, gateway: Option<(f64, f64)>| {
+        Measurement::new(
+            shape.name(),
+            path,
+            0,
+            load.clone(),
+            20,
+            callers,
+            t.secs,
+            t.tally,
+            t.upstream,
+            gateway,
+            t.harness_cpu,
+        )
+    };
+    let gateway_cpu = g.gateway_cpu;
+    let baseline = measurement(Path::Baseline, b, None);
+    let gateway = measurement(Path::Gateway, g, Some((gateway_cpu, hwm)));
     Ok(HalfLoad {
         max_requests_per_sec,
         rate,
         added_p99_ms: gateway.latency_ms.p99 - baseline.latency_ms.p99,
+        rounds,
         gateway,
         baseline,
+    })
+}
+
+/// One path's turns of the half-load run, added up.
+#[derive(Default)]
+struct Turns {
+    tally: Tally,
+    upstream: UpstreamTally,
+    secs: f64,
+    gateway_cpu: f64,
+    harness_cpu: f64,
+    /// Each turn's own p99, in milliseconds.
+    p99s: Vec<f64>,
+}
+
+impl Turns {
+    fn add(&mut self, mut t: Turns) {
+        let mut latencies = t.tally.latencies_us.clone();
+        self.p99s.push(report::Percentiles::of(&mut latencies).p99);
+        self.tally.merge(std::mem::take(&mut t.tally));
+        self.upstream.calls += t.upstream.calls;
+        self.upstream.entries += t.upstream.entries;
+        self.upstream.failed_calls += t.upstream.failed_calls;
+        self.secs += t.secs;
+        self.gateway_cpu += t.gateway_cpu;
+        self.harness_cpu += t.harness_cpu;
+    }
+}
+
+/// One turn at `rate`: through `gateway` when given, else straight to the
+/// emulator with the SDK.
+async fn half_load_turn(
+    h: &Harness,
+    gateway: Option<&GatewayChild>,
+    clients: &GatewayClients,
+    rate: f64,
+    length: Duration,
+) -> Result<Turns, String> {
+    let start = Instant::now();
+    let window = Window {
+        start,
+        end: start + length,
+    };
+    let gw_before = gateway.map(GatewayChild::stats).transpose()?;
+    let me_before = proc_stats("self")?;
+    let upstream = tokio::spawn(count_upstream(h.emulator.clone(), window.end));
+    let load = match gateway {
+        Some(_) => tokio::spawn(load::gateway_unary_at_rate(
+            clients.clone(),
+            20,
+            rate,
+            MAX_OUTSTANDING_AT_RATE,
+            window,
+        )),
+        None => tokio::spawn(load::sdk_batches_at_rate(
+            h.sdk.clone(),
+            20,
+            rate,
+            MAX_OUTSTANDING_AT_RATE,
+            window,
+        )),
+    };
+    let tally = join_load(load).await?;
+    let upstream = upstream
+        .await
+        .map_err(|e| format!("upstream count failed: {e}"))?;
+    let gw_after = gateway.map(GatewayChild::stats).transpose()?;
+    let me_after = proc_stats("self")?;
+    Ok(Turns {
+        tally,
+        upstream,
+        secs: length.as_secs_f64(),
+        gateway_cpu: match (gw_before, gw_after) {
+            (Some(b), Some(a)) => a.cpu_secs - b.cpu_secs,
+            _ => 0.0,
+        },
+        harness_cpu: me_after.cpu_secs - me_before.cpu_secs,
+        p99s: Vec::new(),
     })
 }
 

@@ -181,6 +181,8 @@ pub struct HalfLoad {
     pub baseline: Measurement,
     /// Gateway p99 minus baseline p99, in milliseconds.
     pub added_p99_ms: f64,
+    /// Each round's (baseline p99, gateway p99), in milliseconds.
+    pub rounds: Vec<(f64, f64)>,
 }
 
 /// Open streams against a stalled upstream: the gateway's memory over time.
@@ -224,7 +226,7 @@ pub struct Report {
     pub warmup_secs: f64,
     pub unary_callers: usize,
     pub stream_batches_in_flight: usize,
-    pub stream_entries_in_flight: usize,
+    pub stream_entries_in_flight: Vec<usize>,
     pub gateway_config: String,
     pub stall_gateway_config: String,
     pub measurements: Vec<Measurement>,
@@ -262,25 +264,54 @@ impl Report {
                 });
             }
         }
-        for g in self.measurements.iter().filter(|m| {
-            m.path == Path::Gateway
+        // A stream scenario's gateway runs at several loads: the target
+        // takes the most entries/s among the runs under the latency bound
+        // (or, when none is, the run with the lowest p99).
+        let mut scenarios: Vec<&str> = Vec::new();
+        for m in &self.measurements {
+            if m.path == Path::Gateway
                 && m.scenario.starts_with("stream-1 ")
                 && m.emulator_latency_ms == latency_ms
                 && latency_ms > 0
-        }) {
+                && !scenarios.contains(&m.scenario.as_str())
+            {
+                scenarios.push(&m.scenario);
+            }
+        }
+        for scenario in scenarios {
+            let runs: Vec<&Measurement> = self
+                .measurements
+                .iter()
+                .filter(|m| {
+                    m.path == Path::Gateway
+                        && m.scenario == scenario
+                        && m.emulator_latency_ms == latency_ms
+                })
+                .collect();
+            let under = runs
+                .iter()
+                .filter(|m| m.latency_ms.p99 < 50.0)
+                .max_by(|a, b| a.entries_per_sec.total_cmp(&b.entries_per_sec));
+            let g = under.copied().unwrap_or_else(|| {
+                runs.iter()
+                    .min_by(|a, b| a.latency_ms.p99.total_cmp(&b.latency_ms.p99))
+                    .copied()
+                    .expect("at least one run")
+            });
             if let Some(b) = self.baseline_of(g) {
                 let r = ratio(g.entries_per_sec, b.entries_per_sec);
                 targets.push(Target {
                     name: format!(
-                        "{}, {latency_ms} ms latency: gateway entries/s >= 15x baseline at caller p99 < 50 ms",
-                        g.scenario
+                        "{scenario}, {latency_ms} ms latency: gateway entries/s >= 15x baseline at caller p99 < 50 ms"
                     ),
                     pass: r >= 15.0 && g.latency_ms.p99 < 50.0,
                     detail: format!(
-                        "{r:.1}x ({} vs {} entries/s), p99 {:.1} ms",
+                        "{r:.1}x ({} vs {} entries/s), p99 {:.1} ms, {} batches in flight per stream (best of {} load levels)",
                         thousands(g.entries_per_sec),
                         thousands(b.entries_per_sec),
-                        g.latency_ms.p99
+                        g.latency_ms.p99,
+                        g.in_flight,
+                        runs.len()
                     ),
                 });
             }
@@ -376,6 +407,15 @@ impl Report {
             let _ = writeln!(out, "{}", row(&h.baseline, None));
             let _ = writeln!(out, "{}", row(&h.gateway, Some(&h.baseline)));
             let _ = writeln!(out, "  added p99: {:+.2} ms", h.added_p99_ms);
+            let _ = writeln!(
+                out,
+                "  each turn's p99 ms, baseline/gateway: {}",
+                h.rounds
+                    .iter()
+                    .map(|(b, g)| format!("{b:.2}/{g:.2}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            );
         }
         if let Some(s) = &self.stall {
             let _ = writeln!(
@@ -527,5 +567,84 @@ mod tests {
         assert_eq!(thousands(999.4), "999");
         assert_eq!(thousands(1234567.0), "1,234,567");
         assert_eq!(thousands(-1000.0), "-1,000");
+    }
+    fn stream_run(path: Path, entries_per_sec: u64, p99_ms: u32, in_flight: usize) -> Measurement {
+        let secs = 1.0;
+        let tally = Tally {
+            latencies_us: vec![p99_ms * 1000; 10],
+            batches: entries_per_sec,
+            entries_ok: entries_per_sec,
+            ..Tally::default()
+        };
+        Measurement::new(
+            "stream-1 x100".into(),
+            path,
+            20,
+            "closed loop".into(),
+            1,
+            100,
+            secs,
+            tally,
+            UpstreamTally::default(),
+            None,
+            0.0,
+        )
+        .with_in_flight(in_flight)
+    }
+
+    fn report(measurements: Vec<Measurement>) -> Report {
+        Report {
+            notes: vec![],
+            cpus: 2,
+            duration_secs: 1.0,
+            warmup_secs: 0.5,
+            unary_callers: 64,
+            stream_batches_in_flight: 64,
+            stream_entries_in_flight: vec![1000, 2000],
+            gateway_config: String::new(),
+            stall_gateway_config: String::new(),
+            measurements,
+            half_load: None,
+            stall: None,
+            targets: vec![],
+        }
+    }
+
+    #[test]
+    fn the_stream_target_takes_the_fastest_run_under_the_latency_bound() {
+        let mut r = report(vec![
+            stream_run(Path::Baseline, 4_000, 25, 1),
+            stream_run(Path::Gateway, 50_000, 30, 10),
+            stream_run(Path::Gateway, 64_000, 45, 20),
+            stream_run(Path::Gateway, 70_000, 90, 40),
+        ]);
+        r.judge(20);
+        let t = r
+            .targets
+            .iter()
+            .find(|t| t.name.starts_with("stream-1 x100"))
+            .expect("stream target");
+        assert!(t.pass, "{}", t.detail);
+        assert!(
+            t.detail.starts_with("16.0x (64,000 vs 4,000"),
+            "{}",
+            t.detail
+        );
+        assert!(t.detail.contains("20 batches in flight"), "{}", t.detail);
+
+        // No run under the bound: the lowest p99 is shown, and it fails.
+        let mut r = report(vec![
+            stream_run(Path::Baseline, 4_000, 25, 1),
+            stream_run(Path::Gateway, 70_000, 60, 20),
+            stream_run(Path::Gateway, 72_000, 90, 40),
+        ]);
+        r.judge(20);
+        let t = r
+            .targets
+            .iter()
+            .find(|t| t.name.starts_with("stream-1 x100"))
+            .expect("stream target");
+        assert!(!t.pass);
+        assert!(t.detail.contains("p99 60.0 ms"), "{}", t.detail);
     }
 }
