@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use futures::Stream;
+use futures::{stream::FuturesUnordered, Stream, StreamExt};
 use tokio::{
     sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
@@ -34,6 +34,7 @@ use crate::{
     domain::{
         entry::prepare,
         lifecycle::{InactivePolicy, SourceStates},
+        limits::MAX_ENTRIES_PER_CALL,
         outcome::{codes, EntryResult},
         tenant::TenantDirectory,
     },
@@ -481,6 +482,11 @@ enum StreamEnd {
 }
 
 /// Reads batches from one stream and answers each (see the proto docs).
+///
+/// A small batch (fewer entries than one upstream call holds) is answered
+/// from this stream's own task: its work is a few microseconds, less than
+/// handing it to a task of its own would cost. Larger batches get a task
+/// each, so that one stream's work can use every core.
 async fn run_stream(
     core: Arc<Core>,
     caller: Option<Caller>,
@@ -492,6 +498,7 @@ async fn run_stream(
     let window = Arc::new(Semaphore::new(core.settings.stream_window_entries));
     let mut shutdown = core.shutdown.clone();
     let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut small = FuturesUnordered::new();
     let mut sequence = 0u64;
     let end = loop {
         while tasks.try_join_next().is_some() {}
@@ -499,6 +506,7 @@ async fn run_stream(
             break StreamEnd::ShuttingDown;
         }
         let msg = tokio::select! {
+            Some(()) = small.next(), if !small.is_empty() => continue,
             _ = shutdown.changed() => continue,
             _ = tx.closed() => break StreamEnd::Gone,
             m = inbound.message() => m,
@@ -527,28 +535,28 @@ async fn run_stream(
             }
         };
         // Admission: room in this stream's window and in the gateway. While
-        // waiting, nothing more is read from the stream.
+        // waiting, nothing more is read from the stream; the batches in
+        // hand go on (they are what frees the room).
         let n = req.entries.len() as u32;
-        let permits = tokio::select! {
-            _ = tx.closed() => break StreamEnd::Gone,
-            p = admit(&window, &core.in_flight, n) => p,
-        };
-        let Some(permits) = permits else {
-            break StreamEnd::ShuttingDown;
-        };
-        let core = core.clone();
-        let tx = tx.clone();
-        tasks.spawn(async move {
-            let _permits = permits;
-            let deadline = Instant::now() + core.settings.default_deadline;
-            let resp = core.run(req, &tenants, seq, deadline).await;
-            if tx.send(Ok(resp)).await.is_ok() {
-                core.metrics
-                    .grpc_msg_sent
-                    .get_or_create(&STREAM_LABELS)
-                    .inc();
+        let admission = admit(&window, &core.in_flight, n);
+        tokio::pin!(admission);
+        let permits = loop {
+            tokio::select! {
+                Some(()) = small.next(), if !small.is_empty() => {}
+                _ = tx.closed() => break Err(StreamEnd::Gone),
+                p = &mut admission => break p.ok_or(StreamEnd::ShuttingDown),
             }
-        });
+        };
+        let permits = match permits {
+            Ok(p) => p,
+            Err(end) => break end,
+        };
+        let answer = answer_batch(core.clone(), req, tenants, seq, permits, tx.clone());
+        if (n as usize) < MAX_ENTRIES_PER_CALL {
+            small.push(answer);
+        } else {
+            tasks.spawn(answer);
+        }
     };
     let code = match end {
         StreamEnd::HalfClosed => Code::Ok,
@@ -566,9 +574,10 @@ async fn run_stream(
         StreamEnd::Gone => tasks.abort_all(),
         StreamEnd::HalfClosed | StreamEnd::ShuttingDown => {
             // Every batch read is answered before the stream ends.
-            loop {
+            while !(small.is_empty() && tasks.is_empty()) {
                 tokio::select! {
-                    done = tasks.join_next() => if done.is_none() { break },
+                    Some(()) = small.next(), if !small.is_empty() => {}
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                     _ = tx.closed() => { tasks.abort_all(); return; }
                 }
             }
@@ -581,6 +590,26 @@ async fn run_stream(
                     .await;
             }
         }
+    }
+}
+
+/// Processes one admitted stream batch and sends its answer.
+async fn answer_batch(
+    core: Arc<Core>,
+    req: PutPartnerEventsRequest,
+    tenants: Arc<TenantDirectory>,
+    sequence: u64,
+    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    tx: mpsc::Sender<Result<PutPartnerEventsResponse, Status>>,
+) {
+    let _permits = permits;
+    let deadline = Instant::now() + core.settings.default_deadline;
+    let resp = core.run(req, &tenants, sequence, deadline).await;
+    if tx.send(Ok(resp)).await.is_ok() {
+        core.metrics
+            .grpc_msg_sent
+            .get_or_create(&STREAM_LABELS)
+            .inc();
     }
 }
 
