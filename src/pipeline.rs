@@ -1,21 +1,24 @@
 //! From validated entries to one result per entry, with coalescing.
 //!
-//! Every entry, from any unary call or stream, is queued on the lane of its
-//! (region, source). A lane packs queued entries into calls of at most 20
-//! entries and the size limit: a call goes out as soon as it is full, or
-//! when the first entry in it has waited `linger` (0 sends whatever is
-//! queued at once). Calls to one region run under a concurrency bound; when
-//! it is reached the lane stops taking entries, its queue fills, and
-//! submitters wait: backpressure reaches the callers instead of memory
-//! growing.
+//! A batch's entries are grouped by (region, source). Entries that fill
+//! whole calls (20 entries, or as many as the size limit allows) are sent
+//! from the caller's own task: they need no company. The rest are queued,
+//! as one message, on the lane of their (region, source). A lane packs
+//! queued entries into calls of at most 20 entries and the size limit: a
+//! call goes out as soon as it is full, or when the first entry in it has
+//! waited `linger` (0 sends whatever is queued at once). Calls to one region
+//! run under a concurrency bound and pacing, whichever way they are made;
+//! when the bound is reached the lane stops taking entries, its queue
+//! fills, and submitters wait: backpressure reaches the callers instead of
+//! memory growing.
 //!
-//! A batch's entries reach their lane as one message; each carries a handle
-//! on its batch's reply (with the batch's deadline), so an entry's result
-//! reaches its own batch and index whatever call it travelled in, and the
-//! batch is answered once, when its last entry is.
-//! An entry that comes back with a retryable code is queued again on its
-//! lane after a jittered backoff (never delaying or duplicating another
-//! entry's result), while attempts remain and its deadline leaves room.
+//! Each entry carries a handle on its batch's reply (with the batch's
+//! deadline), so an entry's result reaches its own batch and index whatever
+//! call it travelled in, and the batch is answered once, when its last
+//! entry is. An entry that comes back with a retryable code is queued again
+//! on its lane after a jittered backoff (never delaying or duplicating
+//! another entry's result), while attempts remain and its deadline leaves
+//! room.
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -44,7 +44,7 @@ const DEFAULT_STREAM_IN_FLIGHT: usize = 64;
 /// batch). By Little's law the latency is what is in flight over the
 /// throughput: more only lengthens the queue once the machine is busy, so
 /// the targets take the best run whose p99 is under the latency bound.
-const DEFAULT_STREAM_ENTRIES_IN_FLIGHT: &str = "1000,2000,4000";
+const DEFAULT_STREAM_ENTRIES_IN_FLIGHT: &str = "1000,2000,3000,4000";
 /// Streams in the stalled-upstream run, and their batches.
 const STALL_STREAMS: usize = 1_000;
 const STALL_BATCH_ENTRIES: usize = 10;

@@ -5,12 +5,14 @@
 //! - [`source`]: partner event source names and region names.
 //! - [`tenant`]: the tenant directory (tenant -> sources -> region).
 //! - [`entry`]: one event, its validation and its size by the AWS formula.
+//! - [`json_fast`]: the one-pass check that vouches for plain JSON objects.
 //! - [`chunk`]: splitting entries into calls of at most 20 entries and the size limit.
 //! - [`lifecycle`]: partner event source states and the inactive-source policy.
 //! - [`outcome`]: per-entry results and the error codes callers see.
 
 pub mod chunk;
 pub mod entry;
+pub mod json_fast;
 pub mod lifecycle;
 pub mod limits;
 pub mod outcome;
