@@ -610,20 +610,24 @@ mod tests {
         }
     }
 
+    /// The stream-1 x100 target judged from `measurements` (20 ms latency).
+    fn stream_target(measurements: Vec<Measurement>) -> Target {
+        let mut r = report(measurements);
+        r.judge(20);
+        r.targets
+            .into_iter()
+            .find(|t| t.name.starts_with("stream-1 x100"))
+            .expect("stream target")
+    }
+
     #[test]
     fn the_stream_target_takes_the_fastest_run_under_the_latency_bound() {
-        let mut r = report(vec![
+        let t = stream_target(vec![
             stream_run(Path::Baseline, 4_000, 25, 1),
             stream_run(Path::Gateway, 50_000, 30, 10),
             stream_run(Path::Gateway, 64_000, 45, 20),
             stream_run(Path::Gateway, 70_000, 90, 40),
         ]);
-        r.judge(20);
-        let t = r
-            .targets
-            .iter()
-            .find(|t| t.name.starts_with("stream-1 x100"))
-            .expect("stream target");
         assert!(t.pass, "{}", t.detail);
         assert!(
             t.detail.starts_with("16.0x (64,000 vs 4,000"),
@@ -633,17 +637,11 @@ mod tests {
         assert!(t.detail.contains("20 batches in flight"), "{}", t.detail);
 
         // No run under the bound: the lowest p99 is shown, and it fails.
-        let mut r = report(vec![
+        let t = stream_target(vec![
             stream_run(Path::Baseline, 4_000, 25, 1),
             stream_run(Path::Gateway, 70_000, 60, 20),
             stream_run(Path::Gateway, 72_000, 90, 40),
         ]);
-        r.judge(20);
-        let t = r
-            .targets
-            .iter()
-            .find(|t| t.name.starts_with("stream-1 x100"))
-            .expect("stream target");
         assert!(!t.pass);
         assert!(t.detail.contains("p99 60.0 ms"), "{}", t.detail);
     }
