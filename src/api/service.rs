@@ -6,8 +6,8 @@ use arc_swap::ArcSwap;
 use std::{
     pin::Pin,
     sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, OnceLock,
     },
     time::Duration,
 };
@@ -670,7 +670,18 @@ fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+        .unwrap_or_else(new_request_id)
+}
+
+/// A new request id: 32 hex digits, unique in this process (a counter)
+/// and across replicas (added to a random 128-bit start). A fresh UUID per
+/// call cost a `getrandom` system call on every request.
+fn new_request_id() -> String {
+    static START: OnceLock<u128> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| uuid::Uuid::new_v4().as_u128());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:032x}", start.wrapping_add(u128::from(n)))
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<PutPartnerEventsResponse, Status>> + Send>>;
@@ -742,5 +753,26 @@ impl PartnerEvents for PartnerEventsService {
             run_stream(self.core.clone(), caller, request.into_inner(), tx).instrument(span),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_short_tokens_and_never_repeat() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        let ids: std::collections::HashSet<String> =
+            (0..1000).map(|_| request_id(&metadata)).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(ids
+            .iter()
+            .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())));
+        // A caller's own id is kept when it is a short token, replaced otherwise.
+        metadata.insert("x-request-id", "caller-42_a".parse().unwrap());
+        assert_eq!(request_id(&metadata), "caller-42_a");
+        metadata.insert("x-request-id", "no spaces".parse().unwrap());
+        assert_eq!(request_id(&metadata).len(), 32);
     }
 }
