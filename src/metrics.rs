@@ -213,12 +213,7 @@ impl Metrics {
         out
     }
 
-    /// Counts one answered entry.
-    pub fn entry(&self, code: &str, tenant: &str) {
-        self.entries_with(code, tenant, 1);
-    }
-
-    /// Counts `n` entry results with the same `code`.
+    /// Counts `n` answered entries with the same `code`.
     pub fn entries_with(&self, code: &str, tenant: &str, n: u64) {
         self.entries
             .get_or_create(&EntryLabels {
@@ -374,8 +369,8 @@ mod tests {
     #[test]
     fn renders_the_expected_names() {
         let m = Metrics::new(false);
-        m.entry("", "acme");
-        m.entry("MalformedDetail", "acme");
+        m.entries_with("", "acme", 1);
+        m.entries_with("MalformedDetail", "acme", 1);
         m.upstream_call("us-east-1", "ok", 20, Duration::from_millis(12));
         let text = m.render();
         for name in [

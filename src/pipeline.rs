@@ -34,7 +34,7 @@ use tokio::{
 
 use crate::{
     domain::{
-        chunk::CallBudget,
+        chunk::{cut_into_calls, group_by_source, CallBudget},
         entry::PreparedEntry,
         limits::MAX_ENTRIES_PER_CALL,
         outcome::{codes, is_retryable_code, EntryResult, Outcome},
@@ -243,28 +243,19 @@ impl Pipeline {
         });
         let waiter = Arc::downgrade(&reply);
         let indices: Vec<u32> = entries.iter().map(|e| e.index).collect();
-        // One message per source: a batch's entries mostly share one.
-        let mut groups: Vec<(SourceRef, Jobs)> = Vec::with_capacity(1);
-        for entry in entries {
-            let at = match groups.last() {
-                Some((source, _)) if *source == entry.source => groups.len() - 1,
-                _ => match groups.iter().position(|(s, _)| *s == entry.source) {
-                    Some(at) => at,
-                    None => {
-                        groups.push((entry.source.clone(), Vec::with_capacity(expected)));
-                        groups.len() - 1
-                    }
-                },
-            };
-            groups[at].1.push(Job {
+        let jobs: Vec<Job> = entries
+            .into_iter()
+            .map(|entry| Job {
                 entry,
                 attempts: 0,
                 reply: reply.clone(),
-            });
-        }
+            })
+            .collect();
         drop(reply);
         let mut now = Vec::new();
-        for (source, mut jobs) in groups {
+        // One message per source: a batch's entries mostly share one.
+        for mut jobs in group_by_source(jobs, |j| &j.entry.source) {
+            let source = jobs[0].entry.source.clone();
             let lane = self.inner.lane(&source);
             // Whole calls' worth of entries go out from here; the rest (and
             // everything, when coalescing is on and the batch is small)
@@ -447,32 +438,19 @@ impl Inner {
     /// or closed because the next entry does not fit), leaving the partial
     /// rest in `jobs`. With coalescing off, the rest is a call too.
     fn whole_calls(&self, jobs: &mut Vec<Job>) -> Vec<Vec<Job>> {
-        let mut calls = Vec::new();
-        let mut budget = CallBudget::new(self.settings.max_call_bytes);
-        let mut start = 0;
-        for (i, job) in jobs.iter().enumerate() {
-            if !budget.fits(job.entry.size) {
-                calls.push(i - start);
-                start = i;
-                budget = CallBudget::new(self.settings.max_call_bytes);
-            }
-            budget.add(job.entry.size);
-            if budget.is_full() {
-                calls.push(i + 1 - start);
-                start = i + 1;
-                budget = CallBudget::new(self.settings.max_call_bytes);
-            }
+        let mut calls = cut_into_calls(std::mem::take(jobs), self.settings.max_call_bytes, |j| {
+            j.entry.size
+        });
+        // Every call but the last is full; the last is whole only when full
+        // by count, unless coalescing is off.
+        if calls
+            .last()
+            .is_some_and(|last| last.len() < MAX_ENTRIES_PER_CALL)
+            && !self.settings.linger.is_zero()
+        {
+            *jobs = calls.pop().expect("checked above");
         }
-        if self.settings.linger.is_zero() && start < jobs.len() {
-            calls.push(jobs.len() - start);
-        }
-        let mut rest = std::mem::take(jobs).into_iter();
-        let whole = calls
-            .into_iter()
-            .map(|n| rest.by_ref().take(n).collect())
-            .collect();
-        jobs.extend(rest);
-        whole
+        calls
     }
 
     /// Sends `jobs` (one call's worth) from the caller's own task: a batch

@@ -4,7 +4,9 @@
 //! [`MAX_ENTRIES_PER_CALL`] entries and `max_call_bytes` by the AWS formula,
 //! and always at least one entry. The pipeline's lanes pack calls with it as
 //! entries arrive; [`split_into_calls`] applies it to a whole batch at once
-//! (the form the property tests and the micro-benchmarks use).
+//! (the form the property tests and the micro-benchmarks use), through the
+//! same [`group_by_source`] and [`cut_into_calls`] the pipeline uses for the
+//! whole calls a batch fills.
 //!
 //! Entries are grouped by (region, source) in order of first appearance, and
 //! each group is cut greedily, in request order, into calls of at most
@@ -13,7 +15,7 @@
 //! its own is refused earlier (by [`super::entry::prepare`]), so it never
 //! reaches here; should one, it travels alone.
 
-use super::{entry::PreparedEntry, limits::MAX_ENTRIES_PER_CALL};
+use super::{entry::PreparedEntry, limits::MAX_ENTRIES_PER_CALL, tenant::SourceRef};
 
 /// How much of one call is used: decides whether the next entry still fits.
 #[derive(Debug, Clone, Copy)]
@@ -68,32 +70,55 @@ impl CallPlan {
 
 /// Cuts `entries` into calls (see the module docs).
 pub fn split_into_calls(entries: Vec<PreparedEntry>, max_call_bytes: usize) -> Vec<CallPlan> {
-    // Groups in order of first appearance; few groups per request, so a
-    // linear search beats hashing here.
-    let mut groups: Vec<Vec<PreparedEntry>> = Vec::new();
-    for e in entries {
-        match groups.iter_mut().find(|g| g[0].source == e.source) {
-            Some(g) => g.push(e),
-            None => groups.push(vec![e]),
-        }
+    group_by_source(entries, |e| &e.source)
+        .into_iter()
+        .flat_map(|group| cut_into_calls(group, max_call_bytes, |e| e.size))
+        .map(|entries| CallPlan { entries })
+        .collect()
+}
+
+/// Groups `items` by their source, groups in order of first appearance and
+/// items in order within each. Few groups per request, so a linear search
+/// beats hashing here; consecutive items of one source are the common case.
+pub fn group_by_source<T>(items: Vec<T>, source: impl Fn(&T) -> &SourceRef) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::with_capacity(1);
+    for item in items {
+        let at = match groups.last() {
+            Some(g) if source(&g[0]) == source(&item) => groups.len() - 1,
+            _ => match groups.iter().position(|g| source(&g[0]) == source(&item)) {
+                Some(at) => at,
+                None => {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                }
+            },
+        };
+        groups[at].push(item);
     }
+    groups
+}
+
+/// Cuts `items` greedily, in order, into calls of one [`CallBudget`] each:
+/// every call but the last is full (by count, or the next item did not
+/// fit); the last holds what is left.
+pub fn cut_into_calls<T>(
+    items: Vec<T>,
+    max_call_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
     let mut calls = Vec::new();
-    for group in groups {
-        let mut current: Vec<PreparedEntry> = Vec::new();
-        let mut budget = CallBudget::new(max_call_bytes);
-        for e in group {
-            if !budget.fits(e.size) {
-                calls.push(CallPlan {
-                    entries: std::mem::take(&mut current),
-                });
-                budget = CallBudget::new(max_call_bytes);
-            }
-            budget.add(e.size);
-            current.push(e);
+    let mut current = Vec::new();
+    let mut budget = CallBudget::new(max_call_bytes);
+    for item in items {
+        if !budget.fits(size(&item)) {
+            calls.push(std::mem::take(&mut current));
+            budget = CallBudget::new(max_call_bytes);
         }
-        if !current.is_empty() {
-            calls.push(CallPlan { entries: current });
-        }
+        budget.add(size(&item));
+        current.push(item);
+    }
+    if !current.is_empty() {
+        calls.push(current);
     }
     calls
 }
