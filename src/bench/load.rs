@@ -62,6 +62,9 @@ impl Window {
 pub struct Tally {
     /// Send-to-answer time of each batch answered in the window, in µs.
     pub latencies_us: Vec<u32>,
+    /// Fixed rate: how late each batch answered in the window started
+    /// after it was due, in µs (the load generator's own delay).
+    pub late_us: Vec<u32>,
     /// Batches answered in the window.
     pub batches: u64,
     /// Entries answered with an event id in the window.
@@ -103,6 +106,7 @@ impl Tally {
     /// Adds `other` into `self`.
     pub fn merge(&mut self, mut other: Tally) {
         self.latencies_us.append(&mut other.latencies_us);
+        self.late_us.append(&mut other.late_us);
         self.batches += other.batches;
         self.entries_ok += other.entries_ok;
         self.entries_failed += other.entries_failed;
@@ -304,6 +308,12 @@ where
 
 /// Open loop at `rate` batches per second from now to the window's end.
 /// Latency counts from when each batch was due, so a lagging sender shows.
+///
+/// A thread of its own paces the batches (`std::thread::sleep` wakes within
+/// tens of microseconds): the runtime's timer has a resolution of 1 ms, and
+/// pacing with it sent each millisecond's batches together, a burst every
+/// tick that queued in whatever path was measured. How late each batch
+/// started after it was due is kept in [`Tally::late_us`].
 async fn fixed_rate<F, Fut>(rate: f64, max_outstanding: usize, window: Window, send: F) -> Tally
 where
     F: Fn(usize) -> Fut,
@@ -313,50 +323,70 @@ where
     let outstanding = Arc::new(AtomicUsize::new(0));
     let mut set = JoinSet::new();
     let start = Instant::now();
-    let mut due_sent: u64 = 0;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let max_batches = ((window.end - start).as_secs_f64() * rate).ceil() as u64 + 1;
-    while due_sent < max_batches.min(MAX_BATCHES_PER_WORKER) {
-        let now = tick.tick().await;
-        if now >= window.end {
-            break;
-        }
-        while set.try_join_next().is_some() {}
-        let due = ((now - start).as_secs_f64() * rate) as u64;
-        while due_sent < due {
-            let intended = start + Duration::from_secs_f64(due_sent as f64 / rate);
-            let i = due_sent as usize;
-            due_sent += 1;
-            if outstanding.load(Ordering::Relaxed) >= max_outstanding {
-                tally.lock().expect("lock").skipped += 1;
-                continue;
-            }
-            outstanding.fetch_add(1, Ordering::Relaxed);
-            let call = send(i);
-            let tally = tally.clone();
-            let outstanding = outstanding.clone();
-            set.spawn(async move {
-                let r = tokio::time::timeout_at(window.end, call).await;
-                outstanding.fetch_sub(1, Ordering::Relaxed);
-                let done = Instant::now();
-                let mut t = tally.lock().expect("lock");
-                match r {
-                    Err(_elapsed) => {}
-                    Ok(Ok(a)) => {
-                        t.entries_sent += a.ok + a.failed;
-                        t.answered(&window, intended, done, a.ok, a.failed);
-                        if let Some(f) = a.failure {
-                            t.failure(|| f);
-                        }
+    let max_batches =
+        (((window.end - start).as_secs_f64() * rate).ceil() as u64 + 1).min(MAX_BATCHES_PER_WORKER);
+    let (due_tx, mut due_rx) = mpsc::unbounded_channel::<(usize, Instant)>();
+    let pacer = {
+        let (start, end) = (start.into_std(), window.end.into_std());
+        std::thread::Builder::new()
+            .name("bench-pacer".into())
+            .spawn(move || {
+                for i in 0..max_batches {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    if due >= end {
+                        break;
                     }
-                    Ok(Err(e)) => {
-                        t.error(&window, done);
-                        t.failure(|| e);
+                    let now = std::time::Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    if due_tx.send((i as usize, Instant::from_std(due))).is_err() {
+                        break;
                     }
                 }
-            });
+            })
+    };
+    if let Err(e) = pacer {
+        tally
+            .lock()
+            .expect("lock")
+            .failure(|| format!("cannot start the pacing thread: {e}"));
+    }
+    while let Some((i, intended)) = due_rx.recv().await {
+        while set.try_join_next().is_some() {}
+        if outstanding.load(Ordering::Relaxed) >= max_outstanding {
+            tally.lock().expect("lock").skipped += 1;
+            continue;
         }
+        outstanding.fetch_add(1, Ordering::Relaxed);
+        let call = send(i);
+        let tally = tally.clone();
+        let outstanding = outstanding.clone();
+        set.spawn(async move {
+            let late = Instant::now().saturating_duration_since(intended);
+            let r = tokio::time::timeout_at(window.end, call).await;
+            outstanding.fetch_sub(1, Ordering::Relaxed);
+            let done = Instant::now();
+            let mut t = tally.lock().expect("lock");
+            match r {
+                Err(_elapsed) => {}
+                Ok(Ok(a)) => {
+                    t.entries_sent += a.ok + a.failed;
+                    if window.contains(done) {
+                        t.late_us
+                            .push(u32::try_from(late.as_micros()).unwrap_or(u32::MAX));
+                    }
+                    t.answered(&window, intended, done, a.ok, a.failed);
+                    if let Some(f) = a.failure {
+                        t.failure(|| f);
+                    }
+                }
+                Ok(Err(e)) => {
+                    t.error(&window, done);
+                    t.failure(|| e);
+                }
+            }
+        });
     }
     // Every task ends by the window's end (timeout_at above).
     while set.join_next().await.is_some() {}
@@ -517,4 +547,49 @@ async fn one_stream(
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_fixed_rate_sends_each_batch_once_and_none_before_it_is_due() {
+        const RATE: f64 = 2_000.0;
+        let start = Instant::now();
+        let window = Window {
+            start,
+            end: start + Duration::from_millis(250),
+        };
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let seen = started.clone();
+        let tally = fixed_rate(RATE, 10_000, window, move |i| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().expect("lock").push((i, Instant::now()));
+                Ok(Answer {
+                    ok: 1,
+                    ..Answer::default()
+                })
+            }
+        })
+        .await;
+        let mut started = std::mem::take(&mut *started.lock().expect("lock"));
+        started.sort_by_key(|(i, _)| *i);
+        // Batch i is due i/RATE after the generator's start, which is no
+        // earlier than `start`; the window holds 500 of them.
+        for (n, (i, at)) in started.iter().enumerate() {
+            assert_eq!(*i, n, "each batch once, in order of its index");
+            let due = start + Duration::from_secs_f64(*i as f64 / RATE);
+            assert!(*at >= due, "batch {i} started {:?} early", due - *at);
+        }
+        assert!(
+            (450..=501).contains(&started.len()),
+            "{} batches in a 250 ms window at 2,000/s",
+            started.len()
+        );
+        assert_eq!(tally.batches as usize, tally.latencies_us.len());
+        assert_eq!(tally.late_us.len(), tally.latencies_us.len());
+        assert_eq!(tally.skipped, 0);
+    }
 }

@@ -437,12 +437,17 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
             }
         }
     }
-    let half_load = match measurements.iter().find(|m| {
+    // Half of the CPU-bound maximum (no upstream latency), with each
+    // upstream latency: with 20 ms per call the same rate keeps more calls
+    // open at once, as it would against EventBridge.
+    let mut half_loads = Vec::new();
+    if let Some(max) = measurements.iter().find(|m| {
         m.path == Path::Gateway && m.scenario.starts_with("unary-20 ") && m.emulator_latency_ms == 0
     }) {
-        Some(max) => Some(half_load(h, max.batches_per_sec).await?),
-        None => None,
-    };
+        for latency in [0, plan.latency_ms] {
+            half_loads.push(half_load(h, max.batches_per_sec, latency).await?);
+        }
+    }
     let stall = if !plan.stall.is_zero() && plan.wants("stall") {
         Some(stall(h).await?)
     } else {
@@ -464,7 +469,7 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
         gateway_config: h.gateway_toml.clone(),
         stall_gateway_config: stall_gateway_toml(url),
         measurements,
-        half_load,
+        half_load: half_loads,
         stall,
         targets: Vec::new(),
     };
@@ -650,7 +655,11 @@ async fn join_load(load: tokio::task::JoinHandle<Tally>) -> Result<Tally, String
 /// against one gateway started once: other work on a shared machine comes
 /// and goes in bursts, and taking turns puts both paths under the same
 /// conditions, so that the difference is the gateway's.
-async fn half_load(h: &Harness, max_requests_per_sec: f64) -> Result<HalfLoad, String> {
+async fn half_load(
+    h: &Harness,
+    max_requests_per_sec: f64,
+    latency_ms: u64,
+) -> Result<HalfLoad, String> {
     let plan = &h.plan;
     let rate = (max_requests_per_sec / 2.0).max(1.0);
     let callers = plan.unary_callers;
@@ -660,9 +669,9 @@ async fn half_load(h: &Harness, max_requests_per_sec: f64) -> Result<HalfLoad, S
     };
     let segment = (plan.duration / HALF_LOAD_ROUNDS).max(Duration::from_millis(500));
     eprintln!(
-        "half load: unary 20 at {rate:.0} requests/s, baseline and gateway taking turns, {HALF_LOAD_ROUNDS} rounds of {segment:?} each"
+        "half load: unary 20 at {rate:.0} requests/s, emulator latency {latency_ms} ms, baseline and gateway taking turns, {HALF_LOAD_ROUNDS} rounds of {segment:?} each"
     );
-    h.emulator.set_faults(Vec::new());
+    h.emulator.set_faults(latency_rules(plan, latency_ms));
     let gateway = start_gateway(h, &h.gateway_toml).await?;
     let clients = GatewayClients::connect(gateway.addr(), callers).await?;
     let mut turns = [Turns::default(), Turns::default()];
@@ -694,12 +703,16 @@ async fn half_load(h: &Harness, max_requests_per_sec: f64) -> Result<HalfLoad, S
         "fixed rate {}/s, {HALF_LOAD_ROUNDS} turns of {segment:?}",
         report::thousands(rate)
     );
-    let [b, g] = turns;
+    let [mut b, mut g] = turns;
+    let late_ms = (
+        report::Percentiles::of(&mut b.tally.late_us),
+        report::Percentiles::of(&mut g.tally.late_us),
+    );
     let measurement = |path: Path, t: Turns, gateway: Option<(f64, f64)>| {
         Measurement::new(
             shape.name(),
             path,
-            0,
+            latency_ms,
             load.clone(),
             20,
             callers,
@@ -713,11 +726,14 @@ async fn half_load(h: &Harness, max_requests_per_sec: f64) -> Result<HalfLoad, S
     let gateway_cpu = g.gateway_cpu;
     let baseline = measurement(Path::Baseline, b, None);
     let gateway = measurement(Path::Gateway, g, Some((gateway_cpu, hwm)));
+    h.emulator.set_faults(Vec::new());
     Ok(HalfLoad {
         max_requests_per_sec,
+        emulator_latency_ms: latency_ms,
         rate,
         added_p99_ms: gateway.latency_ms.p99 - baseline.latency_ms.p99,
         rounds,
+        late_ms,
         gateway,
         baseline,
     })
