@@ -437,15 +437,30 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
             }
         }
     }
-    // Half of the CPU-bound maximum (no upstream latency), with each
-    // upstream latency: with 20 ms per call the same rate keeps more calls
-    // open at once, as it would against EventBridge.
+    // Half the gateway's maximum, at each upstream latency. With latency,
+    // the closed loop's callers bound the rate, not the machine: the
+    // maximum there is measured with enough callers to keep the machine
+    // busy (those the no-latency maximum would keep in flight, and half
+    // again).
     let mut half_loads = Vec::new();
     if let Some(max) = measurements.iter().find(|m| {
         m.path == Path::Gateway && m.scenario.starts_with("unary-20 ") && m.emulator_latency_ms == 0
     }) {
-        for latency in [0, plan.latency_ms] {
-            half_loads.push(half_load(h, max.batches_per_sec, latency).await?);
+        let (max_rate, callers) = (max.batches_per_sec, max.concurrency);
+        half_loads.push(half_load(h, max_rate, callers, 0).await?);
+        if plan.latency_ms > 0 {
+            let callers = saturating_callers(max_rate, plan.latency_ms).max(callers);
+            let shape = Shape::Unary {
+                entries: 20,
+                callers,
+            };
+            let m = measure(h, shape, plan.latency_ms, Path::Gateway, 1).await?;
+            eprintln!(
+                "half load: the gateway's maximum with {} ms upstream and {callers} callers: {} requests/s",
+                plan.latency_ms,
+                report::thousands(m.batches_per_sec)
+            );
+            half_loads.push(half_load(h, m.batches_per_sec, callers, plan.latency_ms).await?);
         }
     }
     let stall = if !plan.stall.is_zero() && plan.wants("stall") {
@@ -658,6 +673,7 @@ async fn join_load(load: tokio::task::JoinHandle<Tally>) -> Result<Tally, String
 async fn half_load(
     h: &Harness,
     max_requests_per_sec: f64,
+    max_callers: usize,
     latency_ms: u64,
 ) -> Result<HalfLoad, String> {
     let plan = &h.plan;
@@ -729,6 +745,7 @@ async fn half_load(
     h.emulator.set_faults(Vec::new());
     Ok(HalfLoad {
         max_requests_per_sec,
+        max_callers,
         emulator_latency_ms: latency_ms,
         rate,
         added_p99_ms: gateway.latency_ms.p99 - baseline.latency_ms.p99,
@@ -737,6 +754,13 @@ async fn half_load(
         gateway,
         baseline,
     })
+}
+
+/// Closed-loop callers that keep a machine doing `max_rate` requests per
+/// second busy when each call takes `latency_ms` more: by Little's law the
+/// calls in flight at that rate (with 2 ms of the call's own), and half again.
+fn saturating_callers(max_rate: f64, latency_ms: u64) -> usize {
+    (max_rate * (latency_ms as f64 + 2.0) / 1000.0 * 1.5).ceil() as usize
 }
 
 /// One path's turns of the half-load run, added up.

@@ -155,6 +155,16 @@ impl Measurement {
         Self { in_flight, ..self }
     }
 
+    /// Cores kept busy on average by this run's processes: the harness
+    /// (load generator and emulator) and the gateway child, if any.
+    pub fn cores_busy(&self) -> f64 {
+        if self.window_secs <= 0.0 {
+            return 0.0;
+        }
+        let harness = self.harness_cpu_secs_per_100k * self.entries_ok as f64 / 100_000.0;
+        (harness + self.gateway_cpu_secs.unwrap_or(0.0)) / self.window_secs
+    }
+
     fn same_scenario(&self, other: &Measurement) -> bool {
         self.scenario == other.scenario
             && self.emulator_latency_ms == other.emulator_latency_ms
@@ -173,9 +183,11 @@ pub struct UpstreamTally {
 /// Unary 20 at half the gateway's measured maximum, both paths.
 #[derive(Debug, Clone, Serialize)]
 pub struct HalfLoad {
-    /// The gateway's closed-loop maximum for unary 20 with no upstream
-    /// latency (CPU-bound), requests per second.
+    /// The gateway's closed-loop maximum for unary 20 at this latency,
+    /// requests per second...
     pub max_requests_per_sec: f64,
+    /// ...with this many callers.
+    pub max_callers: usize,
     /// The emulator's latency per call during this run.
     pub emulator_latency_ms: u64,
     /// The fixed rate both paths ran at.
@@ -410,9 +422,10 @@ impl Report {
         for h in &self.half_load {
             let _ = writeln!(
                 out,
-                "\nhalf load: unary 20 at {} requests/s (half of the gateway's {} max with no upstream latency), emulator latency {} ms, latency from when each request was due",
+                "\nhalf load: unary 20 at {} requests/s (half of the gateway's {} max with {} callers), emulator latency {} ms, latency from when each request was due",
                 thousands(h.rate),
                 thousands(h.max_requests_per_sec),
+                h.max_callers,
                 h.emulator_latency_ms
             );
             let _ = writeln!(out, "{}", row(&h.baseline, None));
@@ -432,6 +445,13 @@ impl Report {
                 out,
                 "  requests started late by the load generator, p50/p99 ms: baseline {:.2}/{:.2}, gateway {:.2}/{:.2}",
                 b.p50, b.p99, g.p50, g.p99
+            );
+            let _ = writeln!(
+                out,
+                "  cores busy (harness and gateway, of {}): baseline {:.2}, gateway path {:.2}",
+                self.cpus,
+                h.baseline.cores_busy(),
+                h.gateway.cores_busy()
             );
         }
         if let Some(s) = &self.stall {
@@ -585,6 +605,32 @@ mod tests {
         assert_eq!(thousands(1234567.0), "1,234,567");
         assert_eq!(thousands(-1000.0), "-1,000");
     }
+
+    #[test]
+    fn cores_busy_adds_the_harness_and_the_gateway() {
+        let tally = Tally {
+            latencies_us: vec![1000; 10],
+            batches: 2_500,
+            entries_ok: 50_000,
+            ..Tally::default()
+        };
+        // Over 2 s: the harness used 1.6 s, the gateway 1.2 s.
+        let m = Measurement::new(
+            "unary-20 x64".into(),
+            Path::Gateway,
+            0,
+            "fixed rate".into(),
+            20,
+            64,
+            2.0,
+            tally,
+            UpstreamTally::default(),
+            Some((1.2, 30.0)),
+            1.6,
+        );
+        assert!((m.cores_busy() - 1.4).abs() < 1e-9, "{}", m.cores_busy());
+    }
+
     fn stream_run(path: Path, entries_per_sec: u64, p99_ms: u32, in_flight: usize) -> Measurement {
         let secs = 1.0;
         let tally = Tally {
