@@ -103,6 +103,11 @@ pub struct BenchArgs {
     /// The gateway executable to run as the child (`serve`); default this one.
     #[arg(long)]
     pub gateway_bin: Option<PathBuf>,
+    /// The fixed-rate runs' share of the measured maximum: 0.5 is the
+    /// target's half load; lower or higher shows how the added latency
+    /// follows how busy the machine is (targets are judged at 0.5 only).
+    #[arg(long, default_value_t = 0.5)]
+    pub load_fraction: f64,
     /// The gateway's `upstream.linger_ms` in the throughput runs (default:
     /// the gateway's default), to see what coalescing costs in latency.
     #[arg(long)]
@@ -154,6 +159,7 @@ struct Plan {
     gateway_bin: PathBuf,
     out: PathBuf,
     linger_ms: Option<u64>,
+    load_fraction: f64,
 }
 
 impl Plan {
@@ -182,6 +188,9 @@ impl Plan {
         {
             return Err("--stream-entries-in-flight: each level must be 1 to 10000000".into());
         }
+        if !(args.load_fraction > 0.0 && args.load_fraction <= 1.0) {
+            return Err("--load-fraction must be above 0 and at most 1".into());
+        }
         let gateway_bin = match args.gateway_bin {
             Some(p) => p,
             None => {
@@ -197,6 +206,7 @@ impl Plan {
             stream_entries_in_flight: args.stream_entries_in_flight,
             latency_ms: args.latency_ms,
             latency_jitter_ms: args.latency_jitter_ms,
+            load_fraction: args.load_fraction,
             only: args.only,
             gateway_bin,
             out: args.out,
@@ -677,7 +687,7 @@ async fn half_load(
     latency_ms: u64,
 ) -> Result<HalfLoad, String> {
     let plan = &h.plan;
-    let rate = (max_requests_per_sec / 2.0).max(1.0);
+    let rate = (max_requests_per_sec * plan.load_fraction).max(1.0);
     let callers = plan.unary_callers;
     let shape = Shape::Unary {
         entries: 20,
@@ -746,6 +756,7 @@ async fn half_load(
     Ok(HalfLoad {
         max_requests_per_sec,
         max_callers,
+        fraction: plan.load_fraction,
         emulator_latency_ms: latency_ms,
         rate,
         added_p99_ms: gateway.latency_ms.p99 - baseline.latency_ms.p99,

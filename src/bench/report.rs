@@ -188,6 +188,8 @@ pub struct HalfLoad {
     pub max_requests_per_sec: f64,
     /// ...with this many callers.
     pub max_callers: usize,
+    /// The fixed rate's share of that maximum (0.5 for the target).
+    pub fraction: f64,
     /// The emulator's latency per call during this run.
     pub emulator_latency_ms: u64,
     /// The fixed rate both paths ran at.
@@ -360,7 +362,7 @@ impl Report {
                 ),
             });
         }
-        for h in &self.half_load {
+        for h in self.half_load.iter().filter(|h| h.fraction == 0.5) {
             targets.push(Target {
                 name: format!(
                     "p99 added latency at half max load (unary 20, fixed rate, {} ms upstream) <= 1 ms",
@@ -422,8 +424,9 @@ impl Report {
         for h in &self.half_load {
             let _ = writeln!(
                 out,
-                "\nhalf load: unary 20 at {} requests/s (half of the gateway's {} max with {} callers), emulator latency {} ms, latency from when each request was due",
+                "\nfixed rate: unary 20 at {} requests/s ({:.0}% of the gateway's {} max with {} callers), emulator latency {} ms, latency from when each request was due",
                 thousands(h.rate),
+                h.fraction * 100.0,
                 thousands(h.max_requests_per_sec),
                 h.max_callers,
                 h.emulator_latency_ms
