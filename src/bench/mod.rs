@@ -10,9 +10,10 @@
 //! `aws-sdk-eventbridge`, one `PutPartnerEvents` call per caller batch
 //! (batches over 20 entries cut into calls of 20), with the same number of
 //! callers. Each scenario runs with the emulator answering at once and
-//! with a fixed latency per call; then unary 20 at half the gateway's
-//! maximum rate (added latency), then open streams against a hung upstream
-//! (memory). Targets are judged and printed, never asserted.
+//! with a fixed latency per call; then unary 20 at a fixed rate of half the
+//! gateway's maximum, with and without that latency (added latency; the
+//! requests paced by a thread of their own), then open streams against a
+//! hung upstream (memory). Targets are judged and printed, never asserted.
 //!
 //! Every load loop is bounded in time (a window per run) and in count.
 //! Layout: `load` (what is sent and how), `child` (the gateway process and
