@@ -32,7 +32,7 @@ use crate::emulator::{
 };
 use child::{proc_stats, GatewayChild};
 use load::{GatewayClients, Tally, Window};
-use report::{HalfLoad, Measurement, Path, Report, Stall, UpstreamTally};
+use report::{HalfLoad, Measurement, Paired, Path, Report, Stall, UpstreamTally};
 
 /// The customer account the bench source is shared with.
 const BENCH_ACCOUNT: &str = "123456789012";
@@ -45,13 +45,16 @@ const DEFAULT_STREAM_IN_FLIGHT: usize = 64;
 /// batch). By Little's law the latency is what is in flight over the
 /// throughput: more only lengthens the queue once the machine is busy, so
 /// the targets take the best run whose p99 is under the latency bound.
-const DEFAULT_STREAM_ENTRIES_IN_FLIGHT: &str = "1000,2000,3000,4000";
+const DEFAULT_STREAM_ENTRIES_IN_FLIGHT: &str = "1000,1500,2000,2500,3000,4000";
 /// Streams in the stalled-upstream run, and their batches.
 const STALL_STREAMS: usize = 1_000;
 const STALL_BATCH_ENTRIES: usize = 10;
 const STALL_IN_FLIGHT: usize = 16;
 /// How often the gateway's RSS is read in the stall run.
 const STALL_SAMPLE_EVERY: Duration = Duration::from_millis(500);
+/// Rounds of the paired runs: the target scenarios again, baseline and
+/// gateway taking turns.
+const PAIRED_ROUNDS: usize = 3;
 /// Turns each path takes in the half-load run (after one warm-up turn each).
 const HALF_LOAD_ROUNDS: u32 = 5;
 /// Fixed-rate runs: requests outstanding at most before new ones are skipped.
@@ -448,6 +451,7 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
             }
         }
     }
+    let paired = paired_runs(h, &measurements).await?;
     // Half the gateway's maximum, at each upstream latency. With latency,
     // the closed loop's callers bound the rate, not the machine: the
     // maximum there is measured with enough callers to keep the machine
@@ -495,6 +499,7 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
         gateway_config: h.gateway_toml.clone(),
         stall_gateway_config: stall_gateway_toml(url),
         measurements,
+        paired,
         half_load: half_loads,
         stall,
         targets: Vec::new(),
@@ -766,6 +771,77 @@ async fn half_load(
         gateway,
         baseline,
     })
+}
+
+/// The throughput targets' scenarios run again, baseline and gateway taking
+/// turns ([`PAIRED_ROUNDS`] rounds, which goes first alternating): unary 20
+/// with no latency, and 1-entry batches on 100 streams with latency at the
+/// load level the target picked. Run once each, the two paths met the
+/// machine at different moments: the same build gave 0.62x to 0.94x.
+async fn paired_runs(h: &Harness, measurements: &[Measurement]) -> Result<Vec<Paired>, String> {
+    let plan = &h.plan;
+    let mut wanted = Vec::new();
+    let unary = Shape::Unary {
+        entries: 20,
+        callers: plan.unary_callers,
+    };
+    if measurements.iter().any(|m| {
+        m.path == Path::Gateway && m.scenario == unary.name() && m.emulator_latency_ms == 0
+    }) {
+        wanted.push((unary, 0, 1));
+    }
+    let streams = Shape::Streams {
+        entries: 1,
+        streams: 100,
+    };
+    if plan.latency_ms > 0 {
+        if let Some(g) = report::best_stream_run(measurements, &streams.name(), plan.latency_ms) {
+            wanted.push((streams, plan.latency_ms, g.in_flight));
+        }
+    }
+    let mut out = Vec::new();
+    for (shape, latency, in_flight) in wanted {
+        eprintln!(
+            "paired: {} {latency} ms, {in_flight} in flight, {PAIRED_ROUNDS} rounds",
+            shape.name()
+        );
+        let mut rounds = Vec::new();
+        for round in 0..PAIRED_ROUNDS {
+            let order = if round % 2 == 0 {
+                [Path::Baseline, Path::Gateway]
+            } else {
+                [Path::Gateway, Path::Baseline]
+            };
+            let mut r = report::PairedRound {
+                baseline_entries_per_sec: 0.0,
+                gateway_entries_per_sec: 0.0,
+                gateway_p99_ms: 0.0,
+            };
+            for path in order {
+                let level = if path == Path::Gateway { in_flight } else { 1 };
+                let m = measure(h, shape, latency, path, level).await?;
+                if path == Path::Gateway {
+                    r.gateway_entries_per_sec = m.entries_per_sec;
+                    r.gateway_p99_ms = m.latency_ms.p99;
+                } else {
+                    r.baseline_entries_per_sec = m.entries_per_sec;
+                }
+            }
+            eprintln!(
+                "paired: round {}: {:.2}x",
+                round + 1,
+                r.gateway_entries_per_sec / r.baseline_entries_per_sec.max(1.0)
+            );
+            rounds.push(r);
+        }
+        out.push(Paired {
+            scenario: shape.name(),
+            emulator_latency_ms: latency,
+            in_flight,
+            rounds,
+        });
+    }
+    Ok(out)
 }
 
 /// Closed-loop callers that keep a machine doing `max_rate` requests per
