@@ -85,9 +85,17 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn answered(&mut self, window: &Window, sent: Instant, done: Instant, ok: u64, failed: u64) {
+    /// Counts an answer that arrived inside the window; whether it did.
+    fn answered(
+        &mut self,
+        window: &Window,
+        sent: Instant,
+        done: Instant,
+        ok: u64,
+        failed: u64,
+    ) -> bool {
         if !window.contains(done) {
-            return;
+            return false;
         }
         self.batches += 1;
         self.entries_ok += ok;
@@ -95,6 +103,7 @@ impl Tally {
         let us = done.saturating_duration_since(sent).as_micros();
         self.latencies_us
             .push(u32::try_from(us).unwrap_or(u32::MAX));
+        true
     }
 
     fn error(&mut self, window: &Window, at: Instant) {
@@ -372,11 +381,10 @@ where
                 Err(_elapsed) => {}
                 Ok(Ok(a)) => {
                     t.entries_sent += a.ok + a.failed;
-                    if window.contains(done) {
+                    if t.answered(&window, intended, done, a.ok, a.failed) {
                         t.late_us
                             .push(u32::try_from(late.as_micros()).unwrap_or(u32::MAX));
                     }
-                    t.answered(&window, intended, done, a.ok, a.failed);
                     if let Some(f) = a.failure {
                         t.failure(|| f);
                     }

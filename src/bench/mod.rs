@@ -54,7 +54,7 @@ const STALL_IN_FLIGHT: usize = 16;
 const STALL_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// Rounds of the paired runs: the target scenarios again, baseline and
 /// gateway taking turns.
-const PAIRED_ROUNDS: usize = 3;
+const PAIRED_ROUNDS: u32 = 3;
 /// Turns each path takes in the half-load run (after one warm-up turn each).
 const HALF_LOAD_ROUNDS: u32 = 5;
 /// Fixed-rate runs: requests outstanding at most before new ones are skipped.
@@ -708,12 +708,7 @@ async fn half_load(
     let clients = GatewayClients::connect(gateway.addr(), callers).await?;
     let mut turns = [Turns::default(), Turns::default()];
     for round in 0..=HALF_LOAD_ROUNDS {
-        let order = if round % 2 == 0 {
-            [Path::Baseline, Path::Gateway]
-        } else {
-            [Path::Gateway, Path::Baseline]
-        };
-        for path in order {
+        for path in turn_order(round) {
             let g = (path == Path::Gateway).then_some(&gateway);
             // Round 0 warms both paths up and is not counted.
             let length = if round == 0 { plan.warmup } else { segment };
@@ -807,17 +802,12 @@ async fn paired_runs(h: &Harness, measurements: &[Measurement]) -> Result<Vec<Pa
         );
         let mut rounds = Vec::new();
         for round in 0..PAIRED_ROUNDS {
-            let order = if round % 2 == 0 {
-                [Path::Baseline, Path::Gateway]
-            } else {
-                [Path::Gateway, Path::Baseline]
-            };
             let mut r = report::PairedRound {
                 baseline_entries_per_sec: 0.0,
                 gateway_entries_per_sec: 0.0,
                 gateway_p99_ms: 0.0,
             };
-            for path in order {
+            for path in turn_order(round) {
                 let level = if path == Path::Gateway { in_flight } else { 1 };
                 let m = measure(h, shape, latency, path, level).await?;
                 if path == Path::Gateway {
@@ -827,11 +817,7 @@ async fn paired_runs(h: &Harness, measurements: &[Measurement]) -> Result<Vec<Pa
                     r.baseline_entries_per_sec = m.entries_per_sec;
                 }
             }
-            eprintln!(
-                "paired: round {}: {:.2}x",
-                round + 1,
-                r.gateway_entries_per_sec / r.baseline_entries_per_sec.max(1.0)
-            );
+            eprintln!("paired: round {}: {:.2}x", round + 1, r.ratio());
             rounds.push(r);
         }
         out.push(Paired {
@@ -842,6 +828,16 @@ async fn paired_runs(h: &Harness, measurements: &[Measurement]) -> Result<Vec<Pa
         });
     }
     Ok(out)
+}
+
+/// Which path goes first in a round of turns: alternating, so that neither
+/// always meets the machine first.
+fn turn_order(round: u32) -> [Path; 2] {
+    if round % 2 == 0 {
+        [Path::Baseline, Path::Gateway]
+    } else {
+        [Path::Gateway, Path::Baseline]
+    }
 }
 
 /// Closed-loop callers that keep a machine doing `max_rate` requests per

@@ -225,13 +225,17 @@ pub struct PairedRound {
     pub gateway_p99_ms: f64,
 }
 
+impl PairedRound {
+    /// Gateway entries/s over the baseline's.
+    pub fn ratio(&self) -> f64 {
+        ratio(self.gateway_entries_per_sec, self.baseline_entries_per_sec)
+    }
+}
+
 impl Paired {
     /// Each round's gateway-to-baseline ratio.
     pub fn ratios(&self) -> Vec<f64> {
-        self.rounds
-            .iter()
-            .map(|r| ratio(r.gateway_entries_per_sec, r.baseline_entries_per_sec))
-            .collect()
+        self.rounds.iter().map(PairedRound::ratio).collect()
     }
 
     pub fn median_ratio(&self) -> f64 {
@@ -547,11 +551,7 @@ impl Report {
                 p.in_flight,
                 p.rounds
                     .iter()
-                    .map(|r| format!(
-                        "{:.2}x ({:.1} ms)",
-                        ratio(r.gateway_entries_per_sec, r.baseline_entries_per_sec),
-                        r.gateway_p99_ms
-                    ))
+                    .map(|r| format!("{:.2}x ({:.1} ms)", r.ratio(), r.gateway_p99_ms))
                     .collect::<Vec<_>>()
                     .join("  "),
                 p.median_ratio()
