@@ -25,6 +25,7 @@
 //! - [`quota`]: token buckets for upstream pacing and per-tenant/caller limits.
 //! - [`metrics`]: Prometheus metrics on a separate port.
 //! - [`telemetry`]: logging set-up.
+//! - [`sync`]: the one lock-poisoning policy.
 //! - [`bench`]: the `bench` subcommand, a load harness with a direct-SDK baseline.
 #![forbid(unsafe_code)]
 
@@ -40,6 +41,7 @@ pub mod quota;
 pub mod send;
 pub mod server;
 pub mod sources;
+pub mod sync;
 pub mod telemetry;
 pub mod upstream;
 

@@ -8,6 +8,7 @@
 //! is not a valid entry is reported without being sent. `Source` is refused:
 //! the gateway picks the source from the tenant directory.
 
+use crate::sync::lock;
 use std::{
     collections::HashMap,
     io::{BufRead, IsTerminal, Write},
@@ -202,10 +203,7 @@ pub async fn run(args: SendArgs, out: &mut (dyn Write + Send)) -> Result<Summary
                     if entries.is_empty() {
                         return true;
                     }
-                    lines_by_batch
-                        .lock()
-                        .expect("lock")
-                        .insert(sequence, std::mem::take(lines));
+                    lock(&lines_by_batch).insert(sequence, std::mem::take(lines));
                     let req = PutPartnerEventsRequest {
                         tenant_id: tenant.clone(),
                         entries: std::mem::take(entries),
@@ -279,7 +277,7 @@ pub async fn run(args: SendArgs, out: &mut (dyn Write + Send)) -> Result<Summary
                     break;
                 }
                 Some(Ok(resp)) => {
-                    let lines = lines_by_batch.lock().expect("lock").remove(&resp.sequence).unwrap_or_default();
+                    let lines = lock(&lines_by_batch).remove(&resp.sequence).unwrap_or_default();
                     for (r, line) in resp.entries.iter().zip(lines) {
                         let row = if r.error_code.is_empty() {
                             json!({"line": line, "event_id": r.event_id})
@@ -318,12 +316,7 @@ pub async fn run(args: SendArgs, out: &mut (dyn Write + Send)) -> Result<Summary
     // Batches the gateway never answered still get a line each.
     let reason =
         stream_error.unwrap_or_else(|| "the gateway did not answer this entry's batch".into());
-    let mut left: Vec<usize> = lines_by_batch
-        .lock()
-        .expect("lock")
-        .drain()
-        .flat_map(|(_, l)| l)
-        .collect();
+    let mut left: Vec<usize> = lock(&lines_by_batch).drain().flat_map(|(_, l)| l).collect();
     left.sort_unstable();
     for line in left {
         write(

@@ -2,6 +2,7 @@
 //! that its CPU time and peak memory are its own and not the load
 //! generator's; and reading CPU and memory figures from `/proc`.
 
+use crate::sync::lock;
 use std::{
     collections::VecDeque,
     io::{BufRead, BufReader},
@@ -129,7 +130,7 @@ impl GatewayChild {
                         let _ = addr_tx.take().expect("checked").send(addr);
                     }
                 }
-                let mut tail = tail.lock().expect("lock");
+                let mut tail = lock(&tail);
                 if tail.len() == LOG_TAIL_LINES {
                     tail.pop_front();
                 }
@@ -172,7 +173,7 @@ impl GatewayChild {
 
     /// The last lines it logged.
     pub fn log(&self) -> String {
-        let tail = self.log_tail.lock().expect("lock");
+        let tail = lock(&self.log_tail);
         tail.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 }

@@ -5,6 +5,7 @@
 //! [`Window`] and abandons what is still in flight; each is also bounded in
 //! count, so no loop runs on when time misbehaves.
 
+use crate::sync::lock;
 use std::{
     collections::HashMap,
     future::Future,
@@ -356,15 +357,12 @@ where
             })
     };
     if let Err(e) = pacer {
-        tally
-            .lock()
-            .expect("lock")
-            .failure(|| format!("cannot start the pacing thread: {e}"));
+        lock(&tally).failure(|| format!("cannot start the pacing thread: {e}"));
     }
     while let Some((i, intended)) = due_rx.recv().await {
         while set.try_join_next().is_some() {}
         if outstanding.load(Ordering::Relaxed) >= max_outstanding {
-            tally.lock().expect("lock").skipped += 1;
+            lock(&tally).skipped += 1;
             continue;
         }
         outstanding.fetch_add(1, Ordering::Relaxed);
@@ -376,7 +374,7 @@ where
             let r = tokio::time::timeout_at(window.end, call).await;
             outstanding.fetch_sub(1, Ordering::Relaxed);
             let done = Instant::now();
-            let mut t = tally.lock().expect("lock");
+            let mut t = lock(&tally);
             match r {
                 Err(_elapsed) => {}
                 Ok(Ok(a)) => {
@@ -398,7 +396,7 @@ where
     }
     // Every task ends by the window's end (timeout_at above).
     while set.join_next().await.is_some() {}
-    let out = std::mem::take(&mut *tally.lock().expect("lock"));
+    let out = std::mem::take(&mut *lock(&tally));
     out
 }
 
@@ -574,7 +572,7 @@ mod tests {
         let tally = fixed_rate(RATE, 10_000, window, move |i| {
             let seen = seen.clone();
             async move {
-                seen.lock().expect("lock").push((i, Instant::now()));
+                lock(&seen).push((i, Instant::now()));
                 Ok(Answer {
                     ok: 1,
                     ..Answer::default()
@@ -582,7 +580,7 @@ mod tests {
             }
         })
         .await;
-        let mut started = std::mem::take(&mut *started.lock().expect("lock"));
+        let mut started = std::mem::take(&mut *lock(&started));
         started.sort_by_key(|(i, _)| *i);
         // Batch i is due i/RATE after the generator's start, which is no
         // earlier than `start`; the window holds 500 of them.

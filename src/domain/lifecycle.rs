@@ -7,6 +7,7 @@
 //! event is gone. The gateway learns each source's state and refuses such
 //! entries (or, by the operator's choice, sends them with a warning).
 
+use crate::sync::{read, write};
 use std::{collections::HashMap, sync::RwLock};
 
 use serde::Deserialize;
@@ -91,12 +92,12 @@ pub struct SourceStates {
 
 impl SourceStates {
     pub fn get(&self, source: &str) -> Option<Known> {
-        self.by_name.read().expect("lock").get(source).cloned()
+        read(&self.by_name).get(source).cloned()
     }
 
     /// Records a fresh reading.
     pub fn set(&self, source: &str, state: SourceState, account: Option<String>, now: i64) {
-        self.by_name.write().expect("lock").insert(
+        write(&self.by_name).insert(
             source.to_string(),
             Known {
                 state,
@@ -109,7 +110,7 @@ impl SourceStates {
 
     /// Records a failed reading: the last known state stays, marked stale.
     pub fn set_error(&self, source: &str, error: String) {
-        if let Some(k) = self.by_name.write().expect("lock").get_mut(source) {
+        if let Some(k) = write(&self.by_name).get_mut(source) {
             k.stale = Some(error);
         }
     }
@@ -117,7 +118,7 @@ impl SourceStates {
     /// Counts by state name, for metrics.
     pub fn counts(&self) -> HashMap<&'static str, usize> {
         let mut c = HashMap::new();
-        for k in self.by_name.read().expect("lock").values() {
+        for k in read(&self.by_name).values() {
             *c.entry(k.state.name()).or_default() += 1;
         }
         c

@@ -10,6 +10,7 @@
 //! each first send earns `ratio` of a resend, plus a floor of `min_per_second`;
 //! a resend spends one. Without budget, a failed entry is answered as it is.
 
+use crate::sync::lock;
 use std::{sync::Mutex, time::Duration};
 
 use tokio::time::Instant;
@@ -56,7 +57,7 @@ impl Breaker {
 
     /// Asks to send a call now.
     pub fn admit(&self) -> Admission {
-        let mut s = self.state.lock().expect("lock");
+        let mut s = lock(&self.state);
         match *s {
             State::Closed { .. } => Admission::Allow,
             State::Open { until } => {
@@ -87,7 +88,7 @@ impl Breaker {
 
     /// How long until calls are let through again, while open.
     pub fn retry_after(&self) -> Option<Duration> {
-        match *self.state.lock().expect("lock") {
+        match *lock(&self.state) {
             State::Open { until } => until.checked_duration_since(Instant::now()),
             _ => None,
         }
@@ -96,7 +97,7 @@ impl Breaker {
     /// Reports a call's result. Returns Some(open) when the breaker changed
     /// between open and closed, for health and metrics.
     pub fn record(&self, success: bool) -> Option<bool> {
-        let mut s = self.state.lock().expect("lock");
+        let mut s = lock(&self.state);
         let was_open = !matches!(*s, State::Closed { .. });
         *s = match (*s, success) {
             (State::Closed { .. }, true) => State::Closed { failures: 0 },
@@ -156,14 +157,14 @@ impl RetryBudget {
 
     /// Credits `entries` first sends.
     pub fn deposit(&self, entries: usize) {
-        let mut s = self.state.lock().expect("lock");
+        let mut s = lock(&self.state);
         self.refill(&mut s);
         s.0 = (s.0 + entries as f64 * self.ratio).min(self.max_tokens);
     }
 
     /// Spends one resend; false when the budget is exhausted.
     pub fn withdraw(&self) -> bool {
-        let mut s = self.state.lock().expect("lock");
+        let mut s = lock(&self.state);
         self.refill(&mut s);
         if s.0 >= 1.0 {
             s.0 -= 1.0;
