@@ -67,7 +67,7 @@ pub async fn refresh_all(
                 Err(e) => {
                     failed += 1;
                     tracing::warn!(source = %name, region = %region, error = %e, "cannot read the source's state; keeping the last known one");
-                    states.set_error(&name, e);
+                    states.set_error(&name, e.to_string());
                 }
             }
         }
@@ -152,7 +152,7 @@ pub async fn list(config: &Config, as_json: bool, out: &mut dyn Write) -> Result
                         let (state, account) = summarize(accounts.as_deref());
                         (state.name().to_string(), account, expires, None)
                     }
-                    Err(e) => ("UNKNOWN".to_string(), None, None, Some(e)),
+                    Err(e) => ("UNKNOWN".to_string(), None, None, Some(e.to_string())),
                 };
             rows.push(json!({
                 "tenant": t.id(),
@@ -285,7 +285,10 @@ pub async fn create(config: &Config, args: CreateArgs, out: &mut dyn Write) -> R
         .clone()
         .unwrap_or_else(|| name.rsplit('/').next().unwrap_or("events").to_string());
     let admin = admin_for(config).await?;
-    let arn = admin.create_source(&region, &name, &args.account).await?;
+    let arn = admin
+        .create_source(&region, &name, &args.account)
+        .await
+        .map_err(|e| e.to_string())?;
 
     let existing_tenant = config.tenants.get(&args.tenant).is_some();
     let mut snippet = String::new();

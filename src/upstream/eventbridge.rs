@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 
 use super::{
     attribute_results, CallError, CallFailureKind, RawResult, SourceAccountInfo, SourceAdmin,
-    Upstream,
+    SourceAdminError, Upstream,
 };
 use crate::{
     config::{UpstreamKind, UpstreamSection},
@@ -25,6 +25,7 @@ use crate::{
         entry::PreparedEntry,
         outcome::{codes, Outcome},
     },
+    sync::{read, write},
 };
 
 /// Calls EventBridge through the AWS SDK.
@@ -83,16 +84,14 @@ impl EventBridgeUpstream {
 
     /// The client for `region`, built on first use.
     fn client(&self, region: &str) -> Client {
-        if let Some(c) = self.clients.read().expect("lock").get(region) {
+        if let Some(c) = read(&self.clients).get(region) {
             return c.clone();
         }
         let conf = aws_sdk_eventbridge::config::Builder::from(&self.shared)
             .region(Region::new(region.to_string()))
             .build();
         let client = Client::from_conf(conf);
-        self.clients
-            .write()
-            .expect("lock")
+        write(&self.clients)
             .entry(region.to_string())
             .or_insert(client)
             .clone()
@@ -209,15 +208,16 @@ where
 }
 
 /// Whether a dispatch failure happened before the request could be written:
-/// a refused or unreachable connection.
+/// the connection could not be made (refused, unreachable, DNS, TLS, the
+/// connect timeout). Decided by the error's type, never its text: the SDK's
+/// HTTP client reports connect-phase failures as a `hyper_util` client
+/// error of kind `Connect`, anywhere in the source chain. A connection that
+/// broke after the request went out is not one of them.
 fn is_connect_failure(err: &ConnectorError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        let text = e.to_string().to_ascii_lowercase();
-        if text.contains("connection refused")
-            || text.contains("error trying to connect")
-            || text.contains("dns error")
-            || text.contains("tcp connect")
+        if e.downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(hyper_util::client::legacy::Error::is_connect)
         {
             return true;
         }
@@ -231,7 +231,7 @@ impl SourceAdmin for EventBridgeUpstream {
         &'a self,
         region: &'a str,
         source: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Vec<SourceAccountInfo>>, String>> {
+    ) -> BoxFuture<'a, Result<Option<Vec<SourceAccountInfo>>, SourceAdminError>> {
         Box::pin(async move {
             let client = self.client(region);
             let mut accounts = Vec::new();
@@ -250,10 +250,11 @@ impl SourceAdmin for EventBridgeUpstream {
                         if err.code() == Some("ResourceNotFoundException") {
                             return Ok(None);
                         }
-                        return Err(format!(
-                            "ListPartnerEventSourceAccounts failed: {}",
-                            err.code().unwrap_or("no error code")
-                        ));
+                        return Err(SourceAdminError {
+                            operation: "ListPartnerEventSourceAccounts",
+                            code: err.code().map(str::to_string),
+                            message: None,
+                        });
                     }
                 };
                 accounts.extend(out.partner_event_source_accounts().iter().map(|a| {
@@ -281,7 +282,7 @@ impl SourceAdmin for EventBridgeUpstream {
         region: &'a str,
         name: &'a str,
         account: &'a str,
-    ) -> BoxFuture<'a, Result<String, String>> {
+    ) -> BoxFuture<'a, Result<String, SourceAdminError>> {
         Box::pin(async move {
             let out = self
                 .client(region)
@@ -290,14 +291,139 @@ impl SourceAdmin for EventBridgeUpstream {
                 .account(account)
                 .send()
                 .await
-                .map_err(|err| {
-                    format!(
-                        "CreatePartnerEventSource failed: {}{}",
-                        err.code().unwrap_or("no error code"),
-                        err.message().map(|m| format!(": {m}")).unwrap_or_default()
-                    )
+                .map_err(|err| SourceAdminError {
+                    operation: "CreatePartnerEventSource",
+                    code: err.code().map(str::to_string),
+                    message: err.message().map(str::to_string),
                 })?;
             Ok(out.event_source_arn().unwrap_or_default().to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! How failed calls are classified, against real sockets on loopback.
+
+    use std::time::Duration;
+
+    use tokio::{
+        io::AsyncReadExt,
+        net::{TcpListener, TcpSocket, TcpStream},
+    };
+
+    use super::*;
+    use crate::domain::tenant::SourceRef;
+
+    async fn upstream(addr: std::net::SocketAddr) -> EventBridgeUpstream {
+        let settings = UpstreamSection {
+            connect_timeout_ms: 300,
+            call_timeout_ms: 1_000,
+            ..UpstreamSection::default()
+        };
+        EventBridgeUpstream::new(
+            &settings,
+            Some(&format!("http://{addr}")),
+            &["us-east-1".to_string()],
+        )
+        .await
+    }
+
+    fn entry() -> PreparedEntry {
+        PreparedEntry {
+            index: 0,
+            source: SourceRef::new("aws.partner/example.com/t/s", "us-east-1"),
+            time: None,
+            detail_type: "T".into(),
+            detail: "{}".into(),
+            resources: vec![],
+            size: 30,
+        }
+    }
+
+    async fn fail(addr: std::net::SocketAddr) -> CallError {
+        upstream(addr)
+            .await
+            .put_partner_events("us-east-1", &[entry()])
+            .await
+            .expect_err("the call fails")
+    }
+
+    /// Reads a request's head (and whatever of its body came with it).
+    async fn read_request(s: &mut TcpStream) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client sent a request");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_was_not_sent() {
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let e = fail(addr).await;
+        assert_eq!(e.kind, CallFailureKind::NotSent, "{e:?}");
+        assert_eq!(e.code, codes::UPSTREAM_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn a_connect_timeout_was_not_sent() {
+        // A listener with a backlog of one that never accepts: once its
+        // queue is full, the kernel drops further SYNs and connecting hangs.
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+            {
+                fillers.push(s);
+            }
+        }
+        let e = fail(addr).await;
+        assert_eq!(e.kind, CallFailureKind::NotSent, "{e:?}");
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn a_connection_reset_mid_call_has_an_unknown_outcome() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            read_request(&mut s).await;
+            // An RST, not a FIN: SO_LINGER 0, then close.
+            s.set_zero_linger().unwrap();
+            drop(s);
+        });
+        let e = fail(addr).await;
+        server.await.unwrap();
+        assert_eq!(e.kind, CallFailureKind::Unknown, "{e:?}");
+        assert_eq!(e.entry_code(), codes::OUTCOME_UNKNOWN);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_after_sending_has_an_unknown_outcome() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            read_request(&mut s).await;
+            // Holds the connection, answering nothing, until the test ends.
+            let _ = held_rx.await;
+        });
+        let e = fail(addr).await;
+        let _ = held_tx.send(());
+        server.await.unwrap();
+        assert_eq!(e.kind, CallFailureKind::Unknown, "{e:?}");
+        assert_eq!(e.entry_code(), codes::OUTCOME_UNKNOWN);
     }
 }

@@ -40,12 +40,12 @@ pub struct SourceAccountInfo {
 /// EventBridge's partner-side control plane: source lifecycle.
 pub trait SourceAdmin: Send + Sync + 'static {
     /// The accounts of `source` in `region`; None when EventBridge does not
-    /// know the source. Errors are safe to log (no credentials).
+    /// know the source.
     fn list_source_accounts<'a>(
         &'a self,
         region: &'a str,
         source: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Vec<SourceAccountInfo>>, String>>;
+    ) -> BoxFuture<'a, Result<Option<Vec<SourceAccountInfo>>, SourceAdminError>>;
 
     /// Creates `name` for the customer `account`; returns its ARN.
     fn create_source<'a>(
@@ -53,7 +53,24 @@ pub trait SourceAdmin: Send + Sync + 'static {
         region: &'a str,
         name: &'a str,
         account: &'a str,
-    ) -> BoxFuture<'a, Result<String, String>>;
+    ) -> BoxFuture<'a, Result<String, SourceAdminError>>;
+}
+
+/// A failed control-plane call ([`SourceAdmin`]): the operation and what
+/// EventBridge said. Safe to log and show (no credentials, no payloads).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{operation} failed: {}{}",
+    code.as_deref().unwrap_or("no error code"),
+    message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+)]
+pub struct SourceAdminError {
+    /// The EventBridge operation, e.g. `ListPartnerEventSourceAccounts`.
+    pub operation: &'static str,
+    /// EventBridge's error code, when the answer carried one.
+    pub code: Option<String>,
+    /// EventBridge's message, when it is worth showing.
+    pub message: Option<String>,
 }
 
 /// How far a failed call got, which decides what its entries are told.
