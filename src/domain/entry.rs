@@ -2,7 +2,7 @@
 //! its size by the AWS formula.
 
 use super::{
-    limits::{MAX_DETAIL_TYPE_CHARS, MAX_RESOURCE_CHARS, TIME_FIELD_BYTES},
+    limits::{MAX_DETAIL_DEPTH, MAX_DETAIL_TYPE_CHARS, MAX_RESOURCE_CHARS, TIME_FIELD_BYTES},
     outcome::codes,
     tenant::{SourceRef, Tenant},
 };
@@ -256,11 +256,6 @@ impl<'de> serde::de::Visitor<'de> for CheckedJsonVisitor {
         Ok(CheckedJson)
     }
 }
-
-/// Deepest nesting of JSON objects and arrays accepted in a detail: what a
-/// recursive parser with serde_json's limit takes (the emulator's model of
-/// EventBridge refuses deeper details as MalformedDetail).
-pub const MAX_DETAIL_DEPTH: usize = 127;
 
 /// How deeply objects and arrays nest in `json` (brackets inside strings do
 /// not count). Malformed input gives a number too; the parser judges it.

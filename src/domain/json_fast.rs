@@ -12,7 +12,7 @@
 //! tests and the `detail_json` fuzz target hold it to that.
 
 /// Deepest nesting accepted (the detail rule's limit).
-pub const MAX_DEPTH: u32 = super::entry::MAX_DETAIL_DEPTH as u32;
+pub const MAX_DEPTH: u32 = super::limits::MAX_DETAIL_DEPTH as u32;
 
 /// Whether `text` is certainly one valid JSON object (see the module docs).
 pub fn is_plain_json_object(text: &str) -> bool {

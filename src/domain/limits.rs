@@ -28,3 +28,8 @@ pub const MAX_SOURCE_CHARS: usize = 256;
 
 /// What a set `Time` adds to an entry's size.
 pub const TIME_FIELD_BYTES: usize = 14;
+
+/// Deepest nesting of JSON objects and arrays accepted in a detail: what a
+/// recursive parser with serde_json's limit takes (the emulator's model of
+/// EventBridge refuses deeper details as MalformedDetail).
+pub const MAX_DETAIL_DEPTH: usize = 127;
