@@ -263,10 +263,14 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
             ),
         )
         .await;
-        if first.is_err() {
-            tracing::warn!(
+        match first {
+            // Counted like the periodic reads' failures.
+            Ok(failed) => {
+                metrics.source_refresh_errors.inc_by(failed as u64);
+            }
+            Err(_) => tracing::warn!(
                 "reading source states took over 10 s; serving, and reading on in the background"
-            );
+            ),
         }
         let tenants_core = core.clone();
         let errors = metrics.clone();

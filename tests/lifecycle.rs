@@ -281,3 +281,35 @@ async fn sources_list_and_create_against_the_emulator() {
     std::fs::remove_dir_all(dir).unwrap();
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn failed_start_up_reads_of_source_states_are_counted() {
+    // An EventBridge that refuses connections: every read of a source's
+    // state at start-up fails. The periodic reads are an hour away, so
+    // only the start-up read can move the counter.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstream]
+endpoint_url = "http://{closed}"
+connect_timeout_ms = 500
+[sources]
+check_state = true
+refresh_ms = 3600000
+[metrics]
+listen = "127.0.0.1:0"
+"#
+    ))
+    .await;
+    let text = common::scrape(gw.gateway.metrics_addr().unwrap()).await;
+    // Two sources in the test tenant directory, one read each.
+    assert_eq!(
+        common::sample(&text, "partner_events_source_refresh_errors_total"),
+        Some(2.0),
+        "{text}"
+    );
+    gw.stop().await;
+}
