@@ -290,6 +290,7 @@ mod tests {
                 env: None,
             }],
             callers,
+            allow_anyone_on_network: false,
         })
         .unwrap()
     }

@@ -81,6 +81,7 @@ impl Default for RawConfig {
             SourceSection {
                 name: DEMO_SOURCE.to_string(),
                 region: "us-east-1".to_string(),
+                alias_of: None,
             },
         );
         let mut pending_sources = BTreeMap::new();
@@ -89,6 +90,7 @@ impl Default for RawConfig {
             SourceSection {
                 name: DEMO_PENDING_SOURCE.to_string(),
                 region: "us-east-1".to_string(),
+                alias_of: None,
             },
         );
         let mut tenants = BTreeMap::new();
@@ -214,6 +216,11 @@ pub struct AuthSection {
     /// Caller identity (SPIFFE id, DNS name, or a token's caller name) ->
     /// the tenants it may write for.
     pub callers: BTreeMap<String, CallerSection>,
+    /// With `mode = "off"` and no `[tls]`, the gateway refuses to listen on
+    /// an address other than loopback (anyone who reaches the port could
+    /// write for every tenant), unless this says that anyone on the network
+    /// may (a network that authenticates for it, such as a service mesh).
+    pub allow_anyone_on_network: bool,
 }
 
 /// One bearer token: exactly one of `sha256`, `file`, `env`.
@@ -459,6 +466,12 @@ pub struct SourceSection {
     pub name: String,
     /// The AWS region the source lives in.
     pub region: String,
+    /// Another tenant whose source this same one is, said on purpose. A
+    /// partner event source belongs to exactly one customer account, so two
+    /// tenants naming one source (name and region) is refused unless the
+    /// second says whose it is: both tenant ids then reach one customer.
+    #[serde(default)]
+    pub alias_of: Option<String>,
 }
 
 /// A checked configuration.
@@ -671,6 +684,22 @@ impl RawConfig {
             return Err(invalid("quotas.upstream_burst", "must be at least 1"));
         }
         let auth = AuthPolicy::from_section(&self.auth)?;
+        // Protected mode, as Redis has it: no open door by accident.
+        if self.auth.mode == AuthMode::Off
+            && self.tls.is_none()
+            && !listen.ip().is_loopback()
+            && !self.auth.allow_anyone_on_network
+        {
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "`{listen}` is not a loopback address, and with [auth] mode = \"off\" and no [tls] \
+                     anyone who reaches it could write events for every tenant. Set [auth] mode = \"required\" \
+                     with [tls] or bearer tokens, listen on 127.0.0.1, or, if the network itself authenticates \
+                     callers (a service mesh), say so with [auth] allow_anyone_on_network = true"
+                ),
+            ));
+        }
         if self.sources.refresh_ms < 100 {
             return Err(invalid("sources.refresh_ms", "must be at least 100"));
         }
@@ -711,6 +740,7 @@ fn build_directory(raw: &BTreeMap<String, TenantSection>) -> Result<TenantDirect
     if raw.is_empty() {
         return Err(invalid("tenants", "at least one tenant is required"));
     }
+    check_sources_not_shared(raw)?;
     let mut tenants = Vec::with_capacity(raw.len());
     for (id, t) in raw {
         let field = format!("tenants.{id}");
@@ -762,9 +792,118 @@ fn build_directory(raw: &BTreeMap<String, TenantSection>) -> Result<TenantDirect
     Ok(TenantDirectory::new(tenants))
 }
 
+/// Refuses two tenants naming one partner event source (name and region),
+/// unless the second names the first in `alias_of`: a source belongs to one
+/// customer account, so one tenant's events would reach the other's
+/// customer.
+fn check_sources_not_shared(raw: &BTreeMap<String, TenantSection>) -> Result<(), ConfigError> {
+    // (name, region) -> the first tenant and key naming it.
+    let mut owners: BTreeMap<(&str, &str), (&str, &str)> = BTreeMap::new();
+    for (id, t) in raw {
+        for (key, s) in &t.sources {
+            let field = format!("tenants.{id}.sources.{key}");
+            if let Some(other) = &s.alias_of {
+                let names_it = raw.get(other).is_some_and(|o| {
+                    o.sources
+                        .values()
+                        .any(|os| os.name == s.name && os.region == s.region)
+                });
+                if other == id || !names_it {
+                    return Err(invalid(
+                        format!("{field}.alias_of"),
+                        format!(
+                            "`{other}` must be another tenant with a source named `{}` in {}",
+                            s.name, s.region
+                        ),
+                    ));
+                }
+            }
+            match owners.get(&(s.name.as_str(), s.region.as_str())) {
+                None => {
+                    owners.insert((&s.name, &s.region), (id, key));
+                }
+                Some((owner, _)) if *owner == id => {}
+                Some((owner, owner_key)) => {
+                    let aliased = s.alias_of.as_deref() == Some(*owner)
+                        || raw[*owner].sources[*owner_key].alias_of.as_deref() == Some(id);
+                    if !aliased {
+                        return Err(invalid(
+                            field,
+                            format!(
+                                "tenants `{owner}` (source `{owner_key}`) and `{id}` (source `{key}`) both name \
+                                 `{}` in {}; a partner event source belongs to one customer account, so one \
+                                 tenant's events would reach the other's customer. If both tenants really are \
+                                 that one customer, set alias_of = \"{owner}\" on tenants.{id}.sources.{key}",
+                                s.name, s.region
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TWO_TENANTS_ONE_SOURCE: &str = r#"
+[tenants.a]
+default_source = "x"
+[tenants.a.sources.x]
+name = "aws.partner/example.com/a/events"
+region = "us-east-1"
+[tenants.b]
+default_source = "y"
+[tenants.b.sources.y]
+name = "aws.partner/example.com/a/events"
+region = "us-east-1"
+"#;
+
+    #[test]
+    fn two_tenants_naming_one_source_are_refused_with_both_named() {
+        let e = Config::from_toml(TWO_TENANTS_ONE_SOURCE, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tenants `a` (source `x`) and `b` (source `y`)"),
+            "{e}"
+        );
+        assert!(e.contains("alias_of"), "{e}");
+        // The same name in another region is another source.
+        let other_region =
+            TWO_TENANTS_ONE_SOURCE.replacen("region = \"us-east-1\"", "region = \"eu-west-1\"", 1);
+        assert!(Config::from_toml(&other_region, "t").is_ok());
+    }
+
+    #[test]
+    fn a_shared_source_marked_as_an_alias_is_taken() {
+        let aliased = format!("{TWO_TENANTS_ONE_SOURCE}alias_of = \"a\"\n");
+        let c = Config::from_toml(&aliased, "t").unwrap();
+        assert_eq!(c.tenants.len(), 2);
+        // An alias must name the tenant that has the source.
+        let wrong = format!("{TWO_TENANTS_ONE_SOURCE}alias_of = \"b\"\n");
+        let e = Config::from_toml(&wrong, "t").unwrap_err().to_string();
+        assert!(e.contains("tenants.b.sources.y.alias_of"), "{e}");
+    }
+
+    #[test]
+    fn no_unauthenticated_plaintext_listener_off_loopback() {
+        let e = Config::from_toml("[server]\nlisten = \"0.0.0.0:50051\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.listen") && e.contains("allow_anyone_on_network"),
+            "{e}"
+        );
+        // Said on purpose, it serves; loopback needs nothing.
+        let open = "[server]\nlisten = \"0.0.0.0:50051\"\n[auth]\nallow_anyone_on_network = true\n";
+        assert!(Config::from_toml(open, "t").is_ok());
+        assert!(Config::from_toml("[server]\nlisten = \"127.0.0.1:50051\"\n", "t").is_ok());
+        assert!(Config::from_toml("[server]\nlisten = \"[::1]:50051\"\n", "t").is_ok());
+    }
 
     #[test]
     fn empty_file_is_the_local_default() {
