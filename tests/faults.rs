@@ -260,6 +260,47 @@ async fn the_callers_deadline_bounds_everything() {
         "{:?}",
         r.entries[0]
     );
+    // It was sent once, and says so: 0 would mean "refused before sending".
+    assert_eq!(r.entries[0].attempts, 1, "{:?}", r.entries[0]);
+    assert!(
+        r.entries[0].error_message.contains("may or may not"),
+        "{:?}",
+        r.entries[0]
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_entry_cut_by_its_deadline_before_sending_says_it_was_not_sent() {
+    // One call a minute: the first request takes the only token, the
+    // second waits for pacing past its deadline and is never sent.
+    let gw = TestGateway::start(
+        "[quotas]\nupstream_calls_per_second = 0.0167\nupstream_burst = 1\n[upstream]\nlinger_ms = 0\n",
+    )
+    .await;
+    let first = put(&gw, &["A"]).await;
+    assert!(
+        first.entries[0].error_code.is_empty(),
+        "{:?}",
+        first.entries[0]
+    );
+    let mut req = Request::new(request("acme", vec![entry("B", "{}")]));
+    req.set_timeout(Duration::from_millis(500));
+    let r = gw
+        .client
+        .clone()
+        .put_partner_events(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let b = &r.entries[0];
+    assert_eq!(
+        (b.error_code.as_str(), b.attempts),
+        ("DeadlineExceeded", 0),
+        "{b:?}"
+    );
+    assert!(b.error_message.contains("not sent"), "{b:?}");
+    assert_eq!(gw.emulator().calls().len(), 1, "only the first was sent");
     gw.stop().await;
 }
 
