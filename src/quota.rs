@@ -80,6 +80,13 @@ impl TokenBucket {
         }
     }
 
+    /// Returns one token taken and not used (up to the burst).
+    pub fn give_back(&self) {
+        let mut s = lock(&self.state);
+        s.refill(Instant::now());
+        s.tokens = (s.tokens + 1.0).min(s.burst);
+    }
+
     /// Takes one token, waiting for it if need be. Waiters are served about
     /// in turn: each reserves its token (the count may go negative) and
     /// sleeps until it is due. A waiter dropped before its turn (its
@@ -113,9 +120,7 @@ struct Reservation<'a> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        let mut s = lock(&self.bucket.state);
-        s.refill(Instant::now());
-        s.tokens = (s.tokens + 1.0).min(s.burst);
+        self.bucket.give_back();
     }
 }
 

@@ -322,7 +322,7 @@ impl Core {
         }
         let refused = n - prepared.len();
         if !prepared.is_empty() {
-            for (index, r) in self.pipeline.send(prepared, deadline).await {
+            for (index, r) in self.pipeline.send(tenant.share(), prepared, deadline).await {
                 results[index as usize] = Some(r);
             }
         }

@@ -31,6 +31,38 @@ impl SourceRef {
     }
 }
 
+/// The weight a tenant gets when tenants share a region's quota, unless
+/// its config says otherwise.
+pub const DEFAULT_TENANT_WEIGHT: u32 = 1;
+
+/// A tenant as the scheduler sees it: who it is and its weight in the fair
+/// share of a region's quota. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantShare {
+    id: Arc<str>,
+    weight: u32,
+}
+
+impl TenantShare {
+    pub fn new(id: &str, weight: u32) -> Self {
+        Self {
+            id: id.into(),
+            weight: weight.max(1),
+        }
+    }
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// The id, shared.
+    pub fn id_arc(&self) -> Arc<str> {
+        self.id.clone()
+    }
+    /// At least 1.
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+}
+
 /// One tenant: its sources by key, and which one is the default.
 #[derive(Debug, Clone)]
 pub struct Tenant {
@@ -38,6 +70,7 @@ pub struct Tenant {
     default_source: String,
     sources: BTreeMap<String, SourceRef>,
     on_inactive: Option<InactivePolicy>,
+    share: TenantShare,
 }
 
 impl Tenant {
@@ -45,11 +78,23 @@ impl Tenant {
     pub fn new(id: String, default_source: String, sources: BTreeMap<String, SourceRef>) -> Self {
         debug_assert!(sources.contains_key(&default_source));
         Self {
+            share: TenantShare::new(&id, DEFAULT_TENANT_WEIGHT),
             id,
             default_source,
             sources,
             on_inactive: None,
         }
+    }
+
+    /// This tenant's weight in the fair share of a region's quota.
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.share = TenantShare::new(&self.id, weight);
+        self
+    }
+
+    /// Who this tenant is to the scheduler, with its weight.
+    pub fn share(&self) -> &TenantShare {
+        &self.share
     }
 
     /// This tenant's own policy for inactive sources, overriding the global one.

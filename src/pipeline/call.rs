@@ -18,7 +18,7 @@ use crate::{
     domain::{
         entry::PreparedEntry,
         outcome::{codes, is_retryable_code, Outcome},
-        tenant::SourceRef,
+        tenant::{SourceRef, TenantShare},
     },
     upstream::{breaker::Admission, retry::Decision, CallFailureKind},
 };
@@ -33,12 +33,14 @@ impl Inner {
     pub(super) async fn send_now(
         self: Arc<Self>,
         source: SourceRef,
+        share: TenantShare,
         region: Arc<Region>,
         requeue: mpsc::WeakSender<Jobs>,
         jobs: Vec<Job>,
     ) {
-        if let Some((live, permit)) = self.admit_call(&source, &region, jobs).await {
-            self.call(source, region, live, permit, requeue).await;
+        if let Some((live, permit)) = self.admit_call(&source, &share, &region, jobs).await {
+            self.call(source, share, region, live, permit, requeue)
+                .await;
         }
     }
 
@@ -51,6 +53,7 @@ impl Inner {
     pub(super) async fn admit_call(
         &self,
         source: &SourceRef,
+        share: &TenantShare,
         region: &Region,
         call: Vec<Job>,
     ) -> Option<(Vec<Job>, OwnedSemaphorePermit)> {
@@ -70,8 +73,8 @@ impl Inner {
             return None;
         }
         let admitted = tokio::time::timeout_at(latest, async {
-            if let Some(pacer) = &region.pacer {
-                pacer.take().await;
+            if let Some(scheduler) = &region.scheduler {
+                scheduler.turn(share).await;
             }
             region
                 .calls
@@ -93,6 +96,7 @@ impl Inner {
     pub(super) async fn call(
         self: Arc<Self>,
         source: SourceRef,
+        share: TenantShare,
         region: Arc<Region>,
         jobs: Vec<Job>,
         permit: OwnedSemaphorePermit,
@@ -200,7 +204,7 @@ impl Inner {
                     outcome,
                     &format!("gave up after {attempts} attempts"),
                 )),
-                Decision::Retry => self.resend(&source, job, outcome, &requeue),
+                Decision::Retry => self.resend(&source, &share, job, outcome, &requeue),
             }
         }
     }
@@ -211,6 +215,7 @@ impl Inner {
     fn resend(
         &self,
         source: &SourceRef,
+        share: &TenantShare,
         job: Job,
         outcome: Outcome,
         requeue: &mpsc::WeakSender<Jobs>,
@@ -240,10 +245,15 @@ impl Inner {
         tracing::debug!(index = job.entry.index, attempts, ?wait, "resending entry");
         self.metrics.retry(source.region());
         job.reply.will_resend(job.slot, &outcome);
+        let share = share.clone();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            if let Err(mpsc::error::SendError(mut jobs)) = lane.send(vec![job]).await {
-                jobs.pop().expect("one job").answer(outcome);
+            let again = Jobs {
+                share,
+                jobs: vec![job],
+            };
+            if let Err(mpsc::error::SendError(mut m)) = lane.send(again).await {
+                m.jobs.pop().expect("one job").answer(outcome);
             }
         });
     }

@@ -10,7 +10,7 @@ use super::{reply::Job, Inner, Jobs, Region};
 use crate::domain::{
     chunk::{cut_into_calls, CallBudget},
     limits::MAX_ENTRIES_PER_CALL,
-    tenant::SourceRef,
+    tenant::{SourceRef, TenantShare},
 };
 
 impl Inner {
@@ -26,10 +26,16 @@ impl Inner {
         let linger = self.settings.linger;
         // Entries received but not yet in a call, in arrival order.
         let mut pending: VecDeque<Job> = VecDeque::new();
+        // The lane's tenant as its latest message had it (a reload may
+        // change its weight).
+        let mut share = TenantShare::new("", 1);
         loop {
             if pending.is_empty() {
                 match rx.recv().await {
-                    Some(jobs) => pending.extend(jobs),
+                    Some(m) => {
+                        share = m.share;
+                        pending.extend(m.jobs);
+                    }
                     None => return,
                 }
             }
@@ -59,17 +65,21 @@ impl Inner {
                     }
                 };
                 match more {
-                    Some(jobs) => pending.extend(jobs),
+                    Some(m) => {
+                        share = m.share;
+                        pending.extend(m.jobs);
+                    }
                     None => break,
                 }
             }
             // Waiting here stops this lane from taking more entries: the
             // region's pacing and concurrency push back on the callers.
-            let Some((live, permit)) = self.admit_call(&source, &region, call).await else {
+            let Some((live, permit)) = self.admit_call(&source, &share, &region, call).await else {
                 continue;
             };
             tokio::spawn(Arc::clone(&self).call(
                 source.clone(),
+                share.clone(),
                 region.clone(),
                 live,
                 permit,

@@ -24,12 +24,15 @@
 //! - [`reply`]: the fan-in of one batch's results, and what is known of
 //!   each entry not yet answered (how often sent, in flight or not).
 //! - [`lane`]: the coalescing lane of one (region, source).
-//! - [`call`]: admission of a call (deadline, breaker, pacing, concurrency),
-//!   the upstream call with its metrics, and each entry answered or resent.
+//! - [`scheduler`]: the fair share of a region's pacing between tenants.
+//! - [`call`]: admission of a call (deadline, breaker, the scheduler's turn,
+//!   concurrency), the upstream call with its metrics, and each entry
+//!   answered or resent.
 
 mod call;
 mod lane;
 mod reply;
+mod scheduler;
 #[cfg(test)]
 mod tests;
 
@@ -45,13 +48,16 @@ use tokio::{
     time::Instant,
 };
 
-use self::reply::{Job, Reply, Results};
+use self::{
+    reply::{Job, Reply, Results},
+    scheduler::Scheduler,
+};
 use crate::{
     domain::{
         chunk::group_by_source,
         entry::PreparedEntry,
         outcome::{codes, Outcome},
-        tenant::SourceRef,
+        tenant::{SourceRef, TenantShare},
     },
     metrics::Metrics,
     quota::TokenBucket,
@@ -90,8 +96,12 @@ pub struct PipelineSettings {
 /// Told when a region's breaker opens (true) or closes (false).
 pub type BreakerHook = Arc<dyn Fn(&str, bool) + Send + Sync>;
 
-/// What a lane receives: entries of one batch (or one entry to resend).
-type Jobs = Vec<Job>;
+/// What a lane receives: entries of one batch (or one entry to resend),
+/// with their tenant's share as it stood when they were sent.
+struct Jobs {
+    share: TenantShare,
+    jobs: Vec<Job>,
+}
 
 /// Sends validated entries upstream; shared by every request and stream.
 #[derive(Clone)]
@@ -104,7 +114,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     settings: PipelineSettings,
     /// Looked up once per batch: a fast hash, the keys are our own config.
-    lanes: Mutex<HashMap<SourceRef, Lane, foldhash::fast::RandomState>>,
+    /// A lane per tenant and source (two tenants may alias one source).
+    lanes: Mutex<HashMap<(Arc<str>, SourceRef), Lane, foldhash::fast::RandomState>>,
     regions: Mutex<HashMap<String, Arc<Region>>>,
     budget: RetryBudget,
     breaker_hook: OnceLock<BreakerHook>,
@@ -117,10 +128,11 @@ struct Lane {
     region: Arc<Region>,
 }
 
-/// What calls to one region share: the concurrency bound and the pacer.
+/// What calls to one region share: the concurrency bound, the pacing
+/// shared fairly between tenants (None: unpaced), and the breaker.
 struct Region {
     calls: Arc<Semaphore>,
-    pacer: Option<TokenBucket>,
+    scheduler: Option<Arc<Scheduler>>,
     breaker: Breaker,
 }
 
@@ -162,7 +174,14 @@ impl Pipeline {
     /// entry still unanswered at the deadline is reported by what is known
     /// of it: never sent, sent with its outcome unknown, or failed and not
     /// resent. Its `attempts` count every send.
-    pub async fn send(&self, entries: Vec<PreparedEntry>, deadline: Instant) -> Results {
+    /// `tenant` decides the entries' turn when the region's calls wait for
+    /// pacing.
+    pub async fn send(
+        &self,
+        tenant: &TenantShare,
+        entries: Vec<PreparedEntry>,
+        deadline: Instant,
+    ) -> Results {
         let (reply, mut rx) = Reply::new(entries.iter().map(|e| e.index), deadline);
         let waiter = Arc::downgrade(&reply);
         let jobs: Vec<Job> = entries
@@ -180,13 +199,14 @@ impl Pipeline {
         // One message per source: a batch's entries mostly share one.
         for mut jobs in group_by_source(jobs, |j| &j.entry.source) {
             let source = jobs[0].entry.source.clone();
-            let lane = self.inner.lane(&source);
+            let lane = self.inner.lane(tenant, &source);
             // Whole calls' worth of entries go out from here; the rest (and
             // everything, when coalescing is on and the batch is small)
             // waits in the lane for company.
             for call in self.inner.whole_calls(&mut jobs) {
                 now.push(self.inner.clone().send_now(
                     source.clone(),
+                    tenant.clone(),
                     lane.region.clone(),
                     lane.tx.downgrade(),
                     call,
@@ -198,7 +218,10 @@ impl Pipeline {
             // Waits while the lane is full: that is the backpressure.
             match tokio::time::timeout_at(deadline, lane.tx.reserve_owned()).await {
                 Ok(Ok(permit)) => {
-                    permit.send(jobs);
+                    permit.send(Jobs {
+                        share: tenant.clone(),
+                        jobs,
+                    });
                 }
                 Ok(Err(_closed)) => {
                     for job in jobs {
@@ -246,10 +269,11 @@ fn unreachable_results() -> Results {
 }
 
 impl Inner {
-    /// The lane of `source`, started on first use, and its region.
-    fn lane(self: &Arc<Self>, source: &SourceRef) -> Lane {
+    /// The lane of `tenant`'s `source`, started on first use, and its region.
+    fn lane(self: &Arc<Self>, tenant: &TenantShare, source: &SourceRef) -> Lane {
         let mut lanes = lock(&self.lanes);
-        if let Some(lane) = lanes.get(source) {
+        let key = (tenant.id_arc(), source.clone());
+        if let Some(lane) = lanes.get(&key) {
             return lane.clone();
         }
         let (tx, rx) = mpsc::channel(LANE_QUEUE_MESSAGES);
@@ -258,7 +282,7 @@ impl Inner {
             tx: tx.clone(),
             region: region.clone(),
         };
-        lanes.insert(source.clone(), lane.clone());
+        lanes.insert(key, lane.clone());
         tokio::spawn(Arc::clone(self).run_lane(source.clone(), rx, tx.downgrade(), region));
         lane
     }
@@ -270,8 +294,11 @@ impl Inner {
             .or_insert_with(|| {
                 Arc::new(Region {
                     calls: Arc::new(Semaphore::new(s.max_concurrent_calls_per_region)),
-                    pacer: (s.upstream_calls_per_second > 0.0).then(|| {
-                        TokenBucket::new(s.upstream_calls_per_second, f64::from(s.upstream_burst))
+                    scheduler: (s.upstream_calls_per_second > 0.0).then(|| {
+                        Scheduler::start(TokenBucket::new(
+                            s.upstream_calls_per_second,
+                            f64::from(s.upstream_burst),
+                        ))
                     }),
                     breaker: Breaker::new(s.breaker),
                 })

@@ -99,6 +99,10 @@ fn pipeline(script: Vec<(&'static str, Vec<&'static str>)>) -> (Pipeline, Arc<Sc
     )
 }
 
+fn tenant() -> TenantShare {
+    TenantShare::new("t", 1)
+}
+
 fn by_index(mut r: Vec<(u32, EntryResult)>) -> Vec<EntryResult> {
     r.sort_by_key(|(i, _)| *i);
     assert!(
@@ -116,7 +120,7 @@ async fn retryable_entries_are_resent_alone_until_accepted() {
     ]);
     let entries = vec![entry(0, "A"), entry(1, "T"), entry(2, "F")];
     let r = by_index(
-        p.send(entries, Instant::now() + Duration::from_secs(5))
+        p.send(&tenant(), entries, Instant::now() + Duration::from_secs(5))
             .await,
     );
     assert_eq!(
@@ -143,8 +147,12 @@ async fn retryable_entries_are_resent_alone_until_accepted() {
 async fn attempts_are_bounded() {
     let (p, up) = pipeline(vec![("T", vec!["InternalFailure"])]);
     let r = by_index(
-        p.send(vec![entry(0, "T")], Instant::now() + Duration::from_secs(5))
-            .await,
+        p.send(
+            &tenant(),
+            vec![entry(0, "T")],
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await,
     );
     assert_eq!(r[0].attempts, 3);
     assert!(
@@ -158,6 +166,7 @@ async fn the_deadline_stops_resends() {
     let (p, up) = pipeline(vec![("T", vec!["ThrottlingException"])]);
     let r = by_index(
         p.send(
+            &tenant(),
             vec![entry(0, "T")],
             Instant::now() + Duration::from_millis(15),
         )
@@ -175,7 +184,8 @@ async fn batches_from_many_callers_share_calls() {
     let (p, up) = pipeline(vec![]);
     let deadline = Instant::now() + Duration::from_secs(5);
     // 100 one-entry batches at once, as 100 streams or unary callers would send them.
-    let results = join_all((0..100).map(|i| p.send(vec![entry(i, "A")], deadline))).await;
+    let t = tenant();
+    let results = join_all((0..100).map(|i| p.send(&t, vec![entry(i, "A")], deadline))).await;
     assert!(results
         .iter()
         .all(|r| r.len() == 1 && r[0].1.outcome.is_accepted()));
@@ -212,7 +222,7 @@ async fn zero_linger_sends_at_once() {
     let p = Pipeline::new(up.clone(), Arc::new(Metrics::new(false)), settings);
     let deadline = Instant::now() + Duration::from_secs(5);
     for i in 0..3 {
-        let r = p.send(vec![entry(i, "A")], deadline).await;
+        let r = p.send(&tenant(), vec![entry(i, "A")], deadline).await;
         assert!(r[0].1.outcome.is_accepted());
     }
     assert_eq!(*up.calls.lock().unwrap(), 3);
@@ -223,7 +233,7 @@ async fn forty_five_entries_make_three_calls_and_every_index_answers() {
     let (p, up) = pipeline(vec![]);
     let entries = (0..45).map(|i| entry(i, "A")).collect();
     let r = by_index(
-        p.send(entries, Instant::now() + Duration::from_secs(5))
+        p.send(&tenant(), entries, Instant::now() + Duration::from_secs(5))
             .await,
     );
     assert_eq!(r.len(), 45);
@@ -265,7 +275,10 @@ async fn a_batch_split_over_regions_keeps_what_was_answered_at_the_deadline() {
         e.source = SourceRef::new("aws.partner/p/t/other", "eu-west-1");
     }
     let started = Instant::now();
-    let r = by_index(p.send(entries, started + Duration::from_secs(2)).await);
+    let r = by_index(
+        p.send(&tenant(), entries, started + Duration::from_secs(2))
+            .await,
+    );
     assert_eq!(
         started.elapsed(),
         Duration::from_secs(2),
