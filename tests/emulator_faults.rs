@@ -18,6 +18,10 @@ use partner_events_gateway::emulator::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod common;
+
+use common::record_all;
+
 const SOURCE: &str = "aws.partner/example.com/tenant-7/billing";
 
 async fn emulator(config: EmulatorConfig) -> EmulatorHandle {
@@ -175,10 +179,10 @@ fault = { kind = "entry_error", code = "InternalFailure", message = "InternalFai
     std::fs::remove_file(&path).unwrap();
     assert_eq!(plan, mixed_plan(42));
 
-    let first = emulator(EmulatorConfig::default().with_fault_plan(plan)).await;
-    let second = emulator(EmulatorConfig::default()).await;
+    let first = emulator(record_all().with_fault_plan(plan)).await;
+    let second = emulator(record_all()).await;
     second.set_plan(mixed_plan(42));
-    let third = emulator(EmulatorConfig::default().with_fault_plan(mixed_plan(43))).await;
+    let third = emulator(record_all().with_fault_plan(mixed_plan(43))).await;
 
     let told = run_mixed(&first).await;
     assert_eq!(told, run_mixed(&second).await, "same seed, same faults");
@@ -250,7 +254,7 @@ async fn rates_are_roughly_honoured_and_every_told_id_is_held() {
             FaultRule::everywhere(entry_error("InternalFailure")).at_rate(0.1),
         ],
         fault_seed: 7,
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = sdk_client(&emu, None).await;
@@ -317,7 +321,7 @@ async fn delays_are_observed_and_jitter_repeats_under_a_seed() {
                 jitter_ms: 0,
             },
         )],
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = sdk_client(&emu, None).await;
@@ -343,7 +347,7 @@ async fn delays_are_observed_and_jitter_repeats_under_a_seed() {
     };
     let mut runs = Vec::new();
     for _ in 0..2 {
-        let emu = emulator(EmulatorConfig::default().with_fault_plan(jitter.clone())).await;
+        let emu = emulator(record_all().with_fault_plan(jitter.clone())).await;
         let jittery = sdk_client(&emu, None).await;
         for _ in 0..20 {
             send(&jittery, vec![entry("Any")]).await;
@@ -357,7 +361,7 @@ async fn delays_are_observed_and_jitter_repeats_under_a_seed() {
 
 #[tokio::test]
 async fn a_hung_call_times_out_in_the_sdk_and_may_have_been_accepted() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     let client = sdk_client(&emu, Some(Duration::from_millis(300))).await;
     for accept in [false, true] {
         emu.clear();
@@ -385,7 +389,7 @@ async fn a_hung_call_times_out_in_the_sdk_and_may_have_been_accepted() {
 async fn shutdown_ends_a_hung_call_at_once() {
     let emu = emulator(EmulatorConfig {
         faults: vec![FaultRule::everywhere(Fault::Hang { accept: false })],
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = sdk_client(&emu, None).await;
@@ -409,7 +413,7 @@ async fn shutdown_ends_a_hung_call_at_once() {
 
 #[tokio::test]
 async fn a_dropped_connection_is_a_dispatch_failure_not_a_service_error() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     let client = sdk_client(&emu, None).await;
     for accept in [false, true] {
         emu.clear();
@@ -456,7 +460,7 @@ async fn a_dropped_connection_sends_not_one_byte() {
         faults: vec![FaultRule::everywhere(Fault::DropConnection {
             accept: false,
         })],
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let body =
@@ -487,7 +491,7 @@ async fn a_dropped_connection_sends_not_one_byte() {
 async fn a_short_answer_has_one_result_fewer_than_entries_sent() {
     let emu = emulator(EmulatorConfig {
         faults: vec![FaultRule::new("Short", Fault::ShortEntries)],
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = sdk_client(&emu, None).await;
@@ -540,7 +544,7 @@ async fn a_short_answer_has_one_result_fewer_than_entries_sent() {
 
 #[tokio::test]
 async fn times_limits_a_rate_rule_and_set_seed_restarts_the_draws() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     let client = sdk_client(&emu, None).await;
     emu.set_plan(FaultPlan {
         seed: 9,
