@@ -584,3 +584,81 @@ async fn times_limits_a_rate_rule_and_set_seed_restarts_the_draws() {
     }
     assert_eq!(pattern(&emu), first);
 }
+
+#[tokio::test]
+async fn every_entry_is_received_once_per_call_whatever_the_calls_fate() {
+    let emu = emulator(EmulatorConfig {
+        faults: vec![
+            FaultRule::new("Hang", Fault::Hang { accept: false }),
+            FaultRule::new("Drop", Fault::DropConnection { accept: false }),
+            FaultRule::new("Fail", call_error(500, "InternalException")),
+            FaultRule::new("Entry", entry_error("InternalFailure")),
+        ],
+        ..record_all()
+    })
+    .await;
+    let client = sdk_client(&emu, None).await;
+    let unique = |detail_type: &str, n: &str| {
+        PutPartnerEventsRequestEntry::builder()
+            .source(SOURCE)
+            .detail_type(detail_type)
+            .detail(format!(r#"{{"n":"{n}"}}"#))
+            .build()
+    };
+
+    // The hung call is on record while it still hangs: received on arrival.
+    let hung = {
+        let client = client.clone();
+        let entry = unique("Hang", "hang");
+        tokio::spawn(async move { client.put_partner_events().entries(entry).send().await })
+    };
+    common::eventually("the hung call is received", || {
+        emu.received_count(r#"{"n":"hang"}"#) == 1
+    })
+    .await;
+    assert!(!hung.is_finished(), "the call still hangs");
+    hung.abort();
+
+    let err = client
+        .put_partner_events()
+        .entries(unique("Drop", "drop"))
+        .send()
+        .await
+        .expect_err("the connection is dropped");
+    assert!(matches!(err, SdkError::DispatchFailure(_)), "{err:?}");
+    assert_eq!(
+        send(&client, vec![unique("Fail", "fail")]).await,
+        Told::Failed(500, Some("InternalException".into()))
+    );
+    let Told::Answered(results) = send(&client, vec![unique("Entry", "entry")]).await else {
+        panic!("a 200 with a failed entry");
+    };
+    assert_eq!(results, [Err("InternalFailure".to_string())]);
+    for _ in 0..2 {
+        let Told::Answered(results) = send(&client, vec![unique("Ok", "ok")]).await else {
+            panic!("accepted");
+        };
+        assert!(results[0].is_ok());
+    }
+
+    for (detail, times) in [
+        (r#"{"n":"hang"}"#, 1),
+        (r#"{"n":"drop"}"#, 1),
+        (r#"{"n":"fail"}"#, 1),
+        (r#"{"n":"entry"}"#, 1),
+        (r#"{"n":"ok"}"#, 2),
+    ] {
+        assert_eq!(emu.received_count(detail), times, "{detail}");
+    }
+    let received = emu.received();
+    assert_eq!(received.len(), 6);
+    assert!(received.iter().all(|r| r.source.as_deref() == Some(SOURCE)));
+    let types: Vec<_> = received
+        .iter()
+        .map(|r| r.detail_type.as_deref().unwrap())
+        .collect();
+    assert_eq!(types, ["Hang", "Drop", "Fail", "Entry", "Ok", "Ok"]);
+    let counts = emu.counts();
+    assert_eq!((counts.calls, counts.received, counts.delivered), (6, 6, 2));
+    emu.shutdown();
+}
