@@ -20,7 +20,10 @@ use crate::domain::{
     source::{is_valid_region, is_valid_source_name},
     tenant::{SourceRef, Tenant, TenantDirectory},
 };
-use crate::emulator::{SeedSource, SourceState as EmulatorSourceState};
+use crate::emulator::{
+    SeedSource, SourceState as EmulatorSourceState, DEFAULT_MAX_RECORDED_EVENTS,
+    MAX_RECORDED_EVENTS_CEILING,
+};
 
 /// Where the gateway listens by default: loopback, so a fresh checkout
 /// never exposes an unauthenticated port.
@@ -427,6 +430,9 @@ pub struct EmulatorSection {
     /// Partner event sources the emulator knows, with their states. Every
     /// configured source not listed here is created ACTIVE.
     pub sources: Vec<SeedSource>,
+    /// How many of the last accepted events (and received entries, and
+    /// calls) the emulator keeps in memory; 0 keeps none. Counts stay whole.
+    pub max_recorded_events: usize,
 }
 
 impl Default for EmulatorSection {
@@ -443,6 +449,7 @@ impl Default for EmulatorSection {
                     EmulatorSourceState::Pending,
                 ),
             ],
+            max_recorded_events: DEFAULT_MAX_RECORDED_EVENTS,
         }
     }
 }
@@ -543,6 +550,15 @@ impl RawConfig {
                 format!("`{}` is not an address: {e}", self.emulator.listen),
             )
         })?;
+        if self.emulator.max_recorded_events > MAX_RECORDED_EVENTS_CEILING {
+            return Err(invalid(
+                "emulator.max_recorded_events",
+                format!(
+                    "must be 0 (keep none) to {MAX_RECORDED_EVENTS_CEILING}; \
+                     the counts stay whole whatever the bound"
+                ),
+            ));
+        }
         let s = &self.server;
         if s.max_entries_per_request == 0
             || s.max_entries_per_request > MAX_ENTRIES_PER_REQUEST_CEILING
@@ -944,5 +960,18 @@ region = "us-east-1"
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field"), "{e}");
+
+        let e = Config::from_toml("[emulator]\nmax_recorded_events = 10000001\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("emulator.max_recorded_events"), "{e}");
+    }
+
+    #[test]
+    fn the_emulator_record_is_bounded_by_default() {
+        let c = Config::from_toml("", "t").unwrap();
+        assert_eq!(c.emulator.max_recorded_events, DEFAULT_MAX_RECORDED_EVENTS);
+        let c = Config::from_toml("[emulator]\nmax_recorded_events = 0\n", "t").unwrap();
+        assert_eq!(c.emulator.max_recorded_events, 0);
     }
 }

@@ -55,6 +55,14 @@ enum Command {
         /// a seed and rules; see the README's "Failure semantics").
         #[arg(long)]
         faults: Option<PathBuf>,
+        /// How many of the last accepted events (and received entries, and
+        /// calls) to keep in memory; 0 keeps none.
+        #[arg(
+            long,
+            default_value_t = partner_events_gateway::emulator::DEFAULT_MAX_RECORDED_EVENTS,
+            value_parser = parse_max_recorded_events
+        )]
+        max_recorded_events: usize,
     },
     /// Send entries from a file or stdin (JSON lines, the AWS CLI's entry
     /// shape) through StreamPartnerEvents; prints one JSON result line per
@@ -177,11 +185,13 @@ fn main() -> ExitCode {
                 log_payloads,
                 max_call_bytes,
                 faults,
+                max_recorded_events,
             } => {
                 let mut config = EmulatorConfig {
                     max_call_bytes,
                     log_payloads,
                     events_file,
+                    max_recorded_events,
                     ..EmulatorConfig::default()
                 };
                 if let Some(path) = faults {
@@ -265,6 +275,19 @@ fn main() -> ExitCode {
             },
         }
     })
+}
+
+/// `--max-recorded-events`: a count up to the same ceiling as the config's
+/// `emulator.max_recorded_events`.
+fn parse_max_recorded_events(text: &str) -> Result<usize, String> {
+    use partner_events_gateway::emulator::MAX_RECORDED_EVENTS_CEILING;
+    let n: usize = text.parse().map_err(|e| format!("`{text}`: {e}"))?;
+    if n > MAX_RECORDED_EVENTS_CEILING {
+        return Err(format!(
+            "must be 0 (keep none) to {MAX_RECORDED_EVENTS_CEILING}"
+        ));
+    }
+    Ok(n)
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {

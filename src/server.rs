@@ -185,6 +185,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
                     log_payloads: config.emulator.log_payloads,
                     events_file: config.emulator.events_file.clone().map(Into::into),
                     sources,
+                    max_recorded_events: config.emulator.max_recorded_events,
                     ..EmulatorConfig::default()
                 },
             )

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{entry, request, StallProxy, TestGateway};
+use common::{entry, record_all, request, StallProxy, TestGateway};
 use partner_events_gateway::{
     emulator::{Emulator, EmulatorConfig, SeedSource, SourceState},
     proto::{partner_event_entry::Body, PartnerEventEntry},
@@ -216,7 +216,7 @@ async fn overload_sheds_with_resource_exhausted_and_health_still_answers() {
                 "123456789012",
                 SourceState::Active,
             )],
-            ..EmulatorConfig::default()
+            ..record_all()
         },
     )
     .await

@@ -18,6 +18,10 @@ use partner_events_gateway::emulator::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod common;
+
+use common::record_all;
+
 const SOURCE: &str = "aws.partner/example.com/tenant-7/billing";
 
 async fn emulator(config: EmulatorConfig) -> EmulatorHandle {
@@ -175,10 +179,10 @@ fault = { kind = "entry_error", code = "InternalFailure", message = "InternalFai
     std::fs::remove_file(&path).unwrap();
     assert_eq!(plan, mixed_plan(42));
 
-    let first = emulator(EmulatorConfig::default().with_fault_plan(plan)).await;
-    let second = emulator(EmulatorConfig::default()).await;
+    let first = emulator(record_all().with_fault_plan(plan)).await;
+    let second = emulator(record_all()).await;
     second.set_plan(mixed_plan(42));
-    let third = emulator(EmulatorConfig::default().with_fault_plan(mixed_plan(43))).await;
+    let third = emulator(record_all().with_fault_plan(mixed_plan(43))).await;
 
     let told = run_mixed(&first).await;
     assert_eq!(told, run_mixed(&second).await, "same seed, same faults");
@@ -250,7 +254,7 @@ async fn rates_are_roughly_honoured_and_every_told_id_is_held() {
             FaultRule::everywhere(entry_error("InternalFailure")).at_rate(0.1),
         ],
         fault_seed: 7,
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = sdk_client(&emu, None).await;
@@ -317,7 +321,7 @@ async fn delays_are_observed_and_jitter_repeats_under_a_seed() {
                 jitter_ms: 0,
             },
         )],
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = sdk_client(&emu, None).await;
@@ -343,7 +347,7 @@ async fn delays_are_observed_and_jitter_repeats_under_a_seed() {
     };
     let mut runs = Vec::new();
     for _ in 0..2 {
-        let emu = emulator(EmulatorConfig::default().with_fault_plan(jitter.clone())).await;
+        let emu = emulator(record_all().with_fault_plan(jitter.clone())).await;
         let jittery = sdk_client(&emu, None).await;
         for _ in 0..20 {
             send(&jittery, vec![entry("Any")]).await;
@@ -357,7 +361,7 @@ async fn delays_are_observed_and_jitter_repeats_under_a_seed() {
 
 #[tokio::test]
 async fn a_hung_call_times_out_in_the_sdk_and_may_have_been_accepted() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     let client = sdk_client(&emu, Some(Duration::from_millis(300))).await;
     for accept in [false, true] {
         emu.clear();
@@ -385,7 +389,7 @@ async fn a_hung_call_times_out_in_the_sdk_and_may_have_been_accepted() {
 async fn shutdown_ends_a_hung_call_at_once() {
     let emu = emulator(EmulatorConfig {
         faults: vec![FaultRule::everywhere(Fault::Hang { accept: false })],
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = sdk_client(&emu, None).await;
@@ -409,7 +413,7 @@ async fn shutdown_ends_a_hung_call_at_once() {
 
 #[tokio::test]
 async fn a_dropped_connection_is_a_dispatch_failure_not_a_service_error() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     let client = sdk_client(&emu, None).await;
     for accept in [false, true] {
         emu.clear();
@@ -456,7 +460,7 @@ async fn a_dropped_connection_sends_not_one_byte() {
         faults: vec![FaultRule::everywhere(Fault::DropConnection {
             accept: false,
         })],
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let body =
@@ -487,7 +491,7 @@ async fn a_dropped_connection_sends_not_one_byte() {
 async fn a_short_answer_has_one_result_fewer_than_entries_sent() {
     let emu = emulator(EmulatorConfig {
         faults: vec![FaultRule::new("Short", Fault::ShortEntries)],
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = sdk_client(&emu, None).await;
@@ -540,7 +544,7 @@ async fn a_short_answer_has_one_result_fewer_than_entries_sent() {
 
 #[tokio::test]
 async fn times_limits_a_rate_rule_and_set_seed_restarts_the_draws() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     let client = sdk_client(&emu, None).await;
     emu.set_plan(FaultPlan {
         seed: 9,
@@ -579,4 +583,82 @@ async fn times_limits_a_rate_rule_and_set_seed_restarts_the_draws() {
         send(&client, entries(20, "A")).await;
     }
     assert_eq!(pattern(&emu), first);
+}
+
+#[tokio::test]
+async fn every_entry_is_received_once_per_call_whatever_the_calls_fate() {
+    let emu = emulator(EmulatorConfig {
+        faults: vec![
+            FaultRule::new("Hang", Fault::Hang { accept: false }),
+            FaultRule::new("Drop", Fault::DropConnection { accept: false }),
+            FaultRule::new("Fail", call_error(500, "InternalException")),
+            FaultRule::new("Entry", entry_error("InternalFailure")),
+        ],
+        ..record_all()
+    })
+    .await;
+    let client = sdk_client(&emu, None).await;
+    let unique = |detail_type: &str, n: &str| {
+        PutPartnerEventsRequestEntry::builder()
+            .source(SOURCE)
+            .detail_type(detail_type)
+            .detail(format!(r#"{{"n":"{n}"}}"#))
+            .build()
+    };
+
+    // The hung call is on record while it still hangs: received on arrival.
+    let hung = {
+        let client = client.clone();
+        let entry = unique("Hang", "hang");
+        tokio::spawn(async move { client.put_partner_events().entries(entry).send().await })
+    };
+    common::eventually("the hung call is received", || {
+        emu.received_count(r#"{"n":"hang"}"#) == 1
+    })
+    .await;
+    assert!(!hung.is_finished(), "the call still hangs");
+    hung.abort();
+
+    let err = client
+        .put_partner_events()
+        .entries(unique("Drop", "drop"))
+        .send()
+        .await
+        .expect_err("the connection is dropped");
+    assert!(matches!(err, SdkError::DispatchFailure(_)), "{err:?}");
+    assert_eq!(
+        send(&client, vec![unique("Fail", "fail")]).await,
+        Told::Failed(500, Some("InternalException".into()))
+    );
+    let Told::Answered(results) = send(&client, vec![unique("Entry", "entry")]).await else {
+        panic!("a 200 with a failed entry");
+    };
+    assert_eq!(results, [Err("InternalFailure".to_string())]);
+    for _ in 0..2 {
+        let Told::Answered(results) = send(&client, vec![unique("Ok", "ok")]).await else {
+            panic!("accepted");
+        };
+        assert!(results[0].is_ok());
+    }
+
+    for (detail, times) in [
+        (r#"{"n":"hang"}"#, 1),
+        (r#"{"n":"drop"}"#, 1),
+        (r#"{"n":"fail"}"#, 1),
+        (r#"{"n":"entry"}"#, 1),
+        (r#"{"n":"ok"}"#, 2),
+    ] {
+        assert_eq!(emu.received_count(detail), times, "{detail}");
+    }
+    let received = emu.received();
+    assert_eq!(received.len(), 6);
+    assert!(received.iter().all(|r| r.source.as_deref() == Some(SOURCE)));
+    let types: Vec<_> = received
+        .iter()
+        .map(|r| r.detail_type.as_deref().unwrap())
+        .collect();
+    assert_eq!(types, ["Hang", "Drop", "Fail", "Entry", "Ok", "Ok"]);
+    let counts = emu.counts();
+    assert_eq!((counts.calls, counts.received, counts.delivered), (6, 6, 2));
+    emu.shutdown();
 }

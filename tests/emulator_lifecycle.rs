@@ -16,6 +16,10 @@ use partner_events_gateway::emulator::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod common;
+
+use common::record_all;
+
 const SOURCE: &str = "aws.partner/example.com/acme/billing";
 const ACCOUNT: &str = "123456789012";
 
@@ -89,7 +93,7 @@ fn ids(events: Vec<partner_events_gateway::emulator::RecordedEvent>) -> Vec<Stri
 
 #[tokio::test]
 async fn create_describe_list_delete_as_the_sdk_reads_them() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     let client = sdk_client(&emu, "eu-west-1").await;
     let before = now_secs();
     let created = client
@@ -142,7 +146,7 @@ async fn create_describe_list_delete_as_the_sdk_reads_them() {
 
 #[tokio::test]
 async fn refusals_come_back_as_their_modelled_errors() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     let client = sdk_client(&emu, "us-east-1").await;
     let err = client
         .describe_partner_event_source()
@@ -217,7 +221,7 @@ async fn refusals_come_back_as_their_modelled_errors() {
 
 #[tokio::test]
 async fn the_customer_side_decides_where_events_land() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     let client = sdk_client(&emu, "us-east-1").await;
     client
         .create_partner_event_source()
@@ -304,7 +308,7 @@ async fn seeded_sources_start_in_their_state() {
             SeedSource::new(demo, ACCOUNT, SourceState::Active),
             SeedSource::new(waiting, ACCOUNT, SourceState::Pending),
         ],
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = sdk_client(&emu, "us-west-2").await;
@@ -365,7 +369,7 @@ async fn control(emu: &EmulatorHandle, target: &str, body: &str) -> (u16, serde_
 async fn control_targets_play_the_customer_over_http() {
     let emu = emulator(EmulatorConfig {
         sources: vec![SeedSource::new(SOURCE, ACCOUNT, SourceState::Pending)],
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let name = format!(r#"{{"Name":"{SOURCE}"}}"#);

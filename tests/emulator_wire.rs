@@ -22,6 +22,10 @@ use partner_events_gateway::emulator::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod common;
+
+use common::record_all;
+
 const SOURCE: &str = "aws.partner/example.com/tenant-7/billing";
 
 async fn emulator(config: EmulatorConfig) -> EmulatorHandle {
@@ -100,7 +104,7 @@ fn assert_uuid_v4(id: &str) {
 
 #[tokio::test]
 async fn accepted_entries_get_ids_and_are_recorded() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     let client = client(&emu, RetryConfig::disabled()).await;
     let first = PutPartnerEventsRequestEntry::builder()
         .source(SOURCE)
@@ -168,7 +172,7 @@ async fn accepted_entries_get_ids_and_are_recorded() {
 
 #[tokio::test]
 async fn an_entry_with_invalid_json_detail_fails_alone_at_its_index() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     let client = client(&emu, RetryConfig::disabled()).await;
     let out = client
         .put_partner_events()
@@ -202,7 +206,7 @@ async fn an_entry_with_invalid_json_detail_fails_alone_at_its_index() {
 
 #[tokio::test]
 async fn twenty_one_entries_fail_the_call_with_validation_exception() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     // Default retries: a 400 must not be retried, so one call is recorded.
     let client = client(&emu, fast_retries()).await;
     let err = client
@@ -254,7 +258,7 @@ async fn the_call_size_limit_is_enforced_by_the_aws_formula() {
     // One entry of 40 + 1 + 2 bytes fits exactly; two do not.
     let emu = emulator(EmulatorConfig {
         max_call_bytes: 43,
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = client(&emu, RetryConfig::disabled()).await;
@@ -292,7 +296,7 @@ async fn an_entry_error_fault_with_times_one_fires_once() {
             },
             times: Some(1),
         }],
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = client(&emu, RetryConfig::disabled()).await;
@@ -323,7 +327,7 @@ async fn an_entry_error_fault_with_times_one_fires_once() {
 
 #[tokio::test]
 async fn a_call_error_fault_reaches_the_sdk_as_its_modelled_error() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     emu.set_faults(vec![FaultRule {
         detail_type: "Boom".into(),
         fault: Fault::CallError {
@@ -374,7 +378,7 @@ async fn the_sdk_retries_a_500_call_error_by_itself() {
             },
             times: Some(2),
         }],
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = client(&emu, fast_retries()).await;
@@ -392,7 +396,7 @@ async fn the_sdk_retries_a_500_call_error_by_itself() {
 
 #[tokio::test]
 async fn a_call_html_fault_gives_an_error_without_a_code() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     emu.set_faults(vec![FaultRule {
         detail_type: "Html".into(),
         fault: Fault::CallHtml { status: 500 },
@@ -431,7 +435,7 @@ async fn a_call_html_fault_gives_an_error_without_a_code() {
 
 #[tokio::test]
 async fn an_empty_entries_fault_answers_like_moto() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     emu.set_faults(vec![FaultRule {
         detail_type: "Moto".into(),
         fault: Fault::EmptyEntries,
@@ -460,7 +464,7 @@ async fn an_empty_entries_fault_answers_like_moto() {
 
 #[tokio::test]
 async fn other_operations_are_unknown() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     let client = client(&emu, RetryConfig::disabled()).await;
     let err = client.list_rules().send().await.expect_err("not emulated");
     assert_eq!(err.code(), Some("UnknownOperationException"));
@@ -476,7 +480,7 @@ async fn accepted_events_are_appended_to_the_events_file() {
     let path = std::env::temp_dir().join(format!("emulator-wire-{}.jsonl", uuid::Uuid::new_v4()));
     let emu = emulator(EmulatorConfig {
         events_file: Some(path.clone()),
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = client(&emu, RetryConfig::disabled()).await;
@@ -569,7 +573,7 @@ fn log_lines_with(needle: &str) -> Vec<String> {
 async fn send_logged_event(log_payloads: bool) -> String {
     let emu = emulator(EmulatorConfig {
         log_payloads,
-        ..EmulatorConfig::default()
+        ..record_all()
     })
     .await;
     let client = client(&emu, RetryConfig::disabled()).await;
@@ -626,7 +630,7 @@ async fn raw_post(emu: &EmulatorHandle, target: &str, body: &str) -> (String, St
 
 #[tokio::test]
 async fn a_malformed_body_is_a_serialization_exception() {
-    let emu = emulator(EmulatorConfig::default()).await;
+    let emu = emulator(record_all()).await;
     let (status, headers, body) =
         raw_post(&emu, "AWSEvents.PutPartnerEvents", r#"{"Entries":[{"Sou"#).await;
     assert_eq!(status, "HTTP/1.1 400 Bad Request");

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{entry, request, TestGateway};
+use common::{entry, record_all, request, TestGateway};
 use partner_events_gateway::emulator::{Emulator, EmulatorConfig, SourceState};
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
@@ -141,7 +141,7 @@ async fn deleted_and_unknown_sources_are_refused_with_their_codes() {
                 "111122223333",
                 SourceState::Deleted,
             )],
-            ..EmulatorConfig::default()
+            ..record_all()
         },
     )
     .await

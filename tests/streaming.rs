@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use common::{entry, eventually, StallProxy, TestGateway};
+use common::{entry, eventually, record_all, StallProxy, TestGateway};
 use partner_events_gateway::{
     emulator::{Emulator, EmulatorConfig, EmulatorHandle, SeedSource, SourceState},
     proto::{PutPartnerEventsRequest, PutPartnerEventsResponse},
@@ -170,7 +170,7 @@ async fn stallable(extra: &str) -> (TestGateway, EmulatorHandle, StallProxy) {
                 )
             })
             .collect(),
-        ..EmulatorConfig::default()
+        ..record_all()
     };
     let emulator = Emulator::spawn("127.0.0.1:0".parse().unwrap(), config)
         .await

@@ -75,7 +75,7 @@ pub enum Fault {
     /// page, or moto's answer to an unknown source).
     CallHtml { status: u16 },
     /// A 200 with `{"FailedEntryCount":0,"Entries":[]}`, as moto answers;
-    /// nothing is recorded.
+    /// no event is recorded (its entries are, as received).
     EmptyEntries,
     /// The call is handled as usual (its events recorded), but the answer's
     /// `Entries` lacks the last entry's result: one fewer than sent.

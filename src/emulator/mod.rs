@@ -2,8 +2,10 @@
 //! `POST /`, `x-amz-target: AWSEvents.<Operation>`), so the gateway reaches
 //! it through the real AWS SDK with `endpoint_url`. It validates
 //! `PutPartnerEvents` calls and entries as EventBridge does, records what it
-//! accepted, models the partner side of the event source lifecycle, and
-//! fails on demand through [`FaultRule`]s. Signatures are not checked.
+//! received and accepted (the last [`EmulatorConfig::max_recorded_events`]
+//! of each, with whole counts beside them), models the partner side of the
+//! event source lifecycle, and fails on demand through [`FaultRule`]s.
+//! Signatures are not checked.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -40,6 +42,17 @@
 //! of, so that a setup with no lifecycle calls at all (the default demo)
 //! delivers everything. Events for a known `PENDING` or `DELETED` source go
 //! to [`EmulatorHandle::undelivered`].
+//!
+//! # Records and counts
+//! Four records, each keeping its last [`EmulatorConfig::max_recorded_events`]
+//! items ([`DEFAULT_MAX_RECORDED_EVENTS`]; 0 keeps none) so that a long run
+//! holds bounded memory: [`EmulatorHandle::events`],
+//! [`EmulatorHandle::undelivered`], [`EmulatorHandle::received`] (every
+//! entry of every call with a readable body, recorded on receipt, before
+//! any fault, delay or hang) and [`EmulatorHandle::calls`].
+//! [`EmulatorHandle::counts`] tallies calls, received entries and accepted
+//! events (per source too) without bound. A test that reads every event
+//! sets the bound above what it sends.
 //!
 //! # Playing the customer
 //! The customer's side (creating or deleting the event bus that activates a
@@ -96,7 +109,10 @@ pub use faults::{
     load_fault_file, Fault, FaultFileError, FaultPlan, FaultRule, DEFAULT_FAULT_SEED,
     EVERY_DETAIL_TYPE, HANG_LIMIT,
 };
-pub use record::{RecordedCall, RecordedEvent, NO_ANSWER};
+pub use record::{
+    ReceivedEntry, RecordCounts, RecordedCall, RecordedEvent, SourceCounts,
+    DEFAULT_MAX_RECORDED_EVENTS, MAX_RECORDED_EVENTS_CEILING, NO_ANSWER,
+};
 pub use server::{Emulator, EmulatorHandle};
 pub use sources::{
     PartnerSource, SeedSource, SourceError, SourceState, DEFAULT_REGION, PENDING_EXPIRY_SECS,
@@ -123,6 +139,11 @@ pub struct EmulatorConfig {
     /// Partner event sources that exist from the start, e.g. the demo
     /// tenant's `ACTIVE` one. An invalid or repeated one fails the start.
     pub sources: Vec<SeedSource>,
+    /// How many items each record (delivered events, undelivered events,
+    /// received entries, calls) keeps: the last ones, older ones dropped.
+    /// 0 keeps none, `usize::MAX` keeps all; [`EmulatorHandle::counts`] is
+    /// whole either way.
+    pub max_recorded_events: usize,
 }
 
 impl EmulatorConfig {
@@ -145,6 +166,7 @@ impl Default for EmulatorConfig {
             faults: Vec::new(),
             fault_seed: DEFAULT_FAULT_SEED,
             sources: Vec::new(),
+            max_recorded_events: DEFAULT_MAX_RECORDED_EVENTS,
         }
     }
 }

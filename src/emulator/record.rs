@@ -1,7 +1,16 @@
-//! What the emulator remembers: the events it accepted and the calls it
-//! received, and the optional JSON-lines file of delivered events.
+//! What the emulator remembers: the events it accepted, the entries and
+//! calls it received, the running counts of all three, and the optional
+//! JSON-lines file of delivered events.
+//!
+//! Each record keeps only its last [`EmulatorConfig::max_recorded_events`]
+//! items, so that a long run (the default `cargo run` under load) holds a
+//! bounded amount of memory; the [`RecordCounts`] beside them are never
+//! truncated. The events file, when set, still gets every delivered event.
+//!
+//! [`EmulatorConfig::max_recorded_events`]: super::EmulatorConfig::max_recorded_events
 
 use std::{
+    collections::{BTreeMap, VecDeque},
     fs::{File, OpenOptions},
     io::{self, Write},
     path::{Path, PathBuf},
@@ -69,6 +78,114 @@ impl RecordedCall {
     }
 }
 
+/// How many items each record (delivered events, undelivered events,
+/// received entries, calls) keeps by default: about 4 MB of events at the
+/// ~430 bytes one takes, whatever the run's length.
+pub const DEFAULT_MAX_RECORDED_EVENTS: usize = 10_000;
+
+/// The most `emulator.max_recorded_events` (and `--max-recorded-events`)
+/// may be: about 4 GB of events, beyond which a typo is more likely than
+/// intent. [`EmulatorConfig`](super::EmulatorConfig) in Rust takes any
+/// value (`usize::MAX` keeps everything).
+pub const MAX_RECORDED_EVENTS_CEILING: usize = 10_000_000;
+
+/// One entry of a `PutPartnerEvents` call as the emulator received it,
+/// before validation, faults or delays: whatever the call's fate (accepted,
+/// failed whole, hung, dropped), each entry of a readable body is one of
+/// these. Fields missing from the entry are `None`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedEntry {
+    pub source: Option<String>,
+    pub detail_type: Option<String>,
+    /// The `Detail` text exactly as sent.
+    pub detail: Option<String>,
+}
+
+/// The running totals since the start (or the last
+/// [`clear`](super::EmulatorHandle::clear)): unlike the records, never
+/// truncated by [`EmulatorConfig::max_recorded_events`](super::EmulatorConfig::max_recorded_events).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordCounts {
+    /// `PutPartnerEvents` calls received, unreadable bodies included.
+    pub calls: u64,
+    /// Calls answered with HTTP 200.
+    pub ok_calls: u64,
+    /// Entries received in calls with a readable body, whatever their fate
+    /// (one per [`ReceivedEntry`]).
+    pub received: u64,
+    /// Accepted events that were delivered.
+    pub delivered: u64,
+    /// Accepted events that were not delivered (the source is not `ACTIVE`).
+    pub undelivered: u64,
+    /// Accepted events by source name: one item per source name seen, so
+    /// as many as the run uses, whatever the number of events.
+    pub per_source: BTreeMap<String, SourceCounts>,
+}
+
+impl RecordCounts {
+    /// Accepted events, delivered or not.
+    pub fn accepted(&self) -> u64 {
+        self.delivered + self.undelivered
+    }
+}
+
+/// Accepted events of one source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceCounts {
+    pub delivered: u64,
+    pub undelivered: u64,
+}
+
+/// The last `max` items pushed, oldest first; older ones are dropped.
+#[derive(Clone, Debug)]
+pub struct Bounded<T> {
+    items: VecDeque<T>,
+    max: usize,
+}
+
+impl<T> Bounded<T> {
+    /// An empty record that keeps at most `max` items (none when 0). Grows
+    /// as items come, so a huge `max` costs nothing up front.
+    pub fn new(max: usize) -> Self {
+        Self {
+            items: VecDeque::new(),
+            max,
+        }
+    }
+
+    /// Appends `item`, dropping the oldest one when full.
+    pub fn push(&mut self, item: T) {
+        if self.max == 0 {
+            return;
+        }
+        if self.items.len() >= self.max {
+            self.items.pop_front();
+        }
+        self.items.push_back(item);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.items.iter()
+    }
+
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+}
+
+impl<T: Clone> Bounded<T> {
+    /// The items, oldest first.
+    pub fn to_vec(&self) -> Vec<T> {
+        self.items.iter().cloned().collect()
+    }
+}
+
+impl<T> Default for Bounded<T> {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_RECORDED_EVENTS)
+    }
+}
+
 /// The events file, opened for appending.
 #[derive(Debug)]
 pub struct EventsFile {
@@ -102,6 +219,20 @@ impl EventsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bounded_record_keeps_the_last_items() {
+        let mut record = Bounded::new(3);
+        (1..=5).for_each(|i| record.push(i));
+        assert_eq!(record.to_vec(), [3, 4, 5]);
+        record.clear();
+        record.push(6);
+        assert_eq!(record.to_vec(), [6]);
+
+        let mut none = Bounded::new(0);
+        none.push(1);
+        assert!(none.to_vec().is_empty(), "0 keeps nothing");
+    }
 
     #[test]
     fn events_file_gets_one_json_line_per_event() {

@@ -37,7 +37,7 @@ use tokio::{
 use super::{
     faults::{FaultBook, FaultPlan, FaultRule, HANG_LIMIT},
     lifecycle,
-    record::{EventsFile, RecordedCall, RecordedEvent},
+    record::{EventsFile, ReceivedEntry, RecordCounts, RecordedCall, RecordedEvent},
     service::{Answer, Delivery, Limits, State},
     sources::{PartnerSource, SeedSource, SourceError, SourceState, Sources, DEFAULT_REGION},
     wire::{
@@ -92,6 +92,7 @@ impl Shared {
                 FaultBook::new(config.faults, config.fault_seed),
                 sources,
                 events_file,
+                config.max_recorded_events,
             )),
             stopping: watch::Sender::new(false),
         })
@@ -455,23 +456,55 @@ impl EmulatorHandle {
         format!("http://{addr}")
     }
 
-    /// Every accepted event that was delivered, in the order accepted:
+    /// The accepted events that were delivered, in the order accepted:
     /// events for `ACTIVE` sources and for sources the emulator has never
     /// heard of (so a setup without lifecycle calls delivers everything).
+    /// Only the last [`EmulatorConfig::max_recorded_events`]; see
+    /// [`EmulatorHandle::counts`] for the whole tally.
     pub fn events(&self) -> Vec<RecordedEvent> {
-        self.shared.lock().events().to_vec()
+        self.shared.lock().events()
     }
 
-    /// Every accepted event that was not delivered because its source exists
-    /// and is `PENDING` or `DELETED` (AWS accepts them without a word), in
-    /// the order accepted.
+    /// The accepted events that were not delivered because their source
+    /// exists and is `PENDING` or `DELETED` (AWS accepts them without a
+    /// word), in the order accepted. Only the last
+    /// [`EmulatorConfig::max_recorded_events`].
     pub fn undelivered(&self) -> Vec<RecordedEvent> {
-        self.shared.lock().undelivered().to_vec()
+        self.shared.lock().undelivered()
     }
 
-    /// Every `PutPartnerEvents` call received, failed ones included, in order.
+    /// The entries of every `PutPartnerEvents` call with a readable body,
+    /// in the order received, whatever became of the call: accepted, failed
+    /// whole or per entry, hung, dropped. Each is recorded on receipt,
+    /// before any injected delay or hang, so a client that gave up still
+    /// finds its attempt here; a resent entry appears once per call that
+    /// carried it. Only the last [`EmulatorConfig::max_recorded_events`]
+    /// (`counts().received` is the whole number).
+    pub fn received(&self) -> Vec<ReceivedEntry> {
+        self.shared.lock().received()
+    }
+
+    /// How many times an entry with this `Detail` text was received (see
+    /// [`EmulatorHandle::received`]): the number of calls that carried it,
+    /// or more if a call carried it twice. Counted over the retained
+    /// record, so exact only while `counts().received` has not exceeded
+    /// [`EmulatorConfig::max_recorded_events`]: a test that relies on it
+    /// sets the bound above what it sends.
+    pub fn received_count(&self, detail: &str) -> usize {
+        self.shared.lock().received_count(detail)
+    }
+
+    /// The `PutPartnerEvents` calls received, failed ones included, in
+    /// order. Only the last [`EmulatorConfig::max_recorded_events`].
     pub fn calls(&self) -> Vec<RecordedCall> {
-        self.shared.lock().calls().to_vec()
+        self.shared.lock().calls()
+    }
+
+    /// The whole tally since the start or the last
+    /// [`clear`](EmulatorHandle::clear): calls, received entries and
+    /// accepted events (per source too), never truncated by the bound.
+    pub fn counts(&self) -> RecordCounts {
+        self.shared.lock().counts()
     }
 
     /// Replaces the fault rules; firing counts start afresh, the PRNG goes
@@ -494,8 +527,8 @@ impl EmulatorHandle {
         self.shared.lock().faults_mut().reseed(seed);
     }
 
-    /// Forgets the recorded events (delivered or not) and calls; the fault
-    /// rules and the sources stay.
+    /// Forgets the recorded events (delivered or not), received entries and
+    /// calls, and zeroes the counts; the fault rules and the sources stay.
     pub fn clear(&self) {
         self.shared.lock().clear();
     }

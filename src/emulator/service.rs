@@ -1,8 +1,8 @@
 //! The emulator's behaviour without HTTP: one `PutPartnerEvents` body in,
 //! one [`Answer`] out (a delay, then a reply, a hang or a dropped
-//! connection), with the recorded events, calls, fault counters and sources
-//! updated on the way. Synchronous, so it runs under a `std::sync::Mutex`;
-//! the HTTP side does the waiting.
+//! connection), with the recorded events, entries, calls, their counts, the
+//! fault counters and sources updated on the way. Synchronous, so it runs
+//! under a `std::sync::Mutex`; the HTTP side does the waiting.
 
 use std::time::Duration;
 
@@ -10,7 +10,9 @@ use tracing::{debug, info, warn};
 
 use super::{
     faults::{Fault, FaultBook, FaultRule},
-    record::{EventsFile, RecordedCall, RecordedEvent, NO_ANSWER},
+    record::{
+        Bounded, EventsFile, ReceivedEntry, RecordCounts, RecordedCall, RecordedEvent, NO_ANSWER,
+    },
     sources::Sources,
     validate::{call_size, check_call, validate_entry},
     wire::{
@@ -52,39 +54,72 @@ struct Tally {
     entry_faults: usize,
 }
 
-/// Everything the emulator remembers between calls.
+/// Everything the emulator remembers between calls. Each record keeps its
+/// last `max_recorded` items; `counts` keeps the whole tally.
 #[derive(Debug, Default)]
 pub struct State {
-    events: Vec<RecordedEvent>,
-    undelivered: Vec<RecordedEvent>,
-    calls: Vec<RecordedCall>,
+    events: Bounded<RecordedEvent>,
+    undelivered: Bounded<RecordedEvent>,
+    received: Bounded<ReceivedEntry>,
+    calls: Bounded<RecordedCall>,
+    counts: RecordCounts,
     faults: FaultBook,
     events_file: Option<EventsFile>,
     sources: Sources,
 }
 
 impl State {
-    pub fn new(faults: FaultBook, sources: Sources, events_file: Option<EventsFile>) -> Self {
+    /// A fresh state whose records each keep their last `max_recorded` items.
+    pub fn new(
+        faults: FaultBook,
+        sources: Sources,
+        events_file: Option<EventsFile>,
+        max_recorded: usize,
+    ) -> Self {
         Self {
+            events: Bounded::new(max_recorded),
+            undelivered: Bounded::new(max_recorded),
+            received: Bounded::new(max_recorded),
+            calls: Bounded::new(max_recorded),
+            counts: RecordCounts::default(),
             faults,
             sources,
             events_file,
-            ..Self::default()
         }
     }
 
-    /// Accepted events for sources that deliver (see [`Sources::delivers`]).
-    pub fn events(&self) -> &[RecordedEvent] {
-        &self.events
+    /// The last accepted events for sources that deliver (see
+    /// [`Sources::delivers`]), oldest first.
+    pub fn events(&self) -> Vec<RecordedEvent> {
+        self.events.to_vec()
     }
 
-    /// Accepted events for sources that exist and are not `ACTIVE`.
-    pub fn undelivered(&self) -> &[RecordedEvent] {
-        &self.undelivered
+    /// The last accepted events for sources that exist and are not `ACTIVE`.
+    pub fn undelivered(&self) -> Vec<RecordedEvent> {
+        self.undelivered.to_vec()
     }
 
-    pub fn calls(&self) -> &[RecordedCall] {
-        &self.calls
+    /// The last entries received, whatever became of them.
+    pub fn received(&self) -> Vec<ReceivedEntry> {
+        self.received.to_vec()
+    }
+
+    /// How many of the retained received entries have this `Detail`.
+    pub fn received_count(&self, detail: &str) -> usize {
+        self.received
+            .iter()
+            .filter(|e| e.detail.as_deref() == Some(detail))
+            .count()
+    }
+
+    /// The last calls received.
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.calls.to_vec()
+    }
+
+    /// The whole tally, never truncated.
+    pub fn counts(&self) -> RecordCounts {
+        self.counts.clone()
     }
 
     pub fn faults_mut(&mut self) -> &mut FaultBook {
@@ -105,12 +140,14 @@ impl State {
         self.faults.set_rules(faults);
     }
 
-    /// Forgets recorded events and calls (not the fault rules, the sources,
-    /// nor the file).
+    /// Forgets recorded events, entries and calls, and zeroes their counts
+    /// (not the fault rules, the sources, nor the file).
     pub fn clear(&mut self) {
         self.events.clear();
         self.undelivered.clear();
+        self.received.clear();
         self.calls.clear();
+        self.counts = RecordCounts::default();
     }
 
     /// Answers one `PutPartnerEvents` request body and records the call.
@@ -120,6 +157,9 @@ impl State {
     pub fn put_partner_events(&mut self, limits: &Limits, body: &[u8]) -> Answer {
         let parsed = parse(body);
         let entries = parsed.as_deref().unwrap_or_default();
+        // Received before anything can fail, delay or hang the call: a
+        // client's attempts are judged against this record.
+        self.record_received(entries);
         // Latency is the network's and the service's: it applies to every
         // call, the refused ones included.
         let detail_types = entries.iter().filter_map(|e| e.detail_type.as_deref());
@@ -173,6 +213,17 @@ impl State {
         reply
     }
 
+    fn record_received(&mut self, entries: &[RequestEntry]) {
+        self.counts.received += entries.len() as u64;
+        for entry in entries {
+            self.received.push(ReceivedEntry {
+                source: entry.source.clone(),
+                detail_type: entry.detail_type.clone(),
+                detail: entry.detail.clone(),
+            });
+        }
+    }
+
     fn record_call(&mut self, call: RecordedCall) {
         debug!(
             entries = call.entries,
@@ -186,6 +237,10 @@ impl State {
             delay_ms = call.delay_ms,
             "PutPartnerEvents call"
         );
+        self.counts.calls += 1;
+        if call.is_ok() {
+            self.counts.ok_calls += 1;
+        }
         self.calls.push(call);
     }
 
@@ -293,9 +348,11 @@ impl State {
             detail: valid.detail.to_string(),
         };
         let event_id = event.event_id.clone();
+        let delivers = self.sources.delivers(&event.source);
+        self.count_accepted(&event.source, delivers);
         // Like AWS, a source that is not ACTIVE takes the event without a
         // word; it just reaches no customer.
-        if !self.sources.delivers(&event.source) {
+        if !delivers {
             info!(
                 source = %event.source,
                 detail_type = %event.detail_type,
@@ -331,6 +388,21 @@ impl State {
         self.events.push(event);
         ResultEntry::Accepted { event_id }
     }
+
+    fn count_accepted(&mut self, source: &str, delivered: bool) {
+        let counts = &mut self.counts;
+        let per_source = match counts.per_source.get_mut(source) {
+            Some(c) => c,
+            None => counts.per_source.entry(source.to_string()).or_default(),
+        };
+        if delivered {
+            counts.delivered += 1;
+            per_source.delivered += 1;
+        } else {
+            counts.undelivered += 1;
+            per_source.undelivered += 1;
+        }
+    }
 }
 
 /// Reads the request body; a body that is not the expected JSON, or has no
@@ -362,6 +434,13 @@ mod tests {
         max_call_bytes: 262_144,
         log_payloads: false,
     };
+
+    /// These tests read every event they cause: no record may drop one.
+    const RECORD_ALL: usize = usize::MAX;
+
+    fn state() -> State {
+        State::new(FaultBook::default(), Sources::default(), None, RECORD_ALL)
+    }
 
     fn body(entries: &[(&str, &str)]) -> Vec<u8> {
         let entries: Vec<_> = entries
@@ -405,7 +484,7 @@ mod tests {
 
     #[test]
     fn results_are_index_aligned_and_only_accepted_entries_are_recorded() {
-        let mut state = State::default();
+        let mut state = state();
         let reply = put(
             &mut state,
             &LIMITS,
@@ -450,7 +529,7 @@ mod tests {
 
     #[test]
     fn bad_bodies_fail_the_call() {
-        let mut state = State::default();
+        let mut state = state();
         let cases: [(&[u8], u16, &str); 5] = [
             (b"{not json", 400, SERIALIZATION_EXCEPTION),
             (b"", 400, SERIALIZATION_EXCEPTION),
@@ -480,7 +559,7 @@ mod tests {
     fn size_limit_is_inclusive() {
         let b = body(&[("A", "{}")]);
         let size = 33 + 1 + 2;
-        let mut state = State::default();
+        let mut state = state();
         let at = Limits {
             max_call_bytes: size,
             ..LIMITS
@@ -528,6 +607,7 @@ mod tests {
             ),
             Sources::default(),
             None,
+            RECORD_ALL,
         );
         let reply = put(&mut state, &LIMITS, &body(&[("A", "{}"), ("Boom", "{}")]));
         assert_eq!(error_type(&reply), Some((503, "ThrottlingException")));
@@ -582,7 +662,12 @@ mod tests {
     }
 
     fn fault_state(rules: Vec<FaultRule>, seed: u64) -> State {
-        State::new(FaultBook::new(rules, seed), Sources::default(), None)
+        State::new(
+            FaultBook::new(rules, seed),
+            Sources::default(),
+            None,
+            RECORD_ALL,
+        )
     }
 
     #[test]
@@ -690,7 +775,7 @@ mod tests {
                 0,
             )
             .unwrap();
-        let mut state = State::new(FaultBook::default(), sources, None);
+        let mut state = State::new(FaultBook::default(), sources, None, RECORD_ALL);
         let mixed = serde_json::json!({"Entries": [
             {"Source": pending, "DetailType": "P", "Detail": "{}"},
             {"Source": "aws.partner/example.com/t/billing", "DetailType": "T", "Detail": "{}"},
@@ -705,10 +790,171 @@ mod tests {
         let types = |events: &[RecordedEvent]| -> Vec<String> {
             events.iter().map(|e| e.detail_type.clone()).collect()
         };
-        assert_eq!(types(state.events()), ["T", "U"]);
-        assert_eq!(types(state.undelivered()), ["P"]);
+        assert_eq!(types(&state.events()), ["T", "U"]);
+        assert_eq!(types(&state.undelivered()), ["P"]);
         assert_eq!(state.calls()[0].accepted, 3);
         state.clear();
         assert!(state.undelivered().is_empty());
+    }
+
+    #[test]
+    fn every_entry_of_a_readable_call_is_received_whatever_its_fate() {
+        let call_error = Fault::CallError {
+            status: 500,
+            error_type: "InternalException".into(),
+            message: "m".into(),
+        };
+        let entry_error = Fault::EntryError {
+            code: "InternalFailure".into(),
+            message: "m".into(),
+        };
+        let mut state = fault_state(
+            vec![
+                FaultRule::new("Hang", Fault::Hang { accept: false }),
+                FaultRule::new("Drop", Fault::DropConnection { accept: false }),
+                FaultRule::new("Fail", call_error),
+                FaultRule::new("Html", Fault::CallHtml { status: 502 }),
+                FaultRule::new("Moto", Fault::EmptyEntries),
+                FaultRule::new("Entry", entry_error),
+            ],
+            0,
+        );
+        for (detail_type, detail) in [
+            ("Hang", r#"{"n":"hang"}"#),
+            ("Drop", r#"{"n":"drop"}"#),
+            ("Fail", r#"{"n":"fail"}"#),
+            ("Html", r#"{"n":"html"}"#),
+            ("Moto", r#"{"n":"moto"}"#),
+            ("Entry", r#"{"n":"entry"}"#),
+            ("Ok", r#"{"n":"ok"}"#),
+            ("Ok", "not json"),
+        ] {
+            state.put_partner_events(&LIMITS, &body(&[(detail_type, detail)]));
+        }
+        // Refused whole by validation: 21 entries.
+        let many: Vec<(&str, &str)> = (0..21).map(|_| ("Ok", r#"{"n":"many"}"#)).collect();
+        state.put_partner_events(&LIMITS, &body(&many));
+        // Unreadable: nothing to record.
+        state.put_partner_events(&LIMITS, b"{nope");
+        // A resend.
+        state.put_partner_events(&LIMITS, &body(&[("Ok", r#"{"n":"ok"}"#)]));
+
+        for (detail, n) in [
+            (r#"{"n":"hang"}"#, 1),
+            (r#"{"n":"drop"}"#, 1),
+            (r#"{"n":"fail"}"#, 1),
+            (r#"{"n":"html"}"#, 1),
+            (r#"{"n":"moto"}"#, 1),
+            (r#"{"n":"entry"}"#, 1),
+            ("not json", 1),
+            (r#"{"n":"many"}"#, 21),
+            (r#"{"n":"ok"}"#, 2),
+        ] {
+            assert_eq!(state.received_count(detail), n, "{detail}");
+        }
+        let received = state.received();
+        assert_eq!(received.len(), 8 + 21 + 1);
+        assert_eq!(
+            received[0],
+            ReceivedEntry {
+                source: Some("aws.partner/example.com/t/billing".into()),
+                detail_type: Some("Hang".into()),
+                detail: Some(r#"{"n":"hang"}"#.into()),
+            }
+        );
+        let counts = state.counts();
+        assert_eq!((counts.received, counts.calls), (30, 11));
+        assert_eq!((counts.ok_calls, counts.accepted()), (5, 2));
+    }
+
+    #[test]
+    fn entries_missing_fields_are_received_as_sent() {
+        let mut state = state();
+        state.put_partner_events(&LIMITS, br#"{"Entries":[{"Detail":"{}"},{}]}"#);
+        assert_eq!(
+            state.received(),
+            [
+                ReceivedEntry {
+                    source: None,
+                    detail_type: None,
+                    detail: Some("{}".into()),
+                },
+                ReceivedEntry {
+                    source: None,
+                    detail_type: None,
+                    detail: None,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn records_keep_the_last_items_and_the_counts_stay_whole() {
+        use super::super::sources::{SeedSource, SourceState};
+        let pending = "aws.partner/example.com/p/billing";
+        let mut sources = Sources::default();
+        sources
+            .seed(
+                &[SeedSource::new(
+                    pending,
+                    "123456789012",
+                    SourceState::Pending,
+                )],
+                0,
+            )
+            .unwrap();
+        let mut state = State::new(FaultBook::default(), sources, None, 3);
+        for n in 0..5 {
+            let body = serde_json::json!({"Entries": [
+                {"Source": "aws.partner/example.com/t/billing", "DetailType": "T",
+                 "Detail": format!(r#"{{"n":{n}}}"#)},
+                {"Source": pending, "DetailType": "P", "Detail": format!(r#"{{"p":{n}}}"#)},
+            ]});
+            state.put_partner_events(&LIMITS, &serde_json::to_vec(&body).unwrap());
+        }
+        let details = |events: &[RecordedEvent]| -> Vec<String> {
+            events.iter().map(|e| e.detail.clone()).collect()
+        };
+        assert_eq!(
+            details(&state.events()),
+            [r#"{"n":2}"#, r#"{"n":3}"#, r#"{"n":4}"#]
+        );
+        assert_eq!(
+            details(&state.undelivered()),
+            [r#"{"p":2}"#, r#"{"p":3}"#, r#"{"p":4}"#]
+        );
+        assert_eq!(state.received().len(), 3);
+        assert_eq!(state.received_count(r#"{"p":4}"#), 1);
+        assert_eq!(state.received_count(r#"{"n":0}"#), 0, "dropped");
+        assert_eq!(state.calls().len(), 3);
+
+        let counts = state.counts();
+        assert_eq!((counts.calls, counts.ok_calls, counts.received), (5, 5, 10));
+        assert_eq!((counts.delivered, counts.undelivered), (5, 5));
+        assert_eq!(counts.accepted(), 10);
+        let per_source: Vec<_> = counts
+            .per_source
+            .iter()
+            .map(|(name, c)| (name.as_str(), c.delivered, c.undelivered))
+            .collect();
+        assert_eq!(
+            per_source,
+            [(pending, 0, 5), ("aws.partner/example.com/t/billing", 5, 0)]
+        );
+
+        state.clear();
+        assert_eq!(state.counts(), RecordCounts::default());
+        assert!(state.received().is_empty() && state.calls().is_empty());
+    }
+
+    #[test]
+    fn a_bound_of_zero_keeps_no_record_but_counts() {
+        let mut state = State::new(FaultBook::default(), Sources::default(), None, 0);
+        let r = accepted(put(&mut state, &LIMITS, &body(&[("A", "{}"), ("B", "{}")])));
+        assert_eq!(r.failed_entry_count, 0);
+        assert!(state.events().is_empty() && state.received().is_empty());
+        assert!(state.calls().is_empty());
+        let counts = state.counts();
+        assert_eq!((counts.calls, counts.received, counts.delivered), (1, 2, 2));
     }
 }

@@ -4,7 +4,7 @@
 
 use partner_events_gateway::{
     config::Config,
-    emulator::EmulatorHandle,
+    emulator::{EmulatorConfig, EmulatorHandle},
     proto::{
         partner_event_entry::Body, partner_events_client::PartnerEventsClient, PartnerEventEntry,
         PutPartnerEventsRequest,
@@ -25,6 +25,18 @@ region = "us-east-1"
 name = "aws.partner/example.com/acme/audit"
 region = "eu-west-1"
 "#;
+
+/// The emulator bound of tests that read every event, entry or call they
+/// cause: none is dropped from the records.
+pub const RECORD_ALL: usize = usize::MAX;
+
+/// The default emulator config, except that its records keep everything.
+pub fn record_all() -> EmulatorConfig {
+    EmulatorConfig {
+        max_recorded_events: RECORD_ALL,
+        ..EmulatorConfig::default()
+    }
+}
 
 pub struct TestGateway {
     pub gateway: RunningGateway,
@@ -80,6 +92,11 @@ impl TestGateway {
         // task can be starved for more than the default 5 ms.
         if !toml.contains("linger_ms") {
             config.upstream.linger_ms = 50;
+        }
+        // Tests read the in-process emulator's events and calls: unless a
+        // test sets its own bound, they are all kept.
+        if !toml.contains("max_recorded_events") {
+            config.emulator.max_recorded_events = RECORD_ALL;
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway = server::start(config, listener)
