@@ -378,10 +378,13 @@ async fn a_failing_region_trips_its_breaker_and_recovers() {
     gw.stop().await;
 }
 
-/// Random mixes of faults under a seed, many concurrent callers: every entry
-/// gets exactly one result, an event id only for an event EventBridge holds
-/// exactly once, no event for a plain failure, at most one for an unknown
-/// outcome, and nothing EventBridge holds that nobody sent.
+/// Random mixes of faults under a seed, many concurrent callers, some with
+/// deadlines short enough to cut calls in flight, hung or being resent:
+/// every entry gets exactly one result; an event id only for an event
+/// EventBridge holds exactly once; no event for a plain failure; at most one
+/// for an unknown outcome; nothing EventBridge holds that nobody sent; and
+/// each entry's `attempts` at least the times EventBridge received it (0
+/// only for an entry it never received).
 #[tokio::test]
 async fn soak_what_callers_are_told_matches_what_eventbridge_holds() {
     let gw = TestGateway::start(
@@ -416,12 +419,18 @@ async fn soak_what_callers_are_told_matches_what_eventbridge_holds() {
             FaultRule::everywhere(Fault::DropConnection { accept: true }).at_rate(0.03),
             FaultRule::everywhere(Fault::DropConnection { accept: false }).at_rate(0.03),
             FaultRule::everywhere(Fault::ShortEntries).at_rate(0.02),
-            FaultRule::everywhere(Fault::Hang { accept: true }).at_rate(0.01),
+            FaultRule::everywhere(Fault::Hang { accept: true }).at_rate(0.02),
+            FaultRule::everywhere(Fault::Hang { accept: false }).at_rate(0.01),
             FaultRule::everywhere(Fault::Delay {
                 ms: 5,
                 jitter_ms: 20,
             })
             .at_rate(0.2),
+            FaultRule::everywhere(Fault::Delay {
+                ms: 150,
+                jitter_ms: 100,
+            })
+            .at_rate(0.05),
         ],
     });
     let callers = 8;
@@ -430,31 +439,47 @@ async fn soak_what_callers_are_told_matches_what_eventbridge_holds() {
     for c in 0..callers {
         let client = gw.client.clone();
         tasks.push(tokio::spawn(async move {
-            let mut told = Vec::new();
+            let mut told: Vec<Told> = Vec::new();
             for r in 0..requests_per_caller {
                 let n = 1 + (c * 7 + r * 3) % 30;
                 let keys: Vec<String> = (0..n).map(|i| format!("c{c}-r{r}-e{i}")).collect();
-                let entries = keys
-                    .iter()
-                    .map(|k| entry("Soak", &format!(r#"{{"key":"{k}"}}"#)))
-                    .collect();
-                match client
-                    .clone()
-                    .put_partner_events(request("acme", entries))
-                    .await
-                {
+                let entries = keys.iter().map(|k| entry("Soak", &detail_of(k))).collect();
+                let mut req = Request::new(request("acme", entries));
+                // One request in four has a deadline that cuts calls which
+                // are slow, hung, or being resent.
+                if (c + r) % 4 == 0 {
+                    req.set_timeout(Duration::from_millis(250));
+                }
+                match client.clone().put_partner_events(req).await {
                     Ok(resp) => {
                         let resp = resp.into_inner();
                         assert_eq!(resp.entries.len(), n, "one result per entry");
                         for (i, e) in resp.entries.into_iter().enumerate() {
                             assert_eq!(e.index as usize, i);
-                            told.push((keys[i].clone(), e.event_id, e.error_code));
+                            told.push(Told {
+                                key: keys[i].clone(),
+                                event_id: e.event_id,
+                                code: e.error_code,
+                                attempts: Some(e.attempts),
+                            });
                         }
                     }
-                    // A request refused whole sent nothing.
+                    // A request refused whole sent nothing; one cut by the
+                    // client's own timer (before the gateway's answer
+                    // arrived) tells nothing.
                     Err(status) => {
+                        let cut = matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled);
                         for k in keys {
-                            told.push((k, String::new(), format!("status:{:?}", status.code())));
+                            told.push(Told {
+                                key: k,
+                                event_id: String::new(),
+                                code: if cut {
+                                    "OutcomeUnknown".into()
+                                } else {
+                                    format!("status:{:?}", status.code())
+                                },
+                                attempts: (!cut).then_some(0),
+                            });
                         }
                     }
                 }
@@ -466,7 +491,14 @@ async fn soak_what_callers_are_told_matches_what_eventbridge_holds() {
     for t in tasks {
         told.extend(t.await.unwrap());
     }
-    let held = gw.emulator().events();
+    let emulator = gw.emulator();
+    let counts = emulator.counts();
+    assert_eq!(
+        counts.received as usize,
+        emulator.received().len(),
+        "the emulator kept every entry it received"
+    );
+    let held = emulator.events();
     let mut copies: HashMap<String, Vec<String>> = HashMap::new();
     for e in &held {
         let v: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
@@ -476,8 +508,16 @@ async fn soak_what_callers_are_told_matches_what_eventbridge_holds() {
             .push(e.event_id.clone());
     }
     let mut by_code: HashMap<String, usize> = HashMap::new();
-    for (key, event_id, code) in &told {
+    let mut cut_in_flight = 0;
+    for Told {
+        key,
+        event_id,
+        code,
+        attempts,
+    } in &told
+    {
         let held_ids = copies.remove(key).unwrap_or_default();
+        let received = emulator.received_count(&detail_of(key));
         *by_code
             .entry(if code.is_empty() {
                 "ok".into()
@@ -485,6 +525,15 @@ async fn soak_what_callers_are_told_matches_what_eventbridge_holds() {
                 code.clone()
             })
             .or_default() += 1;
+        if let Some(attempts) = *attempts {
+            assert!(
+                attempts as usize >= received,
+                "{key}: told {code} with {attempts} attempts, but EventBridge received it {received} times"
+            );
+            if code == "OutcomeUnknown" && attempts > 0 && received > 0 {
+                cut_in_flight += 1;
+            }
+        }
         if !event_id.is_empty() {
             assert_eq!(
                 held_ids,
@@ -517,6 +566,26 @@ async fn soak_what_callers_are_told_matches_what_eventbridge_holds() {
         by_code.contains_key("OutcomeUnknown"),
         "the faults fired: {by_code:?}"
     );
-    eprintln!("soak (seed {seed}): {total} entries: {by_code:?}");
+    assert!(
+        cut_in_flight > 0,
+        "some entries were sent and then cut by their deadline: {by_code:?}"
+    );
+    eprintln!(
+        "soak (seed {seed}): {total} entries, {} received upstream, {cut_in_flight} unknown after being sent: {by_code:?}",
+        counts.received
+    );
     gw.stop().await;
+}
+
+/// What the soak's callers were told of one entry.
+struct Told {
+    key: String,
+    event_id: String,
+    code: String,
+    /// None when the call was cut by the client's own timer.
+    attempts: Option<u32>,
+}
+
+fn detail_of(key: &str) -> String {
+    format!(r#"{{"key":"{key}"}}"#)
 }
