@@ -11,6 +11,8 @@
 //! - [`stream`]: the driver of one `StreamPartnerEvents` stream.
 //! - [`status`]: [`status::ApiError`], every way a call or a stream batch is
 //!   refused, and its one mapping to `tonic::Status`.
+//! - [`metrics_layer`]: the gRPC server metrics, as a tower layer around
+//!   every service the server hosts.
 //! - [`convert`]: protobuf <-> domain types; [`deadline`]: the caller's
 //!   `grpc-timeout`.
 
@@ -18,6 +20,7 @@ pub mod admission;
 pub mod batch;
 pub mod convert;
 pub mod deadline;
+pub mod metrics_layer;
 pub mod request_id;
 pub mod service;
 pub mod status;

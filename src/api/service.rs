@@ -18,7 +18,7 @@ use tokio::{
     time::Instant,
 };
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::{
@@ -36,7 +36,7 @@ use crate::{
         lifecycle::{InactivePolicy, SourceStates},
         tenant::TenantDirectory,
     },
-    metrics::{grpc_code_name, GrpcCodeLabels, GrpcLabels, Metrics},
+    metrics::Metrics,
     pipeline::Pipeline,
     proto::{
         partner_events_server::PartnerEvents, PutPartnerEventsRequest, PutPartnerEventsResponse,
@@ -170,27 +170,6 @@ impl PartnerEventsService {
     }
 }
 
-const SERVICE: &str = "partnerevents.v1.PartnerEvents";
-const UNARY_LABELS: GrpcLabels = GrpcLabels {
-    grpc_type: "unary",
-    grpc_service: SERVICE,
-    grpc_method: "PutPartnerEvents",
-};
-pub(super) const STREAM_LABELS: GrpcLabels = GrpcLabels {
-    grpc_type: "bidi_stream",
-    grpc_service: SERVICE,
-    grpc_method: "StreamPartnerEvents",
-};
-
-pub(super) fn handled(l: &GrpcLabels, code: Code) -> GrpcCodeLabels {
-    GrpcCodeLabels {
-        grpc_type: l.grpc_type,
-        grpc_service: l.grpc_service,
-        grpc_method: l.grpc_method,
-        grpc_code: grpc_code_name(code),
-    }
-}
-
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<PutPartnerEventsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -199,9 +178,6 @@ impl PartnerEvents for PartnerEventsService {
         &self,
         request: Request<PutPartnerEventsRequest>,
     ) -> Result<Response<PutPartnerEventsResponse>, Status> {
-        let started = Instant::now();
-        let m = &self.core.metrics;
-        m.grpc_started.get_or_create(&UNARY_LABELS).inc();
         let request_id = request_id(request.metadata());
         let result = async {
             let caller = self.core.admission.caller(&request)?;
@@ -219,13 +195,6 @@ impl PartnerEvents for PartnerEventsService {
                 .await
         }
         .await;
-        let code = result.as_ref().map_or_else(ApiError::code, |_| Code::Ok);
-        m.grpc_handled
-            .get_or_create(&handled(&UNARY_LABELS, code))
-            .inc();
-        m.grpc_handling_seconds
-            .get_or_create(&UNARY_LABELS)
-            .observe(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             tracing::info!(%request_id, code = ?e.code(), message = %e, "call refused");
         }
@@ -238,17 +207,7 @@ impl PartnerEvents for PartnerEventsService {
         &self,
         request: Request<Streaming<PutPartnerEventsRequest>>,
     ) -> Result<Response<Self::StreamPartnerEventsStream>, Status> {
-        let m = self.core.metrics.clone();
-        m.grpc_started.get_or_create(&STREAM_LABELS).inc();
-        let caller = match self.core.admission.caller(&request) {
-            Ok(c) => c,
-            Err(e) => {
-                m.grpc_handled
-                    .get_or_create(&handled(&STREAM_LABELS, e.code()))
-                    .inc();
-                return Err(e.into());
-            }
-        };
+        let caller = self.core.admission.caller(&request)?;
         let request_id = request_id(request.metadata());
         let span = tracing::info_span!(
             "stream_partner_events",

@@ -12,12 +12,13 @@ use tokio::{
     task::JoinSet,
     time::Instant,
 };
-use tonic::{Code, Status, Streaming};
+use tonic::{Status, Streaming};
 
 use super::{
     admission::{AdmittedBatch, InFlight},
     batch::refused,
-    service::{handled, Core, STREAM_LABELS},
+    metrics_layer::STREAM_PARTNER_EVENTS,
+    service::Core,
     status::ApiError,
 };
 use crate::{
@@ -72,7 +73,6 @@ pub async fn run_stream(
     tx: Answers,
 ) {
     let _guard = StreamGuard::new(core.clone());
-    let started = Instant::now();
     let window = Arc::new(Semaphore::new(core.stream_window_entries));
     let mut shutdown = core.shutdown.clone();
     let mut tasks: JoinSet<()> = JoinSet::new();
@@ -99,9 +99,11 @@ pub async fn run_stream(
         };
         let seq = sequence;
         sequence += 1;
+        // Messages are counted here: the metrics layer sees calls and their
+        // status, not the gRPC messages inside the bodies.
         core.metrics
             .grpc_msg_received
-            .get_or_create(&STREAM_LABELS)
+            .get_or_create(&STREAM_PARTNER_EVENTS)
             .inc();
         let tenants = match core.admission.check(&req, caller.as_ref()) {
             Ok(t) => t,
@@ -142,18 +144,6 @@ pub async fn run_stream(
             tasks.spawn(answer);
         }
     };
-    let code = match end {
-        StreamEnd::HalfClosed => Code::Ok,
-        StreamEnd::ShuttingDown => Code::Unavailable,
-        StreamEnd::Gone => Code::Cancelled,
-    };
-    let m = &core.metrics;
-    m.grpc_handled
-        .get_or_create(&handled(&STREAM_LABELS, code))
-        .inc();
-    m.grpc_handling_seconds
-        .get_or_create(&STREAM_LABELS)
-        .observe(started.elapsed().as_secs_f64());
     match end {
         StreamEnd::Gone => tasks.abort_all(),
         StreamEnd::HalfClosed | StreamEnd::ShuttingDown => {
@@ -180,7 +170,7 @@ async fn answer_batch(core: Arc<Core>, batch: AdmittedBatch, in_flight: InFlight
     if tx.send(Ok(resp)).await.is_ok() {
         core.metrics
             .grpc_msg_sent
-            .get_or_create(&STREAM_LABELS)
+            .get_or_create(&STREAM_PARTNER_EVENTS)
             .inc();
     }
 }
