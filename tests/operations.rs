@@ -156,7 +156,8 @@ async fn every_service_is_counted_by_code_and_a_stream_the_client_ends_counts_on
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
 
-    // A stream the client half-closes after one answered batch: OK.
+    // A stream the client half-closes after a refused batch and an
+    // answered one: OK.
     let (tx, rx) = mpsc::channel(1);
     let mut answers = gw
         .client
@@ -165,6 +166,11 @@ async fn every_service_is_counted_by_code_and_a_stream_the_client_ends_counts_on
         .await
         .unwrap()
         .into_inner();
+    tx.send(request("nobody", vec![entry("A", "{}")]))
+        .await
+        .unwrap();
+    let refused = answers.next().await.unwrap().unwrap();
+    assert_eq!(refused.batch_error.unwrap().code, Code::NotFound as i32);
     tx.send(request("acme", vec![entry("A", "{}")]))
         .await
         .unwrap();
@@ -216,8 +222,9 @@ async fn every_service_is_counted_by_code_and_a_stream_the_client_ends_counts_on
         ("handled_total", format!("{stream},OK"), 1),
         ("handled_total", format!("{stream},Canceled"), 1),
         ("handling_seconds_count", stream.to_string(), 2),
-        ("msg_received_total", stream.to_string(), 2),
-        ("msg_sent_total", stream.to_string(), 1),
+        ("msg_received_total", stream.to_string(), 3),
+        // The refused batch's answer is a message sent too.
+        ("msg_sent_total", stream.to_string(), 2),
     ] {
         assert_eq!(
             grpc_sample(&text, family, &labels),

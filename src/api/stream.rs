@@ -108,7 +108,7 @@ pub async fn run_stream(
         let tenants = match core.admission.check(&req, caller.as_ref()) {
             Ok(t) => t,
             Err(e) => {
-                if tx.send(Ok(refused(req, seq, &e))).await.is_err() {
+                if !send_answer(&core, &tx, refused(req, seq, &e)).await {
                     break StreamEnd::Gone;
                 }
                 continue;
@@ -167,10 +167,18 @@ pub async fn run_stream(
 async fn answer_batch(core: Arc<Core>, batch: AdmittedBatch, in_flight: InFlight, tx: Answers) {
     let _in_flight = in_flight;
     let resp = core.batches.answer(batch).await;
-    if tx.send(Ok(resp)).await.is_ok() {
+    send_answer(&core, &tx, resp).await;
+}
+
+/// Sends one answer, counting it as a message sent. False when the client
+/// is gone.
+async fn send_answer(core: &Core, tx: &Answers, answer: PutPartnerEventsResponse) -> bool {
+    let sent = tx.send(Ok(answer)).await.is_ok();
+    if sent {
         core.metrics
             .grpc_msg_sent
             .get_or_create(&STREAM_PARTNER_EVENTS)
             .inc();
     }
+    sent
 }
