@@ -405,6 +405,10 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         ));
     }
     let router = builder
+        // gRPC metrics for every call of every service (health, reflection too), in one place.
+        .layer(crate::api::metrics_layer::GrpcMetricsLayer::gateway(
+            metrics.clone(),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

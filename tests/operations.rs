@@ -6,8 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{entry, eventually, request, TestGateway};
-use partner_events_gateway::{config::Config, server::watch_config};
+use common::{entry, eventually, request, StallProxy, TestGateway};
+use partner_events_gateway::{
+    config::Config,
+    emulator::{Emulator, EmulatorConfig, SeedSource, SourceState},
+    server::watch_config,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     sync::mpsc,
@@ -58,6 +62,177 @@ async fn metrics_are_scraped_with_the_expected_names() {
         assert!(text.contains(want), "missing {want}\n{text}");
     }
     assert!(!text.contains("\"{}\""), "no payload in metrics");
+    gw.stop().await;
+}
+
+/// The value of the sample `grpc_server_{family}{labels}` in `text`, 0
+/// when absent. `labels` is `type,service,method` and, for handled, a code.
+fn grpc_sample(text: &str, family: &str, labels: &str) -> u64 {
+    let mut parts = labels.split(',');
+    let (t, s, m) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let code = parts
+        .next()
+        .map(|c| format!(r#",grpc_code="{c}""#))
+        .unwrap_or_default();
+    let prefix = format!(
+        r#"grpc_server_{family}{{grpc_type="{t}",grpc_service="{s}",grpc_method="{m}"{code}}} "#
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn every_service_is_counted_by_code_and_a_stream_the_client_ends_counts_once() {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    use tonic_reflection::pb::v1alpha;
+
+    let emulator = Emulator::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        EmulatorConfig {
+            sources: vec![SeedSource::new(
+                "aws.partner/example.com/acme/billing",
+                "123456789012",
+                SourceState::Active,
+            )],
+            ..EmulatorConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let proxy = StallProxy::start(emulator.local_addr()).await;
+    let gw = TestGateway::start(&format!(
+        "[upstream]\nendpoint_url = \"{}\"\ncall_timeout_ms = 60000\n",
+        proxy.url()
+    ))
+    .await;
+    let mut health = HealthClient::new(gw.channel.clone());
+    health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    let err = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let mut reflection =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(gw.channel.clone());
+    let list = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let answers: Vec<_> = reflection
+        .server_reflection_info(tokio_stream::iter(vec![list]))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    assert_eq!(answers.len(), 1);
+    assert!(answers[0].is_ok());
+
+    // A path no service serves: counted under one fixed label.
+    let mut grpc = tonic::client::Grpc::new(gw.channel.clone());
+    grpc.ready().await.unwrap();
+    let err = grpc
+        .unary::<_, partner_events_gateway::proto::PutPartnerEventsResponse, _>(
+            tonic::Request::new(request("acme", vec![])),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/made.up.Service/Method"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+
+    // A stream the client half-closes after a refused batch and an
+    // answered one: OK.
+    let (tx, rx) = mpsc::channel(1);
+    let mut answers = gw
+        .client
+        .clone()
+        .stream_partner_events(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(request("nobody", vec![entry("A", "{}")]))
+        .await
+        .unwrap();
+    let refused = answers.next().await.unwrap().unwrap();
+    assert_eq!(refused.batch_error.unwrap().code, Code::NotFound as i32);
+    tx.send(request("acme", vec![entry("A", "{}")]))
+        .await
+        .unwrap();
+    assert_eq!(answers.next().await.unwrap().unwrap().failed_entry_count, 0);
+    drop(tx);
+    assert!(answers.next().await.is_none());
+    // A stream the client drops while its batch waits on a stalled
+    // upstream: it never gets a status, so CANCELLED.
+    proxy.pause();
+    let (tx, rx) = mpsc::channel(1);
+    let answers = gw
+        .client
+        .clone()
+        .stream_partner_events(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(request("acme", vec![entry("A", "{}")]))
+        .await
+        .unwrap();
+    eventually("the batch in flight", || {
+        gw.gateway.gauges().in_flight_entries == 1
+    })
+    .await;
+    drop(answers);
+    drop(tx);
+    eventually("the stream over", || {
+        let g = gw.gateway.gauges();
+        g.open_streams == 0 && g.in_flight_entries == 0
+    })
+    .await;
+    proxy.resume();
+
+    let text = scrape(gw.gateway.metrics_addr().unwrap()).await;
+    let health = "unary,grpc.health.v1.Health,Check";
+    let reflect = "bidi_stream,grpc.reflection.v1alpha.ServerReflection,ServerReflectionInfo";
+    let unknown = "unknown,unknown,unknown";
+    let stream = "bidi_stream,partnerevents.v1.PartnerEvents,StreamPartnerEvents";
+    for (family, labels, want) in [
+        ("started_total", health.to_string(), 2),
+        ("handled_total", format!("{health},OK"), 1),
+        ("handled_total", format!("{health},NotFound"), 1),
+        ("handling_seconds_count", health.to_string(), 2),
+        ("started_total", reflect.to_string(), 1),
+        ("handled_total", format!("{reflect},OK"), 1),
+        ("started_total", unknown.to_string(), 1),
+        ("handled_total", format!("{unknown},Unimplemented"), 1),
+        ("started_total", stream.to_string(), 2),
+        ("handled_total", format!("{stream},OK"), 1),
+        ("handled_total", format!("{stream},Canceled"), 1),
+        ("handling_seconds_count", stream.to_string(), 2),
+        ("msg_received_total", stream.to_string(), 3),
+        // The refused batch's answer is a message sent too.
+        ("msg_sent_total", stream.to_string(), 2),
+    ] {
+        assert_eq!(
+            grpc_sample(&text, family, &labels),
+            want,
+            "grpc_server_{family} {labels}\n{text}"
+        );
+    }
+    assert!(!text.contains("made.up"), "no label from a caller's path");
     gw.stop().await;
 }
 

@@ -1,0 +1,267 @@
+//! Admission: who the caller is, whether a request can be taken at all
+//! (field checks, authorization, tenant lookup, entries-per-second quotas,
+//! open circuit breakers), and room under the in-flight bounds.
+//!
+//! Everything here runs before any entry is looked at; what it lets through
+//! is an [`AdmittedBatch`] plus the [`InFlight`] permits it holds. A refusal
+//! is an [`ApiError`].
+
+use std::{sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
+use tonic::Request;
+
+use super::status::ApiError;
+use crate::{
+    auth::{certificate_identities, AuthError, AuthPolicy, Caller},
+    config::{AuthMode, QuotasSection},
+    domain::tenant::TenantDirectory,
+    pipeline::Pipeline,
+    proto::PutPartnerEventsRequest,
+    quota::KeyedLimiter,
+};
+
+/// Longest `batch_id` accepted: it is echoed and logged, so it stays small.
+pub const MAX_BATCH_ID_CHARS: usize = 256;
+
+/// The settings of [`Admission`] that come from the config.
+#[derive(Debug, Clone)]
+pub struct AdmissionSettings {
+    pub max_entries_per_request: usize,
+    /// Entries in flight gateway-wide, unary and streams together.
+    pub max_in_flight: usize,
+    pub quotas: QuotasSection,
+}
+
+/// A batch that passed every request-level check: the rest of its way is
+/// entry by entry, and it is answered with one result per entry.
+pub struct AdmittedBatch {
+    pub request: PutPartnerEventsRequest,
+    /// The directory it was checked against; it is processed with the same.
+    pub tenants: Arc<TenantDirectory>,
+    /// Its place on its stream (0 for a unary call).
+    pub sequence: u64,
+    /// Nothing is sent for it past this instant.
+    pub deadline: Instant,
+}
+
+/// The in-flight permits an admitted batch holds, one per entry, until it
+/// is answered (on a stream: until its answer is handed to the stream).
+pub struct InFlight {
+    _gateway: OwnedSemaphorePermit,
+    _window: Option<OwnedSemaphorePermit>,
+}
+
+/// Decides which calls and batches are taken; shared by all calls.
+pub struct Admission {
+    /// Swapped whole on reload; each batch uses the directory it started with.
+    tenants: ArcSwap<TenantDirectory>,
+    auth: ArcSwap<AuthPolicy>,
+    settings: AdmissionSettings,
+    tenant_limits: KeyedLimiter,
+    caller_limits: KeyedLimiter,
+    /// One permit per entry in flight, gateway-wide.
+    in_flight: Arc<Semaphore>,
+}
+
+impl Admission {
+    pub fn new(tenants: TenantDirectory, auth: AuthPolicy, settings: AdmissionSettings) -> Self {
+        Self {
+            tenants: ArcSwap::from_pointee(tenants),
+            auth: ArcSwap::from_pointee(auth),
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            settings,
+            tenant_limits: KeyedLimiter::default(),
+            caller_limits: KeyedLimiter::default(),
+        }
+    }
+
+    /// Puts a new tenant directory and authorization table in force. Calls
+    /// and batches already admitted finish with the ones they started with.
+    pub fn reload(&self, tenants: TenantDirectory, auth: AuthPolicy) {
+        self.tenants.store(Arc::new(tenants));
+        self.auth.store(Arc::new(auth));
+    }
+
+    /// The tenant directory in force.
+    pub fn tenants(&self) -> Arc<TenantDirectory> {
+        self.tenants.load_full()
+    }
+
+    /// Entries admitted and not yet answered, gateway-wide.
+    pub fn in_flight_entries(&self) -> usize {
+        self.settings.max_in_flight - self.in_flight.available_permits()
+    }
+
+    /// Identifies the caller of a request from its metadata and TLS peer.
+    pub fn caller<T>(&self, request: &Request<T>) -> Result<Option<Caller>, ApiError> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let cert_identities = request
+            .peer_certs()
+            .and_then(|chain| {
+                chain
+                    .first()
+                    .map(|der| certificate_identities(der.as_ref()))
+            })
+            .unwrap_or_default();
+        let auth = self.auth.load();
+        let caller = auth.identify(authorization, cert_identities)?;
+        if caller.is_none() && auth.mode == AuthMode::Required {
+            return Err(ApiError::Unauthenticated(AuthError::Unauthenticated));
+        }
+        Ok(caller)
+    }
+
+    /// The request-level checks: a batch failing them is refused whole.
+    /// Takes the batch's entries from the tenant's and the caller's quotas.
+    /// Returns the tenant directory the batch is then processed with.
+    pub fn check(
+        &self,
+        req: &PutPartnerEventsRequest,
+        caller: Option<&Caller>,
+    ) -> Result<Arc<TenantDirectory>, ApiError> {
+        let mut violations = Vec::new();
+        if req.tenant_id.is_empty() {
+            violations.push(("tenant_id".to_string(), "required".to_string()));
+        }
+        if req.entries.is_empty() {
+            violations.push((
+                "entries".to_string(),
+                "at least one entry is required".to_string(),
+            ));
+        } else if req.entries.len() > self.settings.max_entries_per_request {
+            violations.push((
+                "entries".to_string(),
+                format!(
+                    "{} entries; at most {} are allowed per request",
+                    req.entries.len(),
+                    self.settings.max_entries_per_request
+                ),
+            ));
+        }
+        if req.batch_id.chars().count() > MAX_BATCH_ID_CHARS {
+            violations.push((
+                "batch_id".to_string(),
+                format!("at most {MAX_BATCH_ID_CHARS} characters"),
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::Invalid(violations));
+        }
+        // Authorization before existence: a caller learns nothing about
+        // tenants it may not write for.
+        self.auth
+            .load()
+            .authorize(caller, &req.tenant_id)
+            .map_err(ApiError::PermissionDenied)?;
+        let tenants = self.tenants.load_full();
+        if tenants.get(&req.tenant_id).is_none() {
+            return Err(ApiError::UnknownTenant(req.tenant_id.clone()));
+        }
+        self.take_quota(&req.tenant_id, caller, req.entries.len())?;
+        Ok(tenants)
+    }
+
+    /// Per-tenant and per-caller entries-per-second limits.
+    fn take_quota(&self, tenant: &str, caller: Option<&Caller>, n: usize) -> Result<(), ApiError> {
+        let q = &self.settings.quotas;
+        if q.tenant_entries_per_second > 0.0 {
+            self.tenant_limits
+                .try_take(tenant, q.tenant_entries_per_second, q.burst_seconds, n)
+                .map_err(|retry_after| ApiError::RateLimited {
+                    scope: "tenant",
+                    subject: tenant.to_string(),
+                    retry_after,
+                })?;
+        }
+        if let Some(caller) = caller {
+            let rate = self
+                .auth
+                .load()
+                .caller_rate(caller)
+                .unwrap_or(q.caller_entries_per_second);
+            if rate > 0.0 {
+                self.caller_limits
+                    .try_take(caller.name(), rate, q.burst_seconds, n)
+                    .map_err(|retry_after| ApiError::RateLimited {
+                        scope: "caller",
+                        subject: caller.name().to_string(),
+                        retry_after,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Admits a unary call: the request-level checks, then a refusal when
+    /// every region it needs is paused, then room for its entries under the
+    /// gateway-wide bound, waited for until `deadline`.
+    pub async fn admit_call(
+        &self,
+        pipeline: &Pipeline,
+        request: PutPartnerEventsRequest,
+        caller: Option<&Caller>,
+        deadline: Instant,
+    ) -> Result<(AdmittedBatch, InFlight), ApiError> {
+        let tenants = self.check(&request, caller)?;
+        if let Some(retry_after) = all_regions_down(pipeline, &request, &tenants) {
+            return Err(ApiError::RegionUnavailable { retry_after });
+        }
+        let n = request.entries.len() as u32;
+        let permit =
+            tokio::time::timeout_at(deadline, self.in_flight.clone().acquire_many_owned(n))
+                .await
+                .map_err(|_elapsed| ApiError::Overloaded {
+                    max_in_flight: self.settings.max_in_flight,
+                })?
+                .map_err(|_closed| ApiError::ShuttingDown)?;
+        let batch = AdmittedBatch {
+            request,
+            tenants,
+            sequence: 0,
+            deadline,
+        };
+        let in_flight = InFlight {
+            _gateway: permit,
+            _window: None,
+        };
+        Ok((batch, in_flight))
+    }
+
+    /// Room for `n` entries of a stream batch: first in the stream's own
+    /// `window`, then under the gateway-wide bound, waiting as long as it
+    /// takes (a stream applies backpressure instead of shedding). None when
+    /// the gateway is closing.
+    pub async fn wait_for_room(&self, window: &Arc<Semaphore>, n: u32) -> Option<InFlight> {
+        let w = window.clone().acquire_many_owned(n).await.ok()?;
+        let g = self.in_flight.clone().acquire_many_owned(n).await.ok()?;
+        Some(InFlight {
+            _gateway: g,
+            _window: Some(w),
+        })
+    }
+}
+
+/// When every region the request's entries go to has an open breaker,
+/// the soonest time one lets calls through again.
+fn all_regions_down(
+    pipeline: &Pipeline,
+    req: &PutPartnerEventsRequest,
+    tenants: &TenantDirectory,
+) -> Option<Duration> {
+    let tenant = tenants.get(&req.tenant_id)?;
+    let mut soonest: Option<Duration> = None;
+    for e in &req.entries {
+        let region = tenant.source(&e.source_key)?.region();
+        let after = pipeline.region_retry_after(region)?;
+        soonest = Some(soonest.map_or(after, |s| s.min(after)));
+    }
+    soonest
+}

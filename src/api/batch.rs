@@ -1,0 +1,192 @@
+//! The batch path: from an [`AdmittedBatch`] to its answer. Each entry is
+//! converted and validated (a bad one gets its own result), checked against
+//! its source's state, and the rest go through the [`Pipeline`]; the answer
+//! has one result per entry, in request order.
+//!
+//! Unary calls and stream batches both come here once admitted; a stage
+//! between admission and sending (a fair scheduler, a durable queue) takes
+//! an [`AdmittedBatch`] and hands it on to [`BatchProcessor::answer`].
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::{
+    admission::AdmittedBatch,
+    convert::{entry_from_proto, result_to_proto},
+    status::ApiError,
+};
+use crate::{
+    domain::{
+        entry::prepare,
+        lifecycle::{InactivePolicy, SourceStates},
+        outcome::{codes, EntryResult},
+    },
+    metrics::Metrics,
+    pipeline::Pipeline,
+    proto::{BatchError, PartnerEventResult, PutPartnerEventsRequest, PutPartnerEventsResponse},
+};
+
+/// The settings of [`BatchProcessor`] that come from the config.
+#[derive(Debug, Clone)]
+pub struct BatchSettings {
+    /// The EventBridge call-size limit: an entry alone larger is refused.
+    pub max_call_bytes: usize,
+    /// Act on partner event source states (refuse or flag inactive ones).
+    pub check_source_state: bool,
+    pub on_inactive: InactivePolicy,
+}
+
+/// Answers admitted batches; shared by all calls.
+pub struct BatchProcessor {
+    pipeline: Pipeline,
+    metrics: Arc<Metrics>,
+    source_states: Arc<SourceStates>,
+    settings: BatchSettings,
+}
+
+impl BatchProcessor {
+    pub fn new(
+        pipeline: Pipeline,
+        metrics: Arc<Metrics>,
+        source_states: Arc<SourceStates>,
+        settings: BatchSettings,
+    ) -> Self {
+        Self {
+            pipeline,
+            metrics,
+            source_states,
+            settings,
+        }
+    }
+
+    /// Processes one admitted batch: per-entry validation, then the
+    /// pipeline. Never fails as a whole: every entry gets a result.
+    pub async fn answer(&self, batch: AdmittedBatch) -> PutPartnerEventsResponse {
+        let AdmittedBatch {
+            request: req,
+            tenants,
+            sequence,
+            deadline,
+        } = batch;
+        let started = Instant::now();
+        let Some(tenant) = tenants.get(&req.tenant_id) else {
+            // Admission found it in this same directory.
+            let err = ApiError::UnknownTenant(req.tenant_id.clone());
+            return refused(req, sequence, &err);
+        };
+        let n = req.entries.len();
+        let mut results: Vec<Option<EntryResult>> = vec![None; n];
+        let mut prepared = Vec::with_capacity(n);
+        for (i, e) in req.entries.into_iter().enumerate() {
+            let index = i as u32;
+            let checked = entry_from_proto(e)
+                .map_err(|e| EntryResult::refused(codes::INVALID_ARGUMENT, e.0))
+                .and_then(|e| {
+                    prepare(index, e, tenant, self.settings.max_call_bytes)
+                        .map_err(|e| EntryResult::refused(e.code, e.message))
+                });
+            match checked {
+                Ok(p) => prepared.push(p),
+                Err(r) => results[i] = Some(r),
+            }
+        }
+        // Entries for a source EventBridge would not deliver to.
+        let mut warnings: Vec<(usize, String)> = Vec::new();
+        if self.settings.check_source_state {
+            let policy = tenant
+                .inactive_policy()
+                .unwrap_or(self.settings.on_inactive);
+            prepared.retain(|p| match self.source_states.check(p.source.name()) {
+                None => true,
+                Some(inactive) => match policy {
+                    InactivePolicy::Refuse => {
+                        results[p.index as usize] =
+                            Some(EntryResult::refused(inactive.code, inactive.message));
+                        false
+                    }
+                    InactivePolicy::SendAndFlag => {
+                        warnings.push((
+                            p.index as usize,
+                            format!("{}: {}", inactive.code, inactive.message),
+                        ));
+                        true
+                    }
+                },
+            });
+        }
+        let refused = n - prepared.len();
+        if !prepared.is_empty() {
+            for (index, r) in self.pipeline.send(tenant.share(), prepared, deadline).await {
+                results[index as usize] = Some(r);
+            }
+        }
+        let entries: Vec<PartnerEventResult> = results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                // The pipeline answers every index it was given; should one
+                // ever be missing, the caller still gets a result for it.
+                let r = r.unwrap_or_else(|| {
+                    tracing::error!(index = i, "entry had no result; reporting it unknown");
+                    EntryResult::refused(
+                        codes::OUTCOME_UNKNOWN,
+                        "the gateway lost track of this entry",
+                    )
+                });
+                result_to_proto(i as u32, r)
+            })
+            .collect();
+        // Counted per run of equal codes: one metric update per batch as a rule.
+        for run in entries.chunk_by(|a, b| a.error_code == b.error_code) {
+            self.metrics
+                .entries_with(&run[0].error_code, &req.tenant_id, run.len() as u64);
+        }
+        let mut entries = entries;
+        for (i, warning) in warnings {
+            if !entries[i].event_id.is_empty() {
+                entries[i].warning = warning;
+            }
+        }
+        let failed = entries.iter().filter(|e| !e.error_code.is_empty()).count();
+        // One line per batch is too much at thousands of batches a second:
+        // info only when something was refused or failed, debug otherwise.
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if failed > 0 {
+            tracing::info!(tenant = %req.tenant_id, batch_id = %req.batch_id, sequence, entries = n, refused, failed, elapsed_ms, "batch answered");
+        } else {
+            tracing::debug!(tenant = %req.tenant_id, batch_id = %req.batch_id, sequence, entries = n, elapsed_ms, "batch answered");
+        }
+        PutPartnerEventsResponse {
+            batch_id: req.batch_id,
+            sequence,
+            failed_entry_count: failed as u32,
+            entries,
+            batch_error: None,
+        }
+    }
+}
+
+/// The answer to a stream batch refused whole: the error for the batch,
+/// and the same for each of its entries.
+pub fn refused(
+    req: PutPartnerEventsRequest,
+    sequence: u64,
+    err: &ApiError,
+) -> PutPartnerEventsResponse {
+    let (code, batch_code) = err.codes();
+    let message = err.to_string();
+    let n = req.entries.len();
+    PutPartnerEventsResponse {
+        batch_id: req.batch_id,
+        sequence,
+        failed_entry_count: n as u32,
+        entries: (0..n)
+            .map(|i| result_to_proto(i as u32, EntryResult::refused(batch_code, message.clone())))
+            .collect(),
+        batch_error: Some(BatchError {
+            code: code as i32,
+            message,
+        }),
+    }
+}
