@@ -8,7 +8,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthPolicy;
 use crate::domain::lifecycle::InactivePolicy;
@@ -62,7 +62,7 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError 
 }
 
 /// The file as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub server: ServerSection,
@@ -129,7 +129,7 @@ impl Default for RawConfig {
 
 /// `[sources]`: learning each partner event source's state, and what to do
 /// with entries for a source that is not ACTIVE.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesSection {
     /// Learn source states from EventBridge (ListPartnerEventSourceAccounts)
@@ -161,7 +161,7 @@ impl Default for SourcesSection {
 }
 
 /// `[metrics]`: Prometheus text on a separate HTTP port.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSection {
     /// Where `/metrics` is served; an empty string turns metrics off.
@@ -181,7 +181,7 @@ impl Default for MetricsSection {
 }
 
 /// `[tls]`: TLS on the gRPC port; with `client_ca_file`, mutual TLS.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     /// The server's certificate chain, PEM.
@@ -197,7 +197,7 @@ pub struct TlsSection {
 }
 
 /// How callers are identified and authorized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
     /// Anyone who reaches the port may write for any tenant (the local
@@ -210,7 +210,7 @@ pub enum AuthMode {
 }
 
 /// `[auth]`: caller identities and what each may do.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     pub mode: AuthMode,
@@ -227,7 +227,7 @@ pub struct AuthSection {
 }
 
 /// One bearer token: exactly one of `sha256`, `file`, `env`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSection {
     /// The caller this token identifies.
@@ -241,7 +241,7 @@ pub struct TokenSection {
 }
 
 /// `[auth.callers."<identity>"]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallerSection {
     /// Tenant ids or patterns with `*` (`acme`, `acme-*`, `*`).
@@ -252,7 +252,7 @@ pub struct CallerSection {
 }
 
 /// `[quotas]`: pacing upstream, and limits per tenant and per caller.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuotasSection {
     /// PutPartnerEvents calls per second per region, kept below
@@ -283,7 +283,7 @@ impl Default for QuotasSection {
 }
 
 /// `[server]`: the gRPC side.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// gRPC listen address.
@@ -331,7 +331,7 @@ impl Default for ServerSection {
 }
 
 /// Which EventBridge the gateway talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamKind {
     /// The built-in emulator, started in-process (or the one at
@@ -343,7 +343,7 @@ pub enum UpstreamKind {
 }
 
 /// `[upstream]`: how EventBridge is called.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSection {
     pub kind: UpstreamKind,
@@ -418,7 +418,7 @@ impl Default for UpstreamSection {
 
 /// `[emulator]`: the built-in EventBridge, used when `upstream.kind = "emulator"`
 /// and no `endpoint_url` is given.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmulatorSection {
     /// Where the in-process emulator listens (port 0 picks a free one).
@@ -455,7 +455,7 @@ impl Default for EmulatorSection {
 }
 
 /// `[tenants.<id>]`: one customer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSection {
     /// The key (in `sources`) used when an entry names no `source_key`.
@@ -466,7 +466,7 @@ pub struct TenantSection {
 }
 
 /// `[tenants.<id>.sources.<key>]`: one partner event source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSection {
     /// `aws.partner/<partner>/<namespace>/<name>`

@@ -1,17 +1,23 @@
 //! The `partner-events-gateway` binary: flags -> config -> telemetry -> run.
+//!
+//! Each command is a function returning `Result<_, CliError>`; `main` turns
+//! the result into an exit code in one place: 0 when the command did what it
+//! was asked, 1 when it failed (or `send` had entries that failed), 2 when
+//! `send` could not stream to the gateway.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use partner_events_gateway::{
-    config::Config,
-    emulator::{Emulator, EmulatorConfig},
-    server,
+    bench,
+    config::{Config, ConfigError},
+    emulator::{self, Emulator, EmulatorConfig, FaultFileError},
+    send, server, sources,
     telemetry::{self, LogFormat},
 };
 
 /// mimalloc: the glibc allocator took a fifth of the gateway's CPU under
-/// load (per-entry allocations across threads); see README "Performance".
+/// load (per-entry allocations across threads); see docs/performance.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -38,74 +44,18 @@ enum Command {
     Serve(ServeArgs),
     /// Run only the EventBridge emulator (AWS JSON 1.1 over HTTP), for the
     /// AWS CLI or SDKs with --endpoint-url.
-    Emulator {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:4010")]
-        listen: SocketAddr,
-        /// Append every accepted event to this JSON-lines file.
-        #[arg(long)]
-        events_file: Option<PathBuf>,
-        /// Log event payloads (off by default: payloads are customer data).
-        #[arg(long)]
-        log_payloads: bool,
-        /// Size limit of one call by the AWS formula, in bytes.
-        #[arg(long, default_value_t = partner_events_gateway::domain::limits::DEFAULT_MAX_CALL_BYTES)]
-        max_call_bytes: usize,
-        /// Inject EventBridge's failures from a fault plan (TOML or JSON:
-        /// a seed and rules; see the README's "Failure semantics").
-        #[arg(long)]
-        faults: Option<PathBuf>,
-        /// How many of the last accepted events (and received entries, and
-        /// calls) to keep in memory; 0 keeps none.
-        #[arg(
-            long,
-            default_value_t = partner_events_gateway::emulator::DEFAULT_MAX_RECORDED_EVENTS,
-            value_parser = parse_max_recorded_events
-        )]
-        max_recorded_events: usize,
-    },
+    Emulator(EmulatorArgs),
     /// Send entries from a file or stdin (JSON lines, the AWS CLI's entry
     /// shape) through StreamPartnerEvents; prints one JSON result line per
     /// input line and exits 1 if any entry failed.
-    Send {
-        /// The tenant the entries belong to.
-        #[arg(long)]
-        tenant: String,
-        /// JSON-lines file; stdin when absent or `-`.
-        #[arg(long)]
-        file: Option<PathBuf>,
-        /// The gateway's address.
-        #[arg(long, default_value = "127.0.0.1:50051", env = "PEG_ADDR")]
-        addr: String,
-        /// Entries per stream message.
-        #[arg(long, default_value_t = 100)]
-        batch_size: usize,
-        /// Use TLS (implied by an https:// address or any TLS flag).
-        #[arg(long)]
-        tls: bool,
-        /// CA certificate (PEM) that signed the gateway's certificate.
-        #[arg(long)]
-        ca_cert: Option<PathBuf>,
-        /// Client certificate (PEM), for mutual TLS.
-        #[arg(long)]
-        client_cert: Option<PathBuf>,
-        /// Client private key (PEM), for mutual TLS.
-        #[arg(long)]
-        client_key: Option<PathBuf>,
-        /// The name expected in the gateway's certificate.
-        #[arg(long)]
-        tls_domain: Option<String>,
-        /// Bearer token (prefer the environment variable).
-        #[arg(long, env = "PEG_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
+    Send(SendArgs),
     /// Partner event sources: their states, and onboarding new tenants.
     Sources {
         #[command(subcommand)]
         command: SourcesCommand,
     },
     /// Load harness: the gateway against a direct-SDK baseline, loopback only.
-    Bench(partner_events_gateway::bench::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Validate a config file and explain what is wrong with it.
     CheckConfig {
         /// The TOML file.
@@ -168,113 +118,32 @@ struct ServeArgs {
     emulator_listen: Option<SocketAddr>,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    telemetry::init(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
-    runtime.block_on(async move {
-        match command {
-            Command::Serve(args) => serve(args).await,
-            Command::Emulator {
-                listen,
-                events_file,
-                log_payloads,
-                max_call_bytes,
-                faults,
-                max_recorded_events,
-            } => {
-                let mut config = EmulatorConfig {
-                    max_call_bytes,
-                    log_payloads,
-                    events_file,
-                    max_recorded_events,
-                    ..EmulatorConfig::default()
-                };
-                if let Some(path) = faults {
-                    match partner_events_gateway::emulator::load_fault_file(&path) {
-                        Ok(plan) => config = config.with_fault_plan(plan),
-                        Err(e) => {
-                            eprintln!("error: {e}");
-                            return ExitCode::FAILURE;
-                        }
-                    }
-                }
-                let listener = match tokio::net::TcpListener::bind(listen).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        eprintln!("error: cannot listen on {listen}: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-                tracing::info!(addr = %listen, "EventBridge emulator listening");
-                match Emulator::serve(listener, config, shutdown_signal()).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("error: emulator failed: {e}");
-                        ExitCode::FAILURE
-                    }
-                }
-            }
-            Command::Send {
-                tenant,
-                file,
-                addr,
-                batch_size,
-                tls,
-                ca_cert,
-                client_cert,
-                client_key,
-                tls_domain,
-                token,
-            } => {
-                let wants_tls = tls
-                    || addr.starts_with("https://")
-                    || ca_cert.is_some()
-                    || client_cert.is_some()
-                    || tls_domain.is_some();
-                let tls = wants_tls.then_some(partner_events_gateway::send::ClientTls {
-                    ca_cert,
-                    client_cert,
-                    client_key,
-                    domain: tls_domain,
-                });
-                send(tenant, file, addr, batch_size, tls, token).await
-            }
-            Command::Sources { command } => sources(command).await,
-            Command::Bench(args) => match partner_events_gateway::bench::run(args).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Command::CheckConfig { file } => match Config::load(&file) {
-                Ok(c) => {
-                    println!(
-                        "{}: OK ({} tenants, regions: {}; upstream: {:?}{})",
-                        file.display(),
-                        c.tenants.len(),
-                        c.tenants.regions().join(", "),
-                        c.upstream.kind,
-                        c.upstream
-                            .endpoint_url
-                            .as_deref()
-                            .map(|u| format!(" at {u}"))
-                            .unwrap_or_default()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-        }
-    })
+#[derive(clap::Args)]
+struct EmulatorArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4010")]
+    listen: SocketAddr,
+    /// Append every accepted event to this JSON-lines file.
+    #[arg(long)]
+    events_file: Option<PathBuf>,
+    /// Log event payloads (off by default: payloads are customer data).
+    #[arg(long)]
+    log_payloads: bool,
+    /// Size limit of one call by the AWS formula, in bytes.
+    #[arg(long, default_value_t = partner_events_gateway::domain::limits::DEFAULT_MAX_CALL_BYTES)]
+    max_call_bytes: usize,
+    /// Inject EventBridge's failures from a fault plan (TOML or JSON:
+    /// a seed and rules; see the README's "Failure semantics").
+    #[arg(long)]
+    faults: Option<PathBuf>,
+    /// How many of the last accepted events (and received entries, and
+    /// calls) to keep in memory; 0 keeps none.
+    #[arg(
+        long,
+        default_value_t = partner_events_gateway::emulator::DEFAULT_MAX_RECORDED_EVENTS,
+        value_parser = parse_max_recorded_events
+    )]
+    max_recorded_events: usize,
 }
 
 /// `--max-recorded-events`: a count up to the same ceiling as the config's
@@ -290,15 +159,142 @@ fn parse_max_recorded_events(text: &str) -> Result<usize, String> {
     Ok(n)
 }
 
-async fn serve(args: ServeArgs) -> ExitCode {
-    let mut config = match &args.config {
-        Some(path) => match Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
+#[derive(clap::Args)]
+struct SendArgs {
+    /// The tenant the entries belong to.
+    #[arg(long)]
+    tenant: String,
+    /// JSON-lines file; stdin when absent or `-`.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// The gateway's address.
+    #[arg(long, default_value = "127.0.0.1:50051", env = "PEG_ADDR")]
+    addr: String,
+    /// Entries per stream message.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Use TLS (implied by an https:// address or any TLS flag).
+    #[arg(long)]
+    tls: bool,
+    /// CA certificate (PEM) that signed the gateway's certificate.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM), for mutual TLS.
+    #[arg(long)]
+    client_cert: Option<PathBuf>,
+    /// Client private key (PEM), for mutual TLS.
+    #[arg(long)]
+    client_key: Option<PathBuf>,
+    /// The name expected in the gateway's certificate.
+    #[arg(long)]
+    tls_domain: Option<String>,
+    /// Bearer token (prefer the environment variable).
+    #[arg(long, env = "PEG_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// The command failed (or `send` had entries that failed).
+const EXIT_FAILED: u8 = 1;
+/// `send` could not stream to the gateway.
+const EXIT_UNREACHABLE: u8 = 2;
+
+/// Why a command failed; printed as `error: <this>`.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    /// A config file that cannot be read or does not hold.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("--metrics-listen `{value}` is not an address: {source}")]
+    MetricsListen {
+        value: String,
+        source: std::net::AddrParseError,
+    },
+    /// The gateway could not start or failed while serving.
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+    #[error(transparent)]
+    FaultPlan(#[from] FaultFileError),
+    #[error("cannot listen on {addr}: {source}")]
+    EmulatorListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("emulator failed: {0}")]
+    Emulator(std::io::Error),
+    #[error("cannot open {}: {source}", path.display())]
+    SendInput {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `send` could not stream to the gateway (connection, TLS, the stream).
+    #[error("{0}")]
+    SendStream(String),
+    #[error("--write needs --config FILE")]
+    WriteNeedsConfig,
+    /// EventBridge's control plane, or writing the output.
+    #[error("{0}")]
+    Sources(String),
+    #[error("{0}")]
+    Bench(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::SendStream(_) => EXIT_UNREACHABLE,
+            _ => EXIT_FAILED,
+        }
+    }
+}
+
+/// How a command that did not fail ended.
+enum Done {
+    /// Everything it was asked to do.
+    Complete,
+    /// `send` streamed every line, and some entries failed.
+    EntriesFailed,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    match runtime.block_on(run(command)) {
+        Ok(Done::Complete) => ExitCode::SUCCESS,
+        Ok(Done::EntriesFailed) => ExitCode::from(EXIT_FAILED),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<Done, CliError> {
+    match command {
+        Command::Serve(args) => cmd_serve(args).await?,
+        Command::Emulator(args) => cmd_emulator(args).await?,
+        Command::Send(args) => {
+            let summary = cmd_send(args).await?;
+            eprintln!("{summary}");
+            if summary.failed > 0 {
+                return Ok(Done::EntriesFailed);
             }
-        },
+        }
+        Command::Sources { command } => cmd_sources(command).await?,
+        Command::Bench(args) => bench::run(args).await.map_err(CliError::Bench)?,
+        Command::CheckConfig { file } => cmd_check_config(&file)?,
+    }
+    Ok(Done::Complete)
+}
+
+/// `serve`: the gateway, until SIGTERM or SIGINT.
+async fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
         None => {
             tracing::info!(
                 "no config file given: local defaults (built-in emulator, tenants `demo` and `demo-pending`)"
@@ -316,89 +312,76 @@ async fn serve(args: ServeArgs) -> ExitCode {
         config.metrics_listen = if m.is_empty() {
             None
         } else {
-            match m.parse() {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    eprintln!("error: --metrics-listen `{m}` is not an address: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+            Some(m.parse().map_err(|source| CliError::MetricsListen {
+                value: m.clone(),
+                source,
+            })?)
         };
     }
-    match server::run(config, args.config.clone(), shutdown_signal()).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            tracing::warn!("some calls did not finish within the grace period");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+    if !server::run(config, args.config, shutdown_signal()).await? {
+        tracing::warn!("some calls did not finish within the grace period");
     }
+    Ok(())
 }
 
-async fn send(
-    tenant: String,
-    file: Option<PathBuf>,
-    addr: String,
-    batch_size: usize,
-    tls: Option<partner_events_gateway::send::ClientTls>,
-    token: Option<String>,
-) -> ExitCode {
-    let input: Box<dyn std::io::BufRead + Send> = match file.as_deref() {
-        None => Box::new(std::io::BufReader::new(std::io::stdin())),
-        Some(p) if p.as_os_str() == "-" => Box::new(std::io::BufReader::new(std::io::stdin())),
-        Some(p) => match std::fs::File::open(p) {
-            Ok(f) => Box::new(std::io::BufReader::new(f)),
-            Err(e) => {
-                eprintln!("error: cannot open {}: {e}", p.display());
-                return ExitCode::FAILURE;
-            }
-        },
+/// `emulator`: the built-in EventBridge alone, until SIGTERM or SIGINT.
+async fn cmd_emulator(args: EmulatorArgs) -> Result<(), CliError> {
+    let mut config = EmulatorConfig {
+        max_call_bytes: args.max_call_bytes,
+        log_payloads: args.log_payloads,
+        events_file: args.events_file,
+        max_recorded_events: args.max_recorded_events,
+        ..EmulatorConfig::default()
     };
-    let args = partner_events_gateway::send::SendArgs {
-        addr,
-        tenant,
-        batch_size,
+    if let Some(path) = args.faults {
+        config = config.with_fault_plan(emulator::load_fault_file(&path)?);
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| CliError::EmulatorListen {
+            addr: args.listen,
+            source,
+        })?;
+    tracing::info!(addr = %args.listen, "EventBridge emulator listening");
+    Emulator::serve(listener, config, shutdown_signal())
+        .await
+        .map_err(CliError::Emulator)
+}
+
+/// `send`: streams the input lines; the summary says how many entries failed.
+async fn cmd_send(args: SendArgs) -> Result<send::Summary, CliError> {
+    let input = send::open_input(args.file.as_deref()).map_err(|source| CliError::SendInput {
+        path: args.file.clone().unwrap_or_default(),
+        source,
+    })?;
+    let tls = send::ClientTls {
+        ca_cert: args.ca_cert,
+        client_cert: args.client_cert,
+        client_key: args.client_key,
+        domain: args.tls_domain,
+    }
+    .wanted(args.tls, &args.addr);
+    let args = send::SendArgs {
+        addr: args.addr,
+        tenant: args.tenant,
+        batch_size: args.batch_size,
         input,
         tls,
-        token,
+        token: args.token,
     };
-    let mut out = std::io::stdout();
-    match partner_events_gateway::send::run(args, &mut out).await {
-        Ok(s) => {
-            eprintln!(
-                "{} lines: {} accepted, {} failed",
-                s.lines, s.accepted, s.failed
-            );
-            if s.failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    send::run(args, &mut std::io::stdout())
+        .await
+        .map_err(CliError::SendStream)
 }
 
-fn load_or_default(path: Option<&std::path::Path>) -> Result<Config, String> {
-    match path {
-        Some(p) => Config::load(p).map_err(|e| e.to_string()),
-        None => Ok(Config::local_default()),
-    }
-}
-
-async fn sources(command: SourcesCommand) -> ExitCode {
+/// `sources list` and `sources create`.
+async fn cmd_sources(command: SourcesCommand) -> Result<(), CliError> {
     let mut out = std::io::stdout();
-    let result = match command {
-        SourcesCommand::List { config, json } => match load_or_default(config.as_deref()) {
-            Ok(c) => partner_events_gateway::sources::list(&c, json, &mut out).await,
-            Err(e) => Err(e),
-        },
+    match command {
+        SourcesCommand::List { config, json } => {
+            let config = sources::load_config(config.as_deref())?;
+            sources::list(&config, json, &mut out).await
+        }
         SourcesCommand::Create {
             config,
             tenant,
@@ -409,32 +392,39 @@ async fn sources(command: SourcesCommand) -> ExitCode {
             write,
         } => {
             if write && config.is_none() {
-                Err("--write needs --config FILE".to_string())
-            } else {
-                match load_or_default(config.as_deref()) {
-                    Ok(c) => {
-                        let args = partner_events_gateway::sources::CreateArgs {
-                            tenant,
-                            account,
-                            name,
-                            region,
-                            key,
-                            write_config: if write { config } else { None },
-                        };
-                        partner_events_gateway::sources::create(&c, args, &mut out).await
-                    }
-                    Err(e) => Err(e),
-                }
+                return Err(CliError::WriteNeedsConfig);
             }
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+            let loaded = sources::load_config(config.as_deref())?;
+            let args = sources::CreateArgs {
+                tenant,
+                account,
+                name,
+                region,
+                key,
+                write_config: if write { config } else { None },
+            };
+            sources::create(&loaded, args, &mut out).await
         }
     }
+    .map_err(CliError::Sources)
+}
+
+/// `check-config`: loads and validates the file, and summarizes it.
+fn cmd_check_config(file: &std::path::Path) -> Result<(), CliError> {
+    let c = Config::load(file)?;
+    println!(
+        "{}: OK ({} tenants, regions: {}; upstream: {:?}{})",
+        file.display(),
+        c.tenants.len(),
+        c.tenants.regions().join(", "),
+        c.upstream.kind,
+        c.upstream
+            .endpoint_url
+            .as_deref()
+            .map(|u| format!(" at {u}"))
+            .unwrap_or_default()
+    );
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

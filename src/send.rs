@@ -120,6 +120,30 @@ pub struct ClientTls {
     pub domain: Option<String>,
 }
 
+impl ClientTls {
+    /// These settings if TLS is wanted: when `forced` (`--tls`), when `addr`
+    /// is an `https://` address, or when a CA, a client certificate or a
+    /// domain is given (a key alone does not turn it on); `None`: plaintext.
+    pub fn wanted(self, forced: bool, addr: &str) -> Option<Self> {
+        let wanted = forced
+            || addr.starts_with("https://")
+            || self.ca_cert.is_some()
+            || self.client_cert.is_some()
+            || self.domain.is_some();
+        wanted.then_some(self)
+    }
+}
+
+/// The input lines: the file, or stdin when there is none or it is `-`.
+pub fn open_input(file: Option<&std::path::Path>) -> std::io::Result<Box<dyn BufRead + Send>> {
+    Ok(match file {
+        Some(p) if p.as_os_str() != "-" => {
+            Box::new(std::io::BufReader::new(std::fs::File::open(p)?))
+        }
+        _ => Box::new(std::io::BufReader::new(std::io::stdin())),
+    })
+}
+
 fn tls_config(tls: &ClientTls) -> Result<ClientTlsConfig, String> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
@@ -145,6 +169,16 @@ pub struct Summary {
     pub lines: usize,
     pub accepted: usize,
     pub failed: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} lines: {} accepted, {} failed",
+            self.lines, self.accepted, self.failed
+        )
+    }
 }
 
 /// Streams the input and writes one result line per input line to `out`.

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::{
-    config::{Config, UpstreamKind},
+    config::{Config, ConfigError, UpstreamKind},
     domain::{
         lifecycle::{format_epoch, SourceState, SourceStates},
         source::is_valid_source_name,
@@ -133,6 +133,15 @@ async fn admin_for(config: &Config) -> Result<EventBridgeUpstream, String> {
         &config.tenants.regions(),
     )
     .await)
+}
+
+/// The config a `sources` command works on: the file given, or the local
+/// default (the built-in emulator and the demo tenants).
+pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::local_default()),
+    }
 }
 
 /// `sources list`: every tenant's sources with their state.

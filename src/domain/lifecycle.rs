@@ -10,7 +10,7 @@
 use crate::sync::{read, write};
 use std::{collections::HashMap, sync::RwLock};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::outcome::codes;
 
@@ -56,7 +56,7 @@ impl SourceState {
 }
 
 /// What to do with entries for a source that is not ACTIVE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum InactivePolicy {
     /// Refuse them with `SourceNotActive` / `SourceNotFound` (the default).

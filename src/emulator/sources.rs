@@ -67,7 +67,7 @@ pub struct PartnerSource {
 /// A source the emulator starts with (see `EmulatorConfig::sources`), e.g.
 /// the demo tenant's, already `ACTIVE`. In TOML:
 /// `{ name = "aws.partner/example.com/demo/billing", account = "123456789012", state = "ACTIVE" }`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedSource {
     pub name: String,
