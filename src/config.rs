@@ -18,7 +18,7 @@ use crate::domain::{
         MAX_ENTRIES_PER_REQUEST_CEILING,
     },
     source::{is_valid_region, is_valid_source_name},
-    tenant::{SourceRef, Tenant, TenantDirectory},
+    tenant::{SourceRef, Tenant, TenantDirectory, DEFAULT_TENANT_WEIGHT},
 };
 use crate::emulator::{
     SeedSource, SourceState as EmulatorSourceState, DEFAULT_MAX_RECORDED_EVENTS,
@@ -36,6 +36,10 @@ pub const DEMO_SOURCE: &str = "aws.partner/example.com/demo/events";
 pub const DEMO_PENDING_SOURCE: &str = "aws.partner/example.com/demo-pending/events";
 /// The account the built-in emulator gives its sources.
 pub const EMULATOR_ACCOUNT: &str = "123456789012";
+
+/// The largest tenant weight: a round of the fair share is the sum of the
+/// busy tenants' weights in calls, so weights stay small.
+pub const MAX_TENANT_WEIGHT: u32 = 1_000;
 
 /// The most `server.max_in_flight_entries` may be (a semaphore's bound).
 pub const MAX_IN_FLIGHT_ENTRIES_CEILING: usize = 10_000_000;
@@ -103,6 +107,7 @@ impl Default for RawConfig {
                 default_source: "events".to_string(),
                 sources: pending_sources,
                 on_inactive: None,
+                weight: DEFAULT_TENANT_WEIGHT,
             },
         );
         tenants.insert(
@@ -111,6 +116,7 @@ impl Default for RawConfig {
                 default_source: "events".to_string(),
                 sources,
                 on_inactive: None,
+                weight: DEFAULT_TENANT_WEIGHT,
             },
         );
         Self {
@@ -298,6 +304,12 @@ pub struct ServerSection {
     /// read and unary calls wait up to their deadline, then get
     /// RESOURCE_EXHAUSTED.
     pub max_in_flight_entries: usize,
+    /// The share of max_in_flight_entries one tenant may hold (0 to 1; at
+    /// least max_entries_per_request), so that a flooding tenant leaves room
+    /// for the others: beyond it that
+    /// tenant's streams stop being read and its unary calls wait up to their
+    /// deadline, then get RESOURCE_EXHAUSTED (TENANT_IN_FLIGHT_LIMIT).
+    pub max_in_flight_share_per_tenant: f64,
     /// Entries in flight per stream; beyond it the stream stops being read.
     pub stream_window_entries: usize,
     /// Concurrent HTTP/2 streams (calls) per client connection.
@@ -321,6 +333,7 @@ impl Default for ServerSection {
             max_entries_per_request: DEFAULT_MAX_ENTRIES_PER_REQUEST,
             max_message_bytes: 4 * 1024 * 1024,
             max_in_flight_entries: 20_000,
+            max_in_flight_share_per_tenant: 0.5,
             stream_window_entries: 2_000,
             max_concurrent_streams: 256,
             health_listen: String::new(),
@@ -463,6 +476,15 @@ pub struct TenantSection {
     pub sources: BTreeMap<String, SourceSection>,
     /// Overrides `sources.on_inactive` for this tenant.
     pub on_inactive: Option<InactivePolicy>,
+    /// The tenant's weight when tenants share a region's quota: with calls
+    /// waiting for pacing, a tenant of weight 2 gets twice the calls of a
+    /// tenant of weight 1. Reloadable.
+    #[serde(default = "default_tenant_weight")]
+    pub weight: u32,
+}
+
+fn default_tenant_weight() -> u32 {
+    DEFAULT_TENANT_WEIGHT
 }
 
 /// `[tenants.<id>.sources.<key>]`: one partner event source.
@@ -500,6 +522,8 @@ pub struct Config {
     pub max_entries_per_request: usize,
     pub max_message_bytes: usize,
     pub max_in_flight_entries: usize,
+    /// One tenant's share of `max_in_flight_entries`, in entries.
+    pub max_in_flight_per_tenant: usize,
     pub stream_window_entries: usize,
     pub max_concurrent_streams: u32,
     pub upstream: UpstreamSection,
@@ -589,6 +613,17 @@ impl RawConfig {
                 "must be at least 1",
             ));
         }
+        let share = s.max_in_flight_share_per_tenant;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(invalid(
+                "server.max_in_flight_share_per_tenant",
+                "must be more than 0 and at most 1",
+            ));
+        }
+        // At least one request's worth, so that any batch can be admitted.
+        let max_in_flight_per_tenant = ((s.max_in_flight_entries as f64 * share).ceil() as usize)
+            .max(s.max_entries_per_request)
+            .min(s.max_in_flight_entries);
         if s.max_in_flight_entries > MAX_IN_FLIGHT_ENTRIES_CEILING {
             return Err(invalid(
                 "server.max_in_flight_entries",
@@ -742,6 +777,7 @@ impl RawConfig {
             max_entries_per_request: self.server.max_entries_per_request,
             max_message_bytes: self.server.max_message_bytes,
             max_in_flight_entries: self.server.max_in_flight_entries,
+            max_in_flight_per_tenant,
             stream_window_entries: self.server.stream_window_entries,
             max_concurrent_streams: self.server.max_concurrent_streams,
             upstream: self.upstream,
@@ -800,9 +836,16 @@ fn build_directory(raw: &BTreeMap<String, TenantSection>) -> Result<TenantDirect
                 ),
             ));
         }
+        if t.weight == 0 || t.weight > MAX_TENANT_WEIGHT {
+            return Err(invalid(
+                format!("{field}.weight"),
+                format!("must be 1 to {MAX_TENANT_WEIGHT}"),
+            ));
+        }
         tenants.push(
             Tenant::new(id.clone(), t.default_source.clone(), sources)
-                .with_inactive_policy(t.on_inactive),
+                .with_inactive_policy(t.on_inactive)
+                .with_weight(t.weight),
         );
     }
     Ok(TenantDirectory::new(tenants))

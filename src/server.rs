@@ -243,6 +243,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
             max_call_bytes: u.max_call_bytes,
             default_deadline: Duration::from_millis(u.default_deadline_ms),
             max_in_flight: config.max_in_flight_entries,
+            max_in_flight_per_tenant: config.max_in_flight_per_tenant,
             stream_window_entries: config.stream_window_entries,
             quotas: config.quotas.clone(),
             check_source_state: config.sources.check_state,

@@ -6,7 +6,11 @@
 //! is an [`AdmittedBatch`] plus the [`InFlight`] permits it holds. A refusal
 //! is an [`ApiError`].
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
 use tokio::{
@@ -23,6 +27,7 @@ use crate::{
     pipeline::Pipeline,
     proto::PutPartnerEventsRequest,
     quota::KeyedLimiter,
+    sync::lock,
 };
 
 /// Longest `batch_id` accepted: it is echoed and logged, so it stays small.
@@ -34,6 +39,9 @@ pub struct AdmissionSettings {
     pub max_entries_per_request: usize,
     /// Entries in flight gateway-wide, unary and streams together.
     pub max_in_flight: usize,
+    /// Entries in flight one tenant may hold (its share of `max_in_flight`),
+    /// so that a flooding tenant leaves room for the others.
+    pub max_in_flight_per_tenant: usize,
     pub quotas: QuotasSection,
 }
 
@@ -53,6 +61,7 @@ pub struct AdmittedBatch {
 /// is answered (on a stream: until its answer is handed to the stream).
 pub struct InFlight {
     _gateway: OwnedSemaphorePermit,
+    _tenant: OwnedSemaphorePermit,
     _window: Option<OwnedSemaphorePermit>,
 }
 
@@ -66,6 +75,8 @@ pub struct Admission {
     caller_limits: KeyedLimiter,
     /// One permit per entry in flight, gateway-wide.
     in_flight: Arc<Semaphore>,
+    /// One permit per entry in flight, per tenant, up to its share.
+    tenant_in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl Admission {
@@ -77,7 +88,16 @@ impl Admission {
             settings,
             tenant_limits: KeyedLimiter::default(),
             caller_limits: KeyedLimiter::default(),
+            tenant_in_flight: Mutex::default(),
         }
+    }
+
+    /// `tenant`'s share of the in-flight bound, made on first use.
+    pub fn tenant_room(&self, tenant: &str) -> Arc<Semaphore> {
+        lock(&self.tenant_in_flight)
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.max_in_flight_per_tenant)))
+            .clone()
     }
 
     /// Puts a new tenant directory and authorization table in force. Calls
@@ -215,6 +235,18 @@ impl Admission {
             return Err(ApiError::RegionUnavailable { retry_after });
         }
         let n = request.entries.len() as u32;
+        // The tenant's share first: a tenant over it waits (or is refused)
+        // without holding room that other tenants could use.
+        let tenant = tokio::time::timeout_at(
+            deadline,
+            self.tenant_room(&request.tenant_id).acquire_many_owned(n),
+        )
+        .await
+        .map_err(|_elapsed| ApiError::TenantOverloaded {
+            tenant: request.tenant_id.clone(),
+            limit: self.settings.max_in_flight_per_tenant,
+        })?
+        .map_err(|_closed| ApiError::ShuttingDown)?;
         let permit =
             tokio::time::timeout_at(deadline, self.in_flight.clone().acquire_many_owned(n))
                 .await
@@ -230,20 +262,28 @@ impl Admission {
         };
         let in_flight = InFlight {
             _gateway: permit,
+            _tenant: tenant,
             _window: None,
         };
         Ok((batch, in_flight))
     }
 
     /// Room for `n` entries of a stream batch: first in the stream's own
-    /// `window`, then under the gateway-wide bound, waiting as long as it
-    /// takes (a stream applies backpressure instead of shedding). None when
-    /// the gateway is closing.
-    pub async fn wait_for_room(&self, window: &Arc<Semaphore>, n: u32) -> Option<InFlight> {
+    /// `window`, then in its tenant's share ([`Admission::tenant_room`]), then under the
+    /// gateway-wide bound, waiting as long as it takes (a stream applies
+    /// backpressure instead of shedding). None when the gateway is closing.
+    pub async fn wait_for_room(
+        &self,
+        window: &Arc<Semaphore>,
+        tenant_room: Arc<Semaphore>,
+        n: u32,
+    ) -> Option<InFlight> {
         let w = window.clone().acquire_many_owned(n).await.ok()?;
+        let t = tenant_room.acquire_many_owned(n).await.ok()?;
         let g = self.in_flight.clone().acquire_many_owned(n).await.ok()?;
         Some(InFlight {
             _gateway: g,
+            _tenant: t,
             _window: Some(w),
         })
     }

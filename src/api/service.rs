@@ -50,6 +50,8 @@ pub struct CoreSettings {
     pub max_call_bytes: usize,
     pub default_deadline: Duration,
     pub max_in_flight: usize,
+    /// One tenant's share of `max_in_flight`, in entries.
+    pub max_in_flight_per_tenant: usize,
     pub stream_window_entries: usize,
     pub quotas: QuotasSection,
     /// Act on partner event source states (refuse or flag inactive ones).
@@ -97,6 +99,7 @@ impl Core {
             AdmissionSettings {
                 max_entries_per_request: settings.max_entries_per_request,
                 max_in_flight: settings.max_in_flight,
+                max_in_flight_per_tenant: settings.max_in_flight_per_tenant,
                 quotas: settings.quotas,
             },
         );

@@ -49,6 +49,11 @@ pub enum ApiError {
     /// in-flight bound.
     #[error("the gateway already has {max_in_flight} entries in flight and no room freed up before the deadline; retry later")]
     Overloaded { max_in_flight: usize },
+    /// The call waited its whole deadline for room under its tenant's share
+    /// of the in-flight bound: this tenant already has that many entries in
+    /// flight (other tenants are unaffected).
+    #[error("tenant `{tenant}` already has {limit} entries in flight (its share of the gateway's bound) and none was answered before the deadline; retry later")]
+    TenantOverloaded { tenant: String, limit: usize },
     /// The gateway started shutting down before the call was admitted.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -74,7 +79,9 @@ impl ApiError {
             Self::UnknownTenant(_) => (Code::NotFound, codes::UNKNOWN_TENANT),
             Self::RateLimited { .. } => (Code::ResourceExhausted, codes::RATE_LIMITED),
             Self::RegionUnavailable { .. } => (Code::Unavailable, codes::REGION_UNAVAILABLE),
-            Self::Overloaded { .. } => (Code::ResourceExhausted, codes::RATE_LIMITED),
+            Self::Overloaded { .. } | Self::TenantOverloaded { .. } => {
+                (Code::ResourceExhausted, codes::RATE_LIMITED)
+            }
             Self::ShuttingDown | Self::StreamDrained => (Code::Unavailable, codes::SHUTTING_DOWN),
         }
     }
@@ -123,6 +130,18 @@ impl ApiError {
                         "max_in_flight_entries".to_string(),
                         max_in_flight.to_string(),
                     )],
+                );
+                Some(details)
+            }
+            Self::TenantOverloaded { tenant, limit } => {
+                let mut details = ErrorDetails::with_retry_info(Some(OVERLOADED_RETRY_AFTER));
+                details.set_error_info(
+                    "TENANT_IN_FLIGHT_LIMIT",
+                    "partnerevents.v1",
+                    [
+                        ("tenant".to_string(), tenant.clone()),
+                        ("max_in_flight_entries".to_string(), limit.to_string()),
+                    ],
                 );
                 Some(details)
             }

@@ -114,11 +114,13 @@ pub async fn run_stream(
                 continue;
             }
         };
-        // Admission: room in this stream's window and in the gateway. While
+        // Admission: room in this stream's window, in its tenant's share and
+        // in the gateway. While
         // waiting, nothing more is read from the stream; the batches in
         // hand go on (they are what frees the room).
         let n = req.entries.len() as u32;
-        let room = core.admission.wait_for_room(&window, n);
+        let tenant_room = core.admission.tenant_room(&req.tenant_id);
+        let room = core.admission.wait_for_room(&window, tenant_room, n);
         tokio::pin!(room);
         let in_flight = loop {
             tokio::select! {
