@@ -136,8 +136,7 @@ impl Core {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        let cert_identities = request
-            .peer_certs()
+        let cert_identities = crate::connections::peer_certs(request.extensions())
             .and_then(|chain| {
                 chain
                     .first()
