@@ -11,6 +11,10 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthPolicy;
+use crate::connections::{
+    ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+};
 use crate::domain::lifecycle::InactivePolicy;
 use crate::domain::{
     limits::{
@@ -43,6 +47,13 @@ pub const MAX_TENANT_WEIGHT: u32 = 1_000;
 
 /// The most `server.max_in_flight_entries` may be (a semaphore's bound).
 pub const MAX_IN_FLIGHT_ENTRIES_CEILING: usize = 10_000_000;
+
+/// The most `server.max_connections` may be (above it the fd limit or
+/// memory is the real bound anyway).
+pub const MAX_CONNECTIONS_CEILING: usize = 1_000_000;
+/// The longest `server.handshake_timeout_ms` may be: a handshake that has
+/// not happened in a minute is not going to.
+pub const MAX_HANDSHAKE_TIMEOUT_MS: u64 = 60_000;
 
 /// A config file that could not be read or does not hold.
 #[derive(Debug, thiserror::Error)]
@@ -323,6 +334,21 @@ pub struct ServerSection {
     /// How often the config file is checked for changes (tenants and auth
     /// reload without a restart; SIGHUP reloads at once). 0: only SIGHUP.
     pub reload_poll_ms: u64,
+    /// A connection that has not sent the HTTP/2 preface and its first
+    /// SETTINGS frame (with TLS: finished the TLS handshake) this long after
+    /// accept is closed. Applies to the health port too.
+    pub handshake_timeout_ms: u64,
+    /// A connection with no call open for this long is closed (an open
+    /// stream keeps its connection). 0: never. Applies to the health port too.
+    pub idle_timeout_ms: u64,
+    /// The gateway PINGs each client this often (HTTP/2 keepalive), to find
+    /// peers that vanished without closing. 0: no pings.
+    pub keepalive_interval_ms: u64,
+    /// A PING not answered within this closes the connection.
+    pub keepalive_timeout_ms: u64,
+    /// Connections open at once; beyond it new ones are closed at accept.
+    /// The health port has a budget of its own of the same size.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSection {
@@ -339,6 +365,11 @@ impl Default for ServerSection {
             health_listen: String::new(),
             max_connection_age_ms: 0,
             reload_poll_ms: 2_000,
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
+            keepalive_interval_ms: DEFAULT_KEEPALIVE_INTERVAL.as_millis() as u64,
+            keepalive_timeout_ms: DEFAULT_KEEPALIVE_TIMEOUT.as_millis() as u64,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -511,6 +542,11 @@ pub struct Config {
     pub health_listen: Option<SocketAddr>,
     pub max_connection_age: Option<Duration>,
     pub reload_poll: Option<Duration>,
+    /// Handshake and idle timeouts and the connection bound, per listener.
+    pub connections: ConnectionLimits,
+    /// HTTP/2 keepalive PINGs; None: off.
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
     /// Where `/metrics` is served; None: off.
     pub metrics_listen: Option<SocketAddr>,
     pub metrics_tenant_label: bool,
@@ -628,6 +664,36 @@ impl RawConfig {
             return Err(invalid(
                 "server.max_in_flight_entries",
                 format!("must be at most {MAX_IN_FLIGHT_ENTRIES_CEILING}"),
+            ));
+        }
+        if !(100..=MAX_HANDSHAKE_TIMEOUT_MS).contains(&s.handshake_timeout_ms) {
+            return Err(invalid(
+                "server.handshake_timeout_ms",
+                format!("must be 100 to {MAX_HANDSHAKE_TIMEOUT_MS}"),
+            ));
+        }
+        if s.idle_timeout_ms != 0 && s.idle_timeout_ms < 100 {
+            return Err(invalid(
+                "server.idle_timeout_ms",
+                "must be 0 (never) or at least 100",
+            ));
+        }
+        if s.keepalive_interval_ms != 0 && s.keepalive_interval_ms < 100 {
+            return Err(invalid(
+                "server.keepalive_interval_ms",
+                "must be 0 (no pings) or at least 100",
+            ));
+        }
+        if s.keepalive_interval_ms != 0 && s.keepalive_timeout_ms < 100 {
+            return Err(invalid(
+                "server.keepalive_timeout_ms",
+                "must be at least 100 while server.keepalive_interval_ms is on",
+            ));
+        }
+        if s.max_connections == 0 || s.max_connections > MAX_CONNECTIONS_CEILING {
+            return Err(invalid(
+                "server.max_connections",
+                format!("must be 1 to {MAX_CONNECTIONS_CEILING}"),
             ));
         }
         let u = &self.upstream;
@@ -767,6 +833,15 @@ impl RawConfig {
                 .then(|| Duration::from_millis(self.server.max_connection_age_ms)),
             reload_poll: (self.server.reload_poll_ms > 0)
                 .then(|| Duration::from_millis(self.server.reload_poll_ms)),
+            connections: ConnectionLimits {
+                handshake_timeout: Duration::from_millis(self.server.handshake_timeout_ms),
+                idle_timeout: (self.server.idle_timeout_ms > 0)
+                    .then(|| Duration::from_millis(self.server.idle_timeout_ms)),
+                max_connections: self.server.max_connections,
+            },
+            keepalive_interval: (self.server.keepalive_interval_ms > 0)
+                .then(|| Duration::from_millis(self.server.keepalive_interval_ms)),
+            keepalive_timeout: Duration::from_millis(self.server.keepalive_timeout_ms),
             metrics_listen,
             metrics_tenant_label: self.metrics.tenant_label,
             tls: self.tls,
@@ -969,6 +1044,8 @@ region = "us-east-1"
         let c = Config::from_toml("", "t").unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.upstream.kind, UpstreamKind::Emulator);
+        assert_eq!(c.connections, ConnectionLimits::default());
+        assert_eq!(c.keepalive_interval, Some(DEFAULT_KEEPALIVE_INTERVAL));
         let demo = c.tenants.get("demo").unwrap();
         assert_eq!(
             demo.source("").unwrap().name(),
@@ -998,6 +1075,30 @@ region = "us-east-1"
             .unwrap_err()
             .to_string();
         assert!(e.contains("server.listen"), "{e}");
+
+        for (text, field) in [
+            ("handshake_timeout_ms = 0", "server.handshake_timeout_ms"),
+            (
+                "handshake_timeout_ms = 600000",
+                "server.handshake_timeout_ms",
+            ),
+            ("idle_timeout_ms = 5", "server.idle_timeout_ms"),
+            ("keepalive_interval_ms = 5", "server.keepalive_interval_ms"),
+            ("keepalive_timeout_ms = 0", "server.keepalive_timeout_ms"),
+            ("max_connections = 0", "server.max_connections"),
+        ] {
+            let e = Config::from_toml(&format!("[server]\n{text}\n"), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+        let c = Config::from_toml(
+            "[server]\nidle_timeout_ms = 0\nkeepalive_interval_ms = 0\nkeepalive_timeout_ms = 0\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.connections.idle_timeout, None, "0 turns idle closing off");
+        assert_eq!(c.keepalive_interval, None, "0 turns pings off");
 
         let e = Config::from_toml("[server]\nlistn = \"x\"\n", "t")
             .unwrap_err()

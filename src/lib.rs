@@ -16,6 +16,8 @@
 //! - [`pipeline`]: turns one validated batch into upstream calls, retries
 //!   within the caller's deadline, and puts the results back in order.
 //! - [`api`]: the tonic service: proto <-> domain conversion and status mapping.
+//! - [`connections`]: bounds on client connections: count, handshake and
+//!   idle timeouts.
 //! - [`server`]: assembles the gRPC server (reflection, health, shutdown).
 //! - [`sources`]: the source-state refresher and the `sources` commands.
 //! - [`send`]: the `send` subcommand, a streaming client for the shell.
@@ -33,6 +35,7 @@ pub mod api;
 pub mod auth;
 pub mod bench;
 pub mod config;
+pub mod connections;
 pub mod domain;
 pub mod emulator;
 pub mod metrics;

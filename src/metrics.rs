@@ -61,6 +61,28 @@ pub struct StateLabels {
     pub state: &'static str,
 }
 
+/// The listener a connection came in on: `grpc` or `health`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+/// Why the gateway closed a connection: `handshake_timeout` or `idle_timeout`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabels {
+    pub listener: &'static str,
+    pub reason: &'static str,
+}
+
+/// Client connections open now, by listener.
+pub const OPEN_CONNECTIONS: &str = "partner_events_open_connections";
+/// Connections refused at accept (`server.max_connections` reached); the
+/// exposition adds `_total`.
+pub const REFUSED_CONNECTIONS: &str = "partner_events_refused_connections";
+/// Connections the gateway closed, by listener and reason; the exposition
+/// adds `_total`.
+pub const CONNECTIONS_CLOSED: &str = "partner_events_connections_closed";
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
@@ -80,6 +102,9 @@ pub struct Metrics {
     pub breaker_open: Family<RegionLabels, Gauge>,
     pub sources: Family<StateLabels, Gauge>,
     pub source_refresh_errors: Counter,
+    pub open_connections: Family<ListenerLabels, Gauge>,
+    pub refused_connections: Family<ListenerLabels, Counter>,
+    pub connections_closed: Family<ClosedLabels, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -108,6 +133,9 @@ impl Metrics {
         let breaker_open = Family::<RegionLabels, Gauge>::default();
         let sources = Family::<StateLabels, Gauge>::default();
         let source_refresh_errors = Counter::default();
+        let open_connections = Family::<ListenerLabels, Gauge>::default();
+        let refused_connections = Family::<ListenerLabels, Counter>::default();
+        let connections_closed = Family::<ClosedLabels, Counter>::default();
 
         registry.register(
             "grpc_server_started",
@@ -184,6 +212,21 @@ impl Metrics {
             "Source state reads that failed (the last known state was kept)",
             source_refresh_errors.clone(),
         );
+        registry.register(
+            OPEN_CONNECTIONS,
+            "Client connections open, by listener",
+            open_connections.clone(),
+        );
+        registry.register(
+            REFUSED_CONNECTIONS,
+            "Connections closed at accept because server.max_connections were open",
+            refused_connections.clone(),
+        );
+        registry.register(
+            CONNECTIONS_CLOSED,
+            "Connections the gateway closed: no HTTP/2 handshake in time, or idle",
+            connections_closed.clone(),
+        );
 
         Self {
             registry,
@@ -203,6 +246,9 @@ impl Metrics {
             breaker_open,
             sources,
             source_refresh_errors,
+            open_connections,
+            refused_connections,
+            connections_closed,
         }
     }
 

@@ -10,13 +10,14 @@ use tokio::{
     sync::{oneshot, watch},
     task::JoinHandle,
 };
-use tonic::transport::{server::TcpIncoming, Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
     api::service::{Core, CoreSettings, Gauges, PartnerEventsService},
     config::EMULATOR_ACCOUNT,
     config::{AuthMode, Config, TlsSection, UpstreamKind},
+    connections::{CallTrackingLayer, Incoming, ListenerKind},
     emulator::{
         Emulator, EmulatorConfig, EmulatorHandle, SeedSource, SourceState as EmulatorSourceState,
     },
@@ -344,7 +345,9 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut builder = Server::builder()
         // Per connection: a client cannot open unbounded concurrent calls.
-        .max_concurrent_streams(config.max_concurrent_streams);
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_keepalive_interval(config.keepalive_interval)
+        .http2_keepalive_timeout(Some(config.keepalive_timeout));
     if let Some(age) = config.max_connection_age {
         // Clients reconnect now and then, which spreads them over replicas
         // behind an L4 balancer that would otherwise pin each connection.
@@ -361,10 +364,21 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         let (listener, local) = bind(addr).await?;
         tracing::info!(addr = %local, "plaintext health port serving");
         let mut stop = shutdown_rx.clone();
+        let incoming = Incoming::new(
+            listener,
+            config.connections.clone(),
+            false,
+            &metrics,
+            ListenerKind::Health,
+        );
         side_tasks.push(tokio::spawn(
             Server::builder()
+                .http2_keepalive_interval(config.keepalive_interval)
+                .http2_keepalive_timeout(Some(config.keepalive_timeout))
+                // Knows which connections have a call open (idle timeout).
+                .layer(CallTrackingLayer)
                 .add_service(health_service.clone())
-                .serve_with_incoming_shutdown(incoming(listener), async move {
+                .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .map_err(|e| tracing::error!(error = %e, "health port failed"))
@@ -405,20 +419,27 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
             }),
         ));
     }
+    let incoming = Incoming::new(
+        listener,
+        config.connections.clone(),
+        config.tls.is_some(),
+        &metrics,
+        ListenerKind::Grpc,
+    );
     let router = builder
         // gRPC metrics for every call of every service (health, reflection too), in one place.
         .layer(crate::api::metrics_layer::GrpcMetricsLayer::gateway(
             metrics.clone(),
         ))
+        // Knows which connections have a call open (idle timeout).
+        .layer(CallTrackingLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service);
-    let task = tokio::spawn(
-        router.serve_with_incoming_shutdown(incoming(listener), async {
-            let _ = stop_rx.await;
-        }),
-    );
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stop_rx.await;
+    }));
     tracing::info!(addr = %local_addr, tenants = config.tenants.len(), "partner-events-gateway serving");
     Ok(RunningGateway {
         local_addr,
@@ -432,13 +453,6 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         stop: Some(stop_tx),
         task,
     })
-}
-
-/// Accepted connections with TCP_NODELAY: without it, Nagle's algorithm
-/// and delayed ACKs hold small answers back by about 40 ms (tonic sets it
-/// only on listeners it binds itself).
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Binds `addr`; returns the listener and the address it got (port 0 picks one).

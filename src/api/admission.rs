@@ -123,8 +123,9 @@ impl Admission {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        let cert_identities = request
-            .peer_certs()
+        // The connection info is the gateway's own (connections.rs), so
+        // tonic's `Request::peer_certs` does not see it.
+        let cert_identities = crate::connections::peer_certs(request.extensions())
             .and_then(|chain| {
                 chain
                     .first()
