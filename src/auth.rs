@@ -10,7 +10,71 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{AuthMode, AuthSection, ConfigError};
+use serde::{Deserialize, Serialize};
+
+/// An `[auth]` setting that does not hold (the config turns it into its
+/// own error): the field and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("`{field}`: {problem}")]
+pub struct AuthConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+/// How callers are identified and authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Anyone who reaches the port may write for any tenant (the local
+    /// default; the gateway logs a warning at start-up).
+    #[default]
+    Off,
+    /// Every call needs an identity (client certificate or bearer token)
+    /// that `[auth.callers]` allows for the tenant.
+    Required,
+}
+
+/// `[auth]`: caller identities and what each may do.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub mode: AuthMode,
+    /// Bearer tokens, for meshes that terminate TLS before the gateway.
+    pub tokens: Vec<TokenSection>,
+    /// Caller identity (SPIFFE id, DNS name, or a token's caller name) ->
+    /// the tenants it may write for.
+    pub callers: BTreeMap<String, CallerSection>,
+    /// With `mode = "off"` and no `[tls]`, the gateway refuses to listen on
+    /// an address other than loopback (anyone who reaches the port could
+    /// write for every tenant), unless this says that anyone on the network
+    /// may (a network that authenticates for it, such as a service mesh).
+    pub allow_anyone_on_network: bool,
+}
+
+/// One bearer token: exactly one of `sha256`, `file`, `env`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSection {
+    /// The caller this token identifies.
+    pub caller: String,
+    /// Hex SHA-256 of the token (the token itself is never in the file).
+    pub sha256: Option<String>,
+    /// A file holding the token (a mounted secret).
+    pub file: Option<String>,
+    /// An environment variable holding the token.
+    pub env: Option<String>,
+}
+
+/// `[auth.callers."<identity>"]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerSection {
+    /// Tenant ids or patterns with `*` (`acme`, `acme-*`, `*`).
+    pub tenants: Vec<String>,
+    /// This caller's own limit in entries per second (overrides
+    /// `quotas.caller_entries_per_second`).
+    pub entries_per_second: Option<f64>,
+}
 
 /// A caller's identities (certificate SANs, or a token's caller name).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,8 +148,8 @@ struct CallerRule {
 
 impl AuthPolicy {
     /// Builds the policy; token files and variables are read here.
-    pub fn from_section(section: &AuthSection) -> Result<Self, ConfigError> {
-        let invalid = |field: String, problem: String| ConfigError::Invalid { field, problem };
+    pub fn from_section(section: &AuthSection) -> Result<Self, AuthConfigError> {
+        let invalid = |field: String, problem: String| AuthConfigError { field, problem };
         let mut tokens = Vec::new();
         for (i, t) in section.tokens.iter().enumerate() {
             let field = format!("auth.tokens[{i}]");
@@ -263,7 +327,7 @@ pub fn certificate_identities(der: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{CallerSection, TokenSection};
+    use super::{CallerSection, TokenSection};
 
     fn policy() -> AuthPolicy {
         let mut callers = BTreeMap::new();

@@ -10,7 +10,8 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::AuthPolicy;
+use crate::auth::{AuthConfigError, AuthPolicy};
+pub use crate::auth::{AuthMode, AuthSection, CallerSection, TokenSection};
 use crate::connections::{
     ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
@@ -27,6 +28,11 @@ use crate::domain::{
 use crate::emulator::{
     SeedSource, SourceState as EmulatorSourceState, DEFAULT_MAX_RECORDED_EVENTS,
     MAX_RECORDED_EVENTS_CEILING,
+};
+pub use crate::upstream::UpstreamKind;
+use crate::{
+    pipeline::PipelineSettings,
+    upstream::{breaker::BreakerSettings, eventbridge::SdkSettings, retry::RetryPolicy},
 };
 
 /// Where the gateway listens by default: loopback, so a fresh checkout
@@ -67,6 +73,15 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("config: `{field}`: {problem}")]
     Invalid { field: String, problem: String },
+}
+
+impl From<AuthConfigError> for ConfigError {
+    fn from(e: AuthConfigError) -> Self {
+        Self::Invalid {
+            field: e.field,
+            problem: e.problem,
+        }
+    }
 }
 
 fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
@@ -213,61 +228,6 @@ pub struct TlsSection {
     pub require_client_cert: bool,
 }
 
-/// How callers are identified and authorized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMode {
-    /// Anyone who reaches the port may write for any tenant (the local
-    /// default; the gateway logs a warning at start-up).
-    #[default]
-    Off,
-    /// Every call needs an identity (client certificate or bearer token)
-    /// that `[auth.callers]` allows for the tenant.
-    Required,
-}
-
-/// `[auth]`: caller identities and what each may do.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthSection {
-    pub mode: AuthMode,
-    /// Bearer tokens, for meshes that terminate TLS before the gateway.
-    pub tokens: Vec<TokenSection>,
-    /// Caller identity (SPIFFE id, DNS name, or a token's caller name) ->
-    /// the tenants it may write for.
-    pub callers: BTreeMap<String, CallerSection>,
-    /// With `mode = "off"` and no `[tls]`, the gateway refuses to listen on
-    /// an address other than loopback (anyone who reaches the port could
-    /// write for every tenant), unless this says that anyone on the network
-    /// may (a network that authenticates for it, such as a service mesh).
-    pub allow_anyone_on_network: bool,
-}
-
-/// One bearer token: exactly one of `sha256`, `file`, `env`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenSection {
-    /// The caller this token identifies.
-    pub caller: String,
-    /// Hex SHA-256 of the token (the token itself is never in the file).
-    pub sha256: Option<String>,
-    /// A file holding the token (a mounted secret).
-    pub file: Option<String>,
-    /// An environment variable holding the token.
-    pub env: Option<String>,
-}
-
-/// `[auth.callers."<identity>"]`
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CallerSection {
-    /// Tenant ids or patterns with `*` (`acme`, `acme-*`, `*`).
-    pub tenants: Vec<String>,
-    /// This caller's own limit in entries per second (overrides
-    /// `quotas.caller_entries_per_second`).
-    pub entries_per_second: Option<f64>,
-}
-
 /// `[quotas]`: pacing upstream, and limits per tenant and per caller.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -372,18 +332,6 @@ impl Default for ServerSection {
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
-}
-
-/// Which EventBridge the gateway talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UpstreamKind {
-    /// The built-in emulator, started in-process (or the one at
-    /// `endpoint_url`); requests are signed with dummy credentials.
-    Emulator,
-    /// AWS (or any endpoint at `endpoint_url`), with credentials from the
-    /// standard AWS chain (environment, profile, web identity/IRSA, IMDS).
-    Aws,
 }
 
 /// `[upstream]`: how EventBridge is called.
@@ -553,7 +501,7 @@ pub struct Config {
     pub tls: Option<TlsSection>,
     pub auth: AuthPolicy,
     pub quotas: QuotasSection,
-    pub sources: SourcesSection,
+    pub sources: SourcesSettings,
     pub shutdown_grace: Duration,
     pub max_entries_per_request: usize,
     pub max_message_bytes: usize,
@@ -562,7 +510,12 @@ pub struct Config {
     pub max_in_flight_per_tenant: usize,
     pub stream_window_entries: usize,
     pub max_concurrent_streams: u32,
-    pub upstream: UpstreamSection,
+    /// How the AWS SDK clients are built.
+    pub sdk: SdkSettings,
+    /// How entries are packed, paced, sent and resent.
+    pub pipeline: PipelineSettings,
+    /// The deadline of a call that carries no `grpc-timeout`.
+    pub default_deadline: Duration,
     pub emulator: EmulatorSection,
     pub emulator_listen: SocketAddr,
     pub tenants: TenantDirectory,
@@ -696,66 +649,7 @@ impl RawConfig {
                 format!("must be 1 to {MAX_CONNECTIONS_CEILING}"),
             ));
         }
-        let u = &self.upstream;
-        if u.max_call_bytes < 1024 || u.max_call_bytes > MAX_CALL_BYTES_CEILING {
-            return Err(invalid(
-                "upstream.max_call_bytes",
-                format!("must be 1024 to {MAX_CALL_BYTES_CEILING}"),
-            ));
-        }
-        if u.linger_ms > 1_000 {
-            return Err(invalid("upstream.linger_ms", "must be at most 1000"));
-        }
-        if u.max_concurrent_calls == 0 {
-            return Err(invalid(
-                "upstream.max_concurrent_calls",
-                "must be at least 1",
-            ));
-        }
-        if u.sdk_max_attempts == 0 {
-            return Err(invalid("upstream.sdk_max_attempts", "must be at least 1"));
-        }
-        if u.entry_max_attempts == 0 {
-            return Err(invalid("upstream.entry_max_attempts", "must be at least 1"));
-        }
-        if u.retry_base_ms > u.retry_max_ms {
-            return Err(invalid(
-                "upstream.retry_base_ms",
-                "must not exceed upstream.retry_max_ms",
-            ));
-        }
-        for (field, v) in [
-            ("upstream.connect_timeout_ms", u.connect_timeout_ms),
-            ("upstream.call_timeout_ms", u.call_timeout_ms),
-            ("upstream.default_deadline_ms", u.default_deadline_ms),
-        ] {
-            if v == 0 {
-                return Err(invalid(field, "must be greater than 0"));
-            }
-        }
-        if !(u.retry_budget_ratio >= 0.0 && u.retry_budget_ratio.is_finite()) {
-            return Err(invalid("upstream.retry_budget_ratio", "must be 0 or more"));
-        }
-        if !(u.retry_budget_min_per_second >= 0.0 && u.retry_budget_min_per_second.is_finite()) {
-            return Err(invalid(
-                "upstream.retry_budget_min_per_second",
-                "must be 0 or more",
-            ));
-        }
-        if u.breaker_failures == 0 || u.breaker_probes == 0 || u.breaker_open_ms == 0 {
-            return Err(invalid(
-                "upstream.breaker_failures",
-                "breaker_failures, breaker_open_ms and breaker_probes must be at least 1",
-            ));
-        }
-        if let Some(url) = &u.endpoint_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(
-                    "upstream.endpoint_url",
-                    format!("`{url}` must start with http:// or https://"),
-                ));
-            }
-        }
+        let (sdk, pipeline, default_deadline) = self.upstream.settings(&self.quotas)?;
         let tenants = build_directory(&self.tenants)?;
         let parse_optional = |field: &str, v: &str| -> Result<Option<SocketAddr>, ConfigError> {
             if v.is_empty() {
@@ -817,15 +711,7 @@ impl RawConfig {
                 ),
             ));
         }
-        if self.sources.refresh_ms < 100 {
-            return Err(invalid("sources.refresh_ms", "must be at least 100"));
-        }
-        if !(self.sources.calls_per_second > 0.0 && self.sources.calls_per_second.is_finite()) {
-            return Err(invalid(
-                "sources.calls_per_second",
-                "must be a positive number",
-            ));
-        }
+        let sources = self.sources.settings()?;
         Ok(Config {
             listen,
             health_listen,
@@ -847,7 +733,7 @@ impl RawConfig {
             tls: self.tls,
             auth,
             quotas: self.quotas,
-            sources: self.sources,
+            sources,
             shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
             max_entries_per_request: self.server.max_entries_per_request,
             max_message_bytes: self.server.max_message_bytes,
@@ -855,10 +741,144 @@ impl RawConfig {
             max_in_flight_per_tenant,
             stream_window_entries: self.server.stream_window_entries,
             max_concurrent_streams: self.server.max_concurrent_streams,
-            upstream: self.upstream,
+            sdk,
+            pipeline,
+            default_deadline,
             emulator: self.emulator,
             emulator_listen,
             tenants,
+        })
+    }
+}
+
+impl UpstreamSection {
+    /// Checks `[upstream]` and returns the typed settings its modules use:
+    /// the SDK's, the pipeline's (with the pacing of `quotas`), and the
+    /// deadline of a call that carries none.
+    pub fn settings(
+        &self,
+        quotas: &QuotasSection,
+    ) -> Result<(SdkSettings, PipelineSettings, Duration), ConfigError> {
+        let u = self;
+        if u.max_call_bytes < 1024 || u.max_call_bytes > MAX_CALL_BYTES_CEILING {
+            return Err(invalid(
+                "upstream.max_call_bytes",
+                format!("must be 1024 to {MAX_CALL_BYTES_CEILING}"),
+            ));
+        }
+        if u.linger_ms > 1_000 {
+            return Err(invalid("upstream.linger_ms", "must be at most 1000"));
+        }
+        if u.max_concurrent_calls == 0 {
+            return Err(invalid(
+                "upstream.max_concurrent_calls",
+                "must be at least 1",
+            ));
+        }
+        if u.sdk_max_attempts == 0 {
+            return Err(invalid("upstream.sdk_max_attempts", "must be at least 1"));
+        }
+        if u.entry_max_attempts == 0 {
+            return Err(invalid("upstream.entry_max_attempts", "must be at least 1"));
+        }
+        if u.retry_base_ms > u.retry_max_ms {
+            return Err(invalid(
+                "upstream.retry_base_ms",
+                "must not exceed upstream.retry_max_ms",
+            ));
+        }
+        for (field, v) in [
+            ("upstream.connect_timeout_ms", u.connect_timeout_ms),
+            ("upstream.call_timeout_ms", u.call_timeout_ms),
+            ("upstream.default_deadline_ms", u.default_deadline_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
+        }
+        if !(u.retry_budget_ratio >= 0.0 && u.retry_budget_ratio.is_finite()) {
+            return Err(invalid("upstream.retry_budget_ratio", "must be 0 or more"));
+        }
+        if !(u.retry_budget_min_per_second >= 0.0 && u.retry_budget_min_per_second.is_finite()) {
+            return Err(invalid(
+                "upstream.retry_budget_min_per_second",
+                "must be 0 or more",
+            ));
+        }
+        if u.breaker_failures == 0 || u.breaker_probes == 0 || u.breaker_open_ms == 0 {
+            return Err(invalid(
+                "upstream.breaker_failures",
+                "breaker_failures, breaker_open_ms and breaker_probes must be at least 1",
+            ));
+        }
+        if let Some(url) = &u.endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "upstream.endpoint_url",
+                    format!("`{url}` must start with http:// or https://"),
+                ));
+            }
+        }
+        let ms = Duration::from_millis;
+        let sdk = SdkSettings {
+            kind: u.kind,
+            endpoint_url: u.endpoint_url.clone(),
+            max_attempts: u.sdk_max_attempts,
+            connect_timeout: ms(u.connect_timeout_ms),
+            call_timeout: ms(u.call_timeout_ms),
+        };
+        let pipeline = PipelineSettings {
+            max_call_bytes: u.max_call_bytes,
+            linger: ms(u.linger_ms),
+            max_concurrent_calls_per_region: u.max_concurrent_calls,
+            upstream_calls_per_second: quotas.upstream_calls_per_second,
+            upstream_burst: quotas.upstream_burst,
+            retry: RetryPolicy {
+                max_attempts: u.entry_max_attempts,
+                base: ms(u.retry_base_ms),
+                max: ms(u.retry_max_ms),
+                resend_unknown: u.resend_unknown,
+            },
+            breaker: BreakerSettings {
+                failures: u.breaker_failures,
+                open_for: ms(u.breaker_open_ms),
+                probes: u.breaker_probes,
+            },
+            retry_budget_ratio: u.retry_budget_ratio,
+            retry_budget_min_per_second: u.retry_budget_min_per_second,
+        };
+        Ok((sdk, pipeline, ms(u.default_deadline_ms)))
+    }
+}
+
+/// `[sources]`, checked: what the refresher and the API use.
+#[derive(Debug, Clone)]
+pub struct SourcesSettings {
+    pub check_state: bool,
+    pub refresh: Duration,
+    pub calls_per_second: f64,
+    pub on_inactive: InactivePolicy,
+    pub partner_name: String,
+}
+
+impl SourcesSection {
+    /// Checks `[sources]` and returns its typed settings.
+    pub fn settings(&self) -> Result<SourcesSettings, ConfigError> {
+        if self.refresh_ms < 100 {
+            return Err(invalid("sources.refresh_ms", "must be at least 100"));
+        }
+        if !(self.calls_per_second > 0.0 && self.calls_per_second.is_finite()) {
+            return Err(invalid(
+                "sources.calls_per_second",
+                "must be a positive number",
+            ));
+        }
+        Ok(SourcesSettings {
+            check_state: self.check_state,
+            refresh: Duration::from_millis(self.refresh_ms),
+            calls_per_second: self.calls_per_second,
+            on_inactive: self.on_inactive,
+            partner_name: self.partner_name.clone(),
         })
     }
 }
@@ -1043,7 +1063,7 @@ region = "us-east-1"
     fn empty_file_is_the_local_default() {
         let c = Config::from_toml("", "t").unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.upstream.kind, UpstreamKind::Emulator);
+        assert_eq!(c.sdk.kind, UpstreamKind::Emulator);
         assert_eq!(c.connections, ConnectionLimits::default());
         assert_eq!(c.keepalive_interval, Some(DEFAULT_KEEPALIVE_INTERVAL));
         let demo = c.tenants.get("demo").unwrap();

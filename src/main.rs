@@ -417,8 +417,8 @@ fn cmd_check_config(file: &std::path::Path) -> Result<(), CliError> {
         file.display(),
         c.tenants.len(),
         c.tenants.regions().join(", "),
-        c.upstream.kind,
-        c.upstream
+        c.sdk.kind,
+        c.sdk
             .endpoint_url
             .as_deref()
             .map(|u| format!(" at {u}"))

@@ -22,11 +22,11 @@ use crate::{
         Emulator, EmulatorConfig, EmulatorHandle, SeedSource, SourceState as EmulatorSourceState,
     },
     metrics::Metrics,
-    pipeline::{Pipeline, PipelineSettings},
+    pipeline::Pipeline,
     proto::{self, partner_events_server::PartnerEventsServer},
     sources::{refresh_all, run_refresher},
+    upstream::eventbridge::EventBridgeUpstream,
     upstream::SourceAdmin,
-    upstream::{breaker::BreakerSettings, eventbridge::EventBridgeUpstream, retry::RetryPolicy},
 };
 
 /// The name health checks use for the gateway's own service.
@@ -162,7 +162,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     })?;
 
     let mut emulator = None;
-    let endpoint_url = match (&config.upstream.kind, &config.upstream.endpoint_url) {
+    let endpoint_url = match (&config.sdk.kind, &config.sdk.endpoint_url) {
         (_, Some(url)) => Some(url.clone()),
         (UpstreamKind::Emulator, None) => {
             // The emulator stands in for AWS, where the operator created
@@ -182,7 +182,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
             let handle = Emulator::spawn(
                 config.emulator_listen,
                 EmulatorConfig {
-                    max_call_bytes: config.upstream.max_call_bytes,
+                    max_call_bytes: config.pipeline.max_call_bytes,
                     log_payloads: config.emulator.log_payloads,
                     events_file: config.emulator.events_file.clone().map(Into::into),
                     sources,
@@ -204,35 +204,10 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     };
 
     let regions = config.tenants.regions();
-    let upstream = Arc::new(
-        EventBridgeUpstream::new(&config.upstream, endpoint_url.as_deref(), &regions).await,
-    );
-    let u = &config.upstream;
+    let upstream =
+        Arc::new(EventBridgeUpstream::new(&config.sdk, endpoint_url.as_deref(), &regions).await);
     let metrics = Arc::new(Metrics::new(config.metrics_tenant_label));
-    let pipeline = Pipeline::new(
-        upstream.clone(),
-        metrics.clone(),
-        PipelineSettings {
-            upstream_calls_per_second: config.quotas.upstream_calls_per_second,
-            upstream_burst: config.quotas.upstream_burst,
-            max_call_bytes: u.max_call_bytes,
-            linger: Duration::from_millis(u.linger_ms),
-            max_concurrent_calls_per_region: u.max_concurrent_calls,
-            retry: RetryPolicy {
-                max_attempts: u.entry_max_attempts,
-                base: Duration::from_millis(u.retry_base_ms),
-                max: Duration::from_millis(u.retry_max_ms),
-                resend_unknown: u.resend_unknown,
-            },
-            breaker: BreakerSettings {
-                failures: u.breaker_failures,
-                open_for: Duration::from_millis(u.breaker_open_ms),
-                probes: u.breaker_probes,
-            },
-            retry_budget_ratio: u.retry_budget_ratio,
-            retry_budget_min_per_second: u.retry_budget_min_per_second,
-        },
-    );
+    let pipeline = Pipeline::new(upstream.clone(), metrics.clone(), config.pipeline.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let core = Arc::new(Core::new(
         config.tenants.clone(),
@@ -241,8 +216,8 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         metrics.clone(),
         CoreSettings {
             max_entries_per_request: config.max_entries_per_request,
-            max_call_bytes: u.max_call_bytes,
-            default_deadline: Duration::from_millis(u.default_deadline_ms),
+            max_call_bytes: config.pipeline.max_call_bytes,
+            default_deadline: config.default_deadline,
             max_in_flight: config.max_in_flight_entries,
             max_in_flight_per_tenant: config.max_in_flight_per_tenant,
             stream_window_entries: config.stream_window_entries,
@@ -281,7 +256,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
             admin,
             move || tenants_core.tenants(),
             core.source_states.clone(),
-            Duration::from_millis(config.sources.refresh_ms),
+            config.sources.refresh,
             config.sources.calls_per_second,
             move |failed| {
                 errors.source_refresh_errors.inc_by(failed as u64);

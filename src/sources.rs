@@ -117,7 +117,7 @@ pub async fn run_refresher(
 /// endpoint, or, for the built-in emulator, the one a running gateway serves
 /// on `emulator.listen`.
 async fn admin_for(config: &Config) -> Result<EventBridgeUpstream, String> {
-    let endpoint = match (&config.upstream.endpoint_url, config.upstream.kind) {
+    let endpoint = match (&config.sdk.endpoint_url, config.sdk.kind) {
         (Some(url), _) => Some(url.clone()),
         (None, UpstreamKind::Emulator) => {
             if config.emulator_listen.port() == 0 {
@@ -127,12 +127,7 @@ async fn admin_for(config: &Config) -> Result<EventBridgeUpstream, String> {
         }
         (None, UpstreamKind::Aws) => None,
     };
-    Ok(EventBridgeUpstream::new(
-        &config.upstream,
-        endpoint.as_deref(),
-        &config.tenants.regions(),
-    )
-    .await)
+    Ok(EventBridgeUpstream::new(&config.sdk, endpoint.as_deref(), &config.tenants.regions()).await)
 }
 
 /// The config a `sources` command works on: the file given, or the local

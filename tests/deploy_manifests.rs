@@ -427,7 +427,7 @@ fn kustomization_lists_every_manifest() {
 fn the_configmap_config_loads_and_fits_a_cluster() {
     let m = Manifests::load();
     let g = Gateway::from(&m);
-    assert_eq!(g.config.upstream.kind, UpstreamKind::Aws);
+    assert_eq!(g.config.sdk.kind, UpstreamKind::Aws);
     assert!(
         !g.config.listen.ip().is_loopback(),
         "server.listen on loopback is unreachable from the Service"

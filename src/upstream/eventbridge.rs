@@ -17,16 +17,29 @@ use futures::future::BoxFuture;
 
 use super::{
     attribute_results, CallError, CallFailureKind, RawResult, SourceAccountInfo, SourceAdmin,
-    SourceAdminError, Upstream,
+    SourceAdminError, Upstream, UpstreamKind,
 };
 use crate::{
-    config::{UpstreamKind, UpstreamSection},
     domain::{
         entry::PreparedEntry,
         outcome::{codes, Outcome},
     },
     sync::{read, write},
 };
+
+/// How the SDK clients are built: `[upstream]`, checked.
+#[derive(Debug, Clone)]
+pub struct SdkSettings {
+    pub kind: UpstreamKind,
+    /// Overrides the endpoint of every region (an emulator, moto).
+    pub endpoint_url: Option<String>,
+    /// The SDK's own attempts for a call that fails whole (see
+    /// `upstream.sdk_max_attempts` for why 1).
+    pub max_attempts: u32,
+    pub connect_timeout: Duration,
+    /// Bound on one call, SDK retries included.
+    pub call_timeout: Duration,
+}
 
 /// Calls EventBridge through the AWS SDK.
 pub struct EventBridgeUpstream {
@@ -42,20 +55,20 @@ impl EventBridgeUpstream {
     /// credentials, since an emulator checks no signature; with
     /// [`UpstreamKind::Aws`] credentials come from the standard chain.
     pub async fn new(
-        settings: &UpstreamSection,
+        settings: &SdkSettings,
         endpoint_url: Option<&str>,
         regions: &[String],
     ) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(settings.sdk_max_attempts))
+            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
             // PutPartnerEvents bodies are small and every call is bounded by
             // the operation timeout below; the SDK's stalled-stream checks
             // would only add a timer and a throughput tally to each call.
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
-                    .operation_timeout(Duration::from_millis(settings.call_timeout_ms))
+                    .connect_timeout(settings.connect_timeout)
+                    .operation_timeout(settings.call_timeout)
                     .build(),
             );
         // Each client sets its own region; giving the loader one spares it a
@@ -316,10 +329,12 @@ mod tests {
     use crate::domain::tenant::SourceRef;
 
     async fn upstream(addr: std::net::SocketAddr) -> EventBridgeUpstream {
-        let settings = UpstreamSection {
-            connect_timeout_ms: 300,
-            call_timeout_ms: 1_000,
-            ..UpstreamSection::default()
+        let settings = SdkSettings {
+            kind: UpstreamKind::Emulator,
+            endpoint_url: None,
+            max_attempts: 1,
+            connect_timeout: Duration::from_millis(300),
+            call_timeout: Duration::from_millis(1_000),
         };
         EventBridgeUpstream::new(
             &settings,

@@ -6,11 +6,24 @@
 //! scripted fake and the real path goes through the AWS SDK.
 
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     entry::PreparedEntry,
     outcome::{codes, Outcome},
 };
+
+/// Which EventBridge the gateway talks to (`[upstream] kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamKind {
+    /// The built-in emulator, started in-process (or the one at
+    /// `endpoint_url`); requests are signed with dummy credentials.
+    Emulator,
+    /// AWS (or any endpoint at `endpoint_url`), with credentials from the
+    /// standard AWS chain (environment, profile, web identity/IRSA, IMDS).
+    Aws,
+}
 
 pub mod breaker;
 pub mod eventbridge;

@@ -91,7 +91,7 @@ impl TestGateway {
         // its lane before the linger ends, even on a loaded machine where a
         // task can be starved for more than the default 5 ms.
         if !toml.contains("linger_ms") {
-            config.upstream.linger_ms = 50;
+            config.pipeline.linger = std::time::Duration::from_millis(50);
         }
         // Tests read the in-process emulator's events and calls: unless a
         // test sets its own bound, they are all kept.
