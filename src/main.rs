@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use partner_events_gateway::{
     config::Config,
-    emulator::{Emulator, EmulatorConfig},
+    emulator::{Emulator, EmulatorConfig, Quota},
     server,
     telemetry::{self, LogFormat},
 };
@@ -63,6 +63,18 @@ enum Command {
             value_parser = parse_max_recorded_events
         )]
         max_recorded_events: usize,
+        /// EventBridge's PutPartnerEvents quota per region: calls per
+        /// second before ThrottlingException (HTTP 400); 0 is unlimited.
+        #[arg(
+            long,
+            default_value_t = partner_events_gateway::emulator::DEFAULT_QUOTA_CALLS_PER_SECOND,
+            value_parser = parse_quota_calls_per_second
+        )]
+        quota_calls_per_second: f64,
+        /// Calls per region that may come at once above that rate; at
+        /// least 1 unless the rate is 0.
+        #[arg(long, default_value_t = partner_events_gateway::emulator::DEFAULT_QUOTA_BURST)]
+        quota_burst: u32,
     },
     /// Send entries from a file or stdin (JSON lines, the AWS CLI's entry
     /// shape) through StreamPartnerEvents; prints one JSON result line per
@@ -186,12 +198,22 @@ fn main() -> ExitCode {
                 max_call_bytes,
                 faults,
                 max_recorded_events,
+                quota_calls_per_second,
+                quota_burst,
             } => {
+                let quota = match Quota::new(quota_calls_per_second, quota_burst) {
+                    Ok(q) => q,
+                    Err(e) => {
+                        eprintln!("error: --quota-burst {quota_burst}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
                 let mut config = EmulatorConfig {
                     max_call_bytes,
                     log_payloads,
                     events_file,
                     max_recorded_events,
+                    quota,
                     ..EmulatorConfig::default()
                 };
                 if let Some(path) = faults {
@@ -210,7 +232,7 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                tracing::info!(addr = %listen, "EventBridge emulator listening");
+                tracing::info!(addr = %listen, %quota, "EventBridge emulator listening");
                 match Emulator::serve(listener, config, shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
@@ -286,6 +308,15 @@ fn parse_max_recorded_events(text: &str) -> Result<usize, String> {
         return Err(format!(
             "must be 0 (keep none) to {MAX_RECORDED_EVENTS_CEILING}"
         ));
+    }
+    Ok(n)
+}
+
+/// `--quota-calls-per-second`: 0 (unlimited) or a positive number.
+fn parse_quota_calls_per_second(text: &str) -> Result<f64, String> {
+    let n: f64 = text.parse().map_err(|e| format!("`{text}`: {e}"))?;
+    if !(n >= 0.0 && n.is_finite()) {
+        return Err("must be 0 (unlimited) or a positive number".into());
     }
     Ok(n)
 }

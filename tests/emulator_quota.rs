@@ -307,3 +307,69 @@ async fn the_throttling_answer_is_awss_and_the_counts_are_served_as_json() {
     );
     emu.shutdown();
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_partner-events-gateway");
+
+#[tokio::test]
+async fn the_emulator_flags_set_the_quota() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut child = std::process::Command::new(BIN)
+        .args(["emulator", "--listen", &addr.to_string()])
+        .args(["--quota-calls-per-second", "0.01", "--quota-burst", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the emulator starts"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body =
+        format!(r#"{{"Entries":[{{"Source":"{SOURCE}","DetailType":"T","Detail":"{{}}"}}]}}"#);
+    let (first, _, _) = http(addr, put_request(&body)).await;
+    let (second, _, answer) = http(addr, put_request(&body)).await;
+    let (_, _, counts) = http(
+        addr,
+        "GET /_emulator/counts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(first, "HTTP/1.1 200 OK");
+    assert_eq!(second, "HTTP/1.1 400 Bad Request", "{answer}");
+    let counts: serde_json::Value = serde_json::from_str(&counts).unwrap();
+    assert_eq!(
+        (counts["calls"].as_u64(), counts["throttled"].as_u64()),
+        (Some(2), Some(1))
+    );
+
+    // A rate with no burst, or a negative rate, is refused at start.
+    for (args, says) in [
+        (
+            ["--quota-calls-per-second=5", "--quota-burst=0"],
+            "--quota-burst",
+        ),
+        (
+            ["--quota-calls-per-second=-1", "--quota-burst=5"],
+            "must be 0 (unlimited)",
+        ),
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(["emulator", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
