@@ -26,8 +26,9 @@ use crate::domain::{
     tenant::{SourceRef, Tenant, TenantDirectory, DEFAULT_TENANT_WEIGHT},
 };
 use crate::emulator::{
-    SeedSource, SourceState as EmulatorSourceState, DEFAULT_MAX_RECORDED_EVENTS,
-    MAX_RECORDED_EVENTS_CEILING,
+    Quota as EmulatorQuota, QuotaError as EmulatorQuotaError, SeedSource,
+    SourceState as EmulatorSourceState, DEFAULT_MAX_RECORDED_EVENTS, DEFAULT_QUOTA_BURST,
+    DEFAULT_QUOTA_CALLS_PER_SECOND, MAX_RECORDED_EVENTS_CEILING,
 };
 pub use crate::upstream::UpstreamKind;
 use crate::{
@@ -425,6 +426,29 @@ pub struct EmulatorSection {
     /// How many of the last accepted events (and received entries, and
     /// calls) the emulator keeps in memory; 0 keeps none. Counts stay whole.
     pub max_recorded_events: usize,
+    /// PutPartnerEvents calls per second per region before the emulator
+    /// answers ThrottlingException, as EventBridge does (1,400 by default).
+    /// 0: unlimited.
+    pub quota_calls_per_second: f64,
+    /// Calls per region that may come at once above that rate (3,600 by
+    /// default); at least 1 unless unlimited.
+    pub quota_burst: u32,
+}
+
+impl EmulatorSection {
+    /// The quota the fields describe, checked; the error names the field.
+    pub fn quota(&self) -> Result<EmulatorQuota, ConfigError> {
+        EmulatorQuota::new(self.quota_calls_per_second, self.quota_burst).map_err(|e| match e {
+            EmulatorQuotaError::CallsPerSecond => invalid(
+                "emulator.quota_calls_per_second",
+                "must be 0 (unlimited) or a positive number",
+            ),
+            EmulatorQuotaError::Burst => invalid(
+                "emulator.quota_burst",
+                "must be at least 1 unless emulator.quota_calls_per_second is 0 (unlimited)",
+            ),
+        })
+    }
 }
 
 impl Default for EmulatorSection {
@@ -442,6 +466,8 @@ impl Default for EmulatorSection {
                 ),
             ],
             max_recorded_events: DEFAULT_MAX_RECORDED_EVENTS,
+            quota_calls_per_second: DEFAULT_QUOTA_CALLS_PER_SECOND,
+            quota_burst: DEFAULT_QUOTA_BURST,
         }
     }
 }
@@ -518,6 +544,8 @@ pub struct Config {
     pub default_deadline: Duration,
     pub emulator: EmulatorSection,
     pub emulator_listen: SocketAddr,
+    /// The built-in emulator's quota, from `emulator.quota_*`.
+    pub emulator_quota: EmulatorQuota,
     pub tenants: TenantDirectory,
 }
 
@@ -572,6 +600,7 @@ impl RawConfig {
                 ),
             ));
         }
+        let emulator_quota = self.emulator.quota()?;
         let s = &self.server;
         if s.max_entries_per_request == 0
             || s.max_entries_per_request > MAX_ENTRIES_PER_REQUEST_CEILING
@@ -746,6 +775,7 @@ impl RawConfig {
             default_deadline,
             emulator: self.emulator,
             emulator_listen,
+            emulator_quota,
             tenants,
         })
     }
@@ -1129,6 +1159,38 @@ region = "us-east-1"
             .unwrap_err()
             .to_string();
         assert!(e.contains("emulator.max_recorded_events"), "{e}");
+    }
+
+    #[test]
+    fn the_emulator_quota_is_eventbridges_by_default_and_checked() {
+        let c = Config::local_default();
+        assert_eq!(c.emulator_quota, EmulatorQuota::EVENTBRIDGE_DEFAULT);
+        let c = Config::from_toml(
+            "[emulator]\nquota_calls_per_second = 20\nquota_burst = 5\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.emulator_quota, EmulatorQuota::new(20.0, 5).unwrap());
+        let c = Config::from_toml(
+            "[emulator]\nquota_calls_per_second = 0\nquota_burst = 0\n",
+            "t",
+        )
+        .unwrap();
+        assert!(c.emulator_quota.is_unlimited());
+        for (text, field) in [
+            (
+                "[emulator]\nquota_calls_per_second = -1.0\n",
+                "emulator.quota_calls_per_second",
+            ),
+            (
+                "[emulator]\nquota_calls_per_second = nan\n",
+                "emulator.quota_calls_per_second",
+            ),
+            ("[emulator]\nquota_burst = 0\n", "emulator.quota_burst"),
+        ] {
+            let e = Config::from_toml(text, "t").unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
     }
 
     #[test]

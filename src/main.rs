@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use partner_events_gateway::{
     bench,
     config::{Config, ConfigError},
-    emulator::{self, Emulator, EmulatorConfig, FaultFileError},
+    emulator::{self, Emulator, EmulatorConfig, FaultFileError, Quota, QuotaError},
     send, server, sources,
     telemetry::{self, LogFormat},
 };
@@ -144,6 +144,27 @@ struct EmulatorArgs {
         value_parser = parse_max_recorded_events
     )]
     max_recorded_events: usize,
+    /// EventBridge's PutPartnerEvents quota per region: calls per
+    /// second before ThrottlingException (HTTP 400); 0 is unlimited.
+    #[arg(
+        long,
+        default_value_t = partner_events_gateway::emulator::DEFAULT_QUOTA_CALLS_PER_SECOND,
+        value_parser = parse_quota_calls_per_second
+    )]
+    quota_calls_per_second: f64,
+    /// Calls per region that may come at once above that rate; at
+    /// least 1 unless the rate is 0.
+    #[arg(long, default_value_t = partner_events_gateway::emulator::DEFAULT_QUOTA_BURST)]
+    quota_burst: u32,
+}
+
+/// `--quota-calls-per-second`: 0 (unlimited) or a positive number.
+fn parse_quota_calls_per_second(text: &str) -> Result<f64, String> {
+    let n: f64 = text.parse().map_err(|e| format!("`{text}`: {e}"))?;
+    if !(n >= 0.0 && n.is_finite()) {
+        return Err("must be 0 (unlimited) or a positive number".into());
+    }
+    Ok(n)
 }
 
 /// `--max-recorded-events`: a count up to the same ceiling as the config's
@@ -214,6 +235,8 @@ enum CliError {
     Serve(#[from] server::ServeError),
     #[error(transparent)]
     FaultPlan(#[from] FaultFileError),
+    #[error("--quota-burst {burst}: {source}")]
+    Quota { burst: u32, source: QuotaError },
     #[error("cannot listen on {addr}: {source}")]
     EmulatorListen {
         addr: SocketAddr,
@@ -326,7 +349,14 @@ async fn cmd_serve(args: ServeArgs) -> Result<(), CliError> {
 
 /// `emulator`: the built-in EventBridge alone, until SIGTERM or SIGINT.
 async fn cmd_emulator(args: EmulatorArgs) -> Result<(), CliError> {
+    let quota = Quota::new(args.quota_calls_per_second, args.quota_burst).map_err(|source| {
+        CliError::Quota {
+            burst: args.quota_burst,
+            source,
+        }
+    })?;
     let mut config = EmulatorConfig {
+        quota,
         max_call_bytes: args.max_call_bytes,
         log_payloads: args.log_payloads,
         events_file: args.events_file,
@@ -342,7 +372,7 @@ async fn cmd_emulator(args: EmulatorArgs) -> Result<(), CliError> {
             addr: args.listen,
             source,
         })?;
-    tracing::info!(addr = %args.listen, "EventBridge emulator listening");
+    tracing::info!(addr = %args.listen, %quota, "EventBridge emulator listening");
     Emulator::serve(listener, config, shutdown_signal())
         .await
         .map_err(CliError::Emulator)

@@ -187,6 +187,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
                     events_file: config.emulator.events_file.clone().map(Into::into),
                     sources,
                     max_recorded_events: config.emulator.max_recorded_events,
+                    quota: config.emulator_quota,
                     ..EmulatorConfig::default()
                 },
             )
@@ -196,7 +197,11 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
                 source,
             })?;
             let url = handle.endpoint_url();
-            tracing::info!(endpoint = %url, "built-in EventBridge emulator started");
+            tracing::info!(
+                endpoint = %url,
+                quota = %config.emulator_quota,
+                "built-in EventBridge emulator started"
+            );
             emulator = Some(handle);
             Some(url)
         }

@@ -14,6 +14,9 @@
 //! gateway's maximum, with and without that latency (added latency; the
 //! requests paced by a thread of their own), then open streams against a
 //! hung upstream (memory). Targets are judged and printed, never asserted.
+//! The emulator's quota (EventBridge's 1,400 calls/s per region) is off in
+//! every run, and the output says so: the runs measure the gateway's own
+//! cost, which the quota would hide.
 //!
 //! Every load loop is bounded in time (a window per run) and in count.
 //! Layout: `load` (what is sent and how), `child` (the gateway process and
@@ -28,11 +31,16 @@ use std::{path::PathBuf, time::Duration};
 use tokio::time::Instant;
 
 use crate::emulator::{
-    Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule, SeedSource, SourceState,
+    Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule, Quota, SeedSource, SourceState,
 };
 use child::{proc_stats, GatewayChild};
 use load::{GatewayClients, Tally, Window};
 use report::{HalfLoad, Measurement, Paired, Path, Report, Stall, UpstreamTally};
+
+/// The emulator's quota in every run: off, since the runs measure the
+/// gateway's own cost and the baseline's calls would otherwise be
+/// throttled well below what the machine can do.
+const BENCH_QUOTA: Quota = Quota::UNLIMITED;
 
 /// The customer account the bench source is shared with.
 const BENCH_ACCOUNT: &str = "123456789012";
@@ -358,6 +366,21 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         .map_err(|_| "the bench thread panicked".to_string())?
 }
 
+/// The in-process emulator's config: the bench source exists and is ACTIVE
+/// (the gateway refuses entries for a source EventBridge does not know or
+/// would not deliver to), and no quota.
+fn emulator_config() -> EmulatorConfig {
+    EmulatorConfig {
+        sources: vec![SeedSource::new(
+            load::SOURCE,
+            BENCH_ACCOUNT,
+            SourceState::Active,
+        )],
+        quota: BENCH_QUOTA,
+        ..EmulatorConfig::default()
+    }
+}
+
 /// What every run uses.
 struct Harness {
     plan: Plan,
@@ -369,19 +392,12 @@ struct Harness {
 async fn bench(plan: Plan) -> Result<(), String> {
     // As `server::start` does: both rustls providers are compiled in.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // The source exists and is ACTIVE: the gateway refuses entries for a
-    // source EventBridge does not know or would not deliver to.
-    let config = EmulatorConfig {
-        sources: vec![SeedSource::new(
-            load::SOURCE,
-            BENCH_ACCOUNT,
-            SourceState::Active,
-        )],
-        ..EmulatorConfig::default()
-    };
-    let emulator = Emulator::spawn(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), config)
-        .await
-        .map_err(|e| format!("cannot start the emulator: {e}"))?;
+    let emulator = Emulator::spawn(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        emulator_config(),
+    )
+    .await
+    .map_err(|e| format!("cannot start the emulator: {e}"))?;
     let url = emulator.endpoint_url();
     let sdk = sdk_client(&url).await;
     let h = Harness {
@@ -416,10 +432,11 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     };
     let runs: usize = shapes.iter().map(|s| 2 * (1 + levels(*s).len())).sum();
     eprintln!(
-        "bench: {runs} runs of {:?} (+{:?} warm-up), gateway {}, emulator {url}",
+        "bench: {runs} runs of {:?} (+{:?} warm-up), gateway {}, emulator {url}, emulator quota {}",
         plan.duration,
         plan.warmup,
-        plan.gateway_bin.display()
+        plan.gateway_bin.display(),
+        h.emulator.quota()
     );
     let mut measurements = Vec::new();
     let mut n = 0;
@@ -527,6 +544,7 @@ fn notes(plan: &Plan) -> Vec<String> {
             plan.stream_in_flight
         ),
         "Latency: per request (unary) or per batch (stream), from send to its answer; in fixed-rate runs from when the request was due.".into(),
+        quota_note(),
         "Upstream calls and entries per call: the emulator's recorded calls, taken and cleared every second (a call recorded between the two steps is missed: a handful at most).".into(),
         "Gateway config: defaults but metrics off, upstream calls unpaced, max_in_flight_entries 1,000,000, upstream.max_concurrent_calls 512 (the stall run keeps the default bounds: 20,000 entries in flight, 2,000 per stream, 64 calls per region).".into(),
         format!(
@@ -539,6 +557,17 @@ fn notes(plan: &Plan) -> Vec<String> {
             }
         ),
     ]
+}
+
+/// The note on the emulator's quota, printed with the report.
+fn quota_note() -> String {
+    format!(
+        "Emulator quota: {BENCH_QUOTA} in every run (EventBridge's default is {} calls/s, burst {} per account and region): these runs measure the gateway's own cost, not EventBridge's quota. One account and region can take at most {} calls/s x 20 entries = {} entries/s.",
+        report::thousands(Quota::EVENTBRIDGE_DEFAULT.calls_per_second),
+        report::thousands(f64::from(Quota::EVENTBRIDGE_DEFAULT.burst)),
+        report::thousands(Quota::EVENTBRIDGE_DEFAULT.calls_per_second),
+        report::thousands(Quota::EVENTBRIDGE_DEFAULT.calls_per_second * 20.0),
+    )
 }
 
 async fn sdk_client(url: &str) -> aws_sdk_eventbridge::Client {
@@ -986,4 +1015,38 @@ async fn stall(h: &Harness) -> Result<Stall, String> {
         entries_answered: tally.entries_ok + tally.entries_failed,
         upstream_calls: upstream.calls,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bench_emulator_has_no_quota_and_the_report_says_so() {
+        assert!(emulator_config().quota.is_unlimited());
+        let notes = notes(
+            &Plan::new(BenchArgs {
+                duration_secs: 1,
+                quick: true,
+                out: "bench.json".into(),
+                unary_callers: 1,
+                stream_in_flight: 1,
+                stream_entries_in_flight: vec![1],
+                latency_ms: 0,
+                latency_jitter_ms: 0,
+                stall_secs: None,
+                only: None,
+                gateway_bin: Some("gateway".into()),
+                load_fraction: 0.5,
+                linger_ms: None,
+            })
+            .unwrap(),
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("Emulator quota: unlimited in every run")),
+            "{notes:?}"
+        );
+    }
 }

@@ -4,8 +4,9 @@
 //! `PutPartnerEvents` calls and entries as EventBridge does, records what it
 //! received and accepted (the last [`EmulatorConfig::max_recorded_events`]
 //! of each, with whole counts beside them), models the partner side of the
-//! event source lifecycle, and fails on demand through [`FaultRule`]s.
-//! Signatures are not checked.
+//! event source lifecycle, enforces EventBridge's quota of calls per region
+//! ([`Quota`]), and fails on demand through [`FaultRule`]s. Signatures are
+//! not checked.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -35,6 +36,20 @@
 //! of the request's SigV4 credential scope (default `us-east-1`); the
 //! emulator keeps one namespace of sources for all regions.
 //!
+//! # Quota
+//! Like EventBridge, the emulator refuses `PutPartnerEvents` calls beyond a
+//! quota per region: a token bucket of [`Quota::calls_per_second`] holding
+//! at most [`Quota::burst`] calls, EventBridge's default 1,400/s and 3,600
+//! unless [`EmulatorConfig::quota`] (or [`EmulatorHandle::set_quota`]) says
+//! otherwise; a rate of 0 is unlimited. A call beyond it fails whole with
+//! HTTP 400 `{"__type":"ThrottlingException","message":"Rate exceeded"}`
+//! (and `x-amzn-errortype: ThrottlingException`), before its body is
+//! judged: it accepts nothing, its entries are still received, and it is
+//! recorded as a call ([`RecordedCall::is_throttled`]) and counted
+//! ([`RecordCounts::throttled`], [`RecordCounts::per_region`]). The region
+//! is the SigV4 credential scope's; partner accounts are not told apart, so
+//! every caller of a region shares its bucket.
+//!
 //! # Delivery
 //! Like AWS, `PutPartnerEvents` accepts an event for any well-formed source
 //! name whatever its state. [`EmulatorHandle::events`] holds the delivered
@@ -50,9 +65,17 @@
 //! [`EmulatorHandle::undelivered`], [`EmulatorHandle::received`] (every
 //! entry of every call with a readable body, recorded on receipt, before
 //! any fault, delay or hang) and [`EmulatorHandle::calls`].
-//! [`EmulatorHandle::counts`] tallies calls, received entries and accepted
-//! events (per source too) without bound. A test that reads every event
-//! sets the bound above what it sends.
+//! [`EmulatorHandle::counts`] tallies calls (per region too, and the
+//! throttled ones), received entries and accepted events (per source too)
+//! without bound; `GET /_emulator/counts` answers the same tally as JSON for
+//! callers in another process. A test that reads every event sets the bound
+//! above what it sends.
+//!
+//! ```sh
+//! curl -s http://127.0.0.1:4010/_emulator/counts
+//! # {"calls":3,"ok_calls":2,"throttled":1,"received":60,"delivered":40,"undelivered":0,
+//! #  "per_source":{...},"per_region":{"us-east-1":{"calls":3,"throttled":1}}}
+//! ```
 //!
 //! # Playing the customer
 //! The customer's side (creating or deleting the event bus that activates a
@@ -87,6 +110,7 @@
 //! - `service`: one `PutPartnerEvents` body in, one answer out, state
 //!   updated; no HTTP.
 //! - `lifecycle`: the source operations and control targets, body in, reply out.
+//! - `quota`: the token bucket of calls per region, pure.
 //! - `sources`: the partner event sources and their states, pure.
 //! - `validate`: the AWS rules as pure functions (size formula, source
 //!   pattern, entry and call checks) and their limits as constants.
@@ -96,6 +120,7 @@
 
 pub mod faults;
 mod lifecycle;
+mod quota;
 mod record;
 mod server;
 mod service;
@@ -109,11 +134,12 @@ pub use faults::{
     load_fault_file, Fault, FaultFileError, FaultPlan, FaultRule, DEFAULT_FAULT_SEED,
     EVERY_DETAIL_TYPE, HANG_LIMIT,
 };
+pub use quota::{Quota, QuotaError, DEFAULT_QUOTA_BURST, DEFAULT_QUOTA_CALLS_PER_SECOND};
 pub use record::{
-    ReceivedEntry, RecordCounts, RecordedCall, RecordedEvent, SourceCounts,
+    ReceivedEntry, RecordCounts, RecordedCall, RecordedEvent, RegionCounts, SourceCounts,
     DEFAULT_MAX_RECORDED_EVENTS, MAX_RECORDED_EVENTS_CEILING, NO_ANSWER,
 };
-pub use server::{Emulator, EmulatorHandle};
+pub use server::{Emulator, EmulatorHandle, COUNTS_PATH};
 pub use sources::{
     PartnerSource, SeedSource, SourceError, SourceState, DEFAULT_REGION, PENDING_EXPIRY_SECS,
 };
@@ -144,6 +170,10 @@ pub struct EmulatorConfig {
     /// 0 keeps none, `usize::MAX` keeps all; [`EmulatorHandle::counts`] is
     /// whole either way.
     pub max_recorded_events: usize,
+    /// `PutPartnerEvents` calls per region before `ThrottlingException`:
+    /// EventBridge's default unless set; [`Quota::UNLIMITED`] turns it off.
+    /// An invalid one fails the start.
+    pub quota: Quota,
 }
 
 impl EmulatorConfig {
@@ -167,6 +197,7 @@ impl Default for EmulatorConfig {
             fault_seed: DEFAULT_FAULT_SEED,
             sources: Vec::new(),
             max_recorded_events: DEFAULT_MAX_RECORDED_EVENTS,
+            quota: Quota::EVENTBRIDGE_DEFAULT,
         }
     }
 }

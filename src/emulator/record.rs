@@ -18,6 +18,8 @@ use std::{
 
 use serde::Serialize;
 
+use super::wire::THROTTLING_EXCEPTION;
+
 /// An accepted event, as the emulator holds it (delivered or not). Serialized (in this field
 /// order) as one line of the events file.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -76,6 +78,15 @@ impl RecordedCall {
     pub fn got_no_answer(&self) -> bool {
         self.status == NO_ANSWER
     }
+
+    /// Whether the call was refused by the emulator's quota (HTTP 400
+    /// `ThrottlingException` with no fault behind it; an injected
+    /// `ThrottlingException` names its fault).
+    pub fn is_throttled(&self) -> bool {
+        self.status == 400
+            && self.fault.is_none()
+            && self.error_type.as_deref() == Some(THROTTLING_EXCEPTION)
+    }
 }
 
 /// How many items each record (delivered events, undelivered events,
@@ -104,12 +115,16 @@ pub struct ReceivedEntry {
 /// The running totals since the start (or the last
 /// [`clear`](super::EmulatorHandle::clear)): unlike the records, never
 /// truncated by [`EmulatorConfig::max_recorded_events`](super::EmulatorConfig::max_recorded_events).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Serialized as the JSON of `GET /_emulator/counts`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RecordCounts {
     /// `PutPartnerEvents` calls received, unreadable bodies included.
     pub calls: u64,
     /// Calls answered with HTTP 200.
     pub ok_calls: u64,
+    /// Calls refused whole by the quota (HTTP 400 `ThrottlingException`),
+    /// counted in `calls` too; injected throttling is not counted here.
+    pub throttled: u64,
     /// Entries received in calls with a readable body, whatever their fate
     /// (one per [`ReceivedEntry`]).
     pub received: u64,
@@ -120,6 +135,9 @@ pub struct RecordCounts {
     /// Accepted events by source name: one item per source name seen, so
     /// as many as the run uses, whatever the number of events.
     pub per_source: BTreeMap<String, SourceCounts>,
+    /// Calls by region (of the call's SigV4 credential scope): one item
+    /// per region seen.
+    pub per_region: BTreeMap<String, RegionCounts>,
 }
 
 impl RecordCounts {
@@ -130,10 +148,19 @@ impl RecordCounts {
 }
 
 /// Accepted events of one source.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SourceCounts {
     pub delivered: u64,
     pub undelivered: u64,
+}
+
+/// `PutPartnerEvents` calls of one region.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RegionCounts {
+    /// Calls received, whatever their fate.
+    pub calls: u64,
+    /// Calls refused whole by the quota.
+    pub throttled: u64,
 }
 
 /// The last `max` items pushed, oldest first; older ones are dropped.

@@ -1,5 +1,6 @@
 //! The HTTP side: an axum router on `POST /` that dispatches on
-//! `x-amz-target`, the [`Emulator`] entry points and the [`EmulatorHandle`].
+//! `x-amz-target` (and `GET /_emulator/counts`, the tally as JSON), the
+//! [`Emulator`] entry points and the [`EmulatorHandle`].
 //! The waiting of faults happens here (delays, hangs), and so does dropping
 //! a connection without an answer, through a TCP stream the handler can cut.
 
@@ -23,7 +24,7 @@ use axum::{
         State as AxumState,
     },
     response::Response,
-    routing::post,
+    routing::{get, post},
     serve::{IncomingStream, Listener},
     Router,
 };
@@ -37,6 +38,7 @@ use tokio::{
 use super::{
     faults::{FaultBook, FaultPlan, FaultRule, HANG_LIMIT},
     lifecycle,
+    quota::{Quota, QuotaError},
     record::{EventsFile, ReceivedEntry, RecordCounts, RecordedCall, RecordedEvent},
     service::{Answer, Delivery, Limits, State},
     sources::{PartnerSource, SeedSource, SourceError, SourceState, Sources, DEFAULT_REGION},
@@ -54,6 +56,10 @@ use super::{
 fn body_limit(max_call_bytes: usize) -> usize {
     max_call_bytes.saturating_mul(6).saturating_add(64 * 1024)
 }
+
+/// The path of the counts, for callers in another process (the bench, an
+/// out-of-process test): `GET` answers [`RecordCounts`] as JSON.
+pub const COUNTS_PATH: &str = "/_emulator/counts";
 
 /// Now, in epoch seconds: the clock of the source lifecycle.
 fn unix_now() -> u64 {
@@ -74,6 +80,12 @@ struct Shared {
 
 impl Shared {
     fn new(config: EmulatorConfig) -> io::Result<Self> {
+        config.quota.check().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("emulator quota {:?}: {e}", config.quota),
+            )
+        })?;
         let events_file = config
             .events_file
             .as_deref()
@@ -83,17 +95,19 @@ impl Shared {
         sources
             .seed(&config.sources, unix_now())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let mut state = State::new(
+            FaultBook::new(config.faults, config.fault_seed),
+            sources,
+            events_file,
+            config.max_recorded_events,
+        );
+        state.set_quota(config.quota);
         Ok(Self {
             limits: Limits {
                 max_call_bytes: config.max_call_bytes,
                 log_payloads: config.log_payloads,
             },
-            state: Mutex::new(State::new(
-                FaultBook::new(config.faults, config.fault_seed),
-                sources,
-                events_file,
-                config.max_recorded_events,
-            )),
+            state: Mutex::new(state),
             stopping: watch::Sender::new(false),
         })
     }
@@ -175,6 +189,7 @@ async fn serve_shared(
     };
     let app = Router::new()
         .route("/", post(dispatch))
+        .route(COUNTS_PATH, get(counts))
         .layer(DefaultBodyLimit::max(body_limit(
             shared.limits.max_call_bytes,
         )))
@@ -199,11 +214,14 @@ async fn dispatch(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if target == TARGET_PUT_PARTNER_EVENTS {
+        let region = region_of(&headers);
         let answer = match body {
-            Ok(body) => shared.lock().put_partner_events(&shared.limits, &body),
+            Ok(body) => shared
+                .lock()
+                .put_partner_events(&shared.limits, &region, &body),
             Err(rejection) => {
                 let status = rejection.status().as_u16();
-                return into_response(shared.lock().unreadable_body(status));
+                return into_response(shared.lock().unreadable_body(&region, status));
             }
         };
         return deliver(&shared, &cut, answer).await;
@@ -226,6 +244,17 @@ async fn dispatch(
         )
     });
     into_response(reply)
+}
+
+/// `GET /_emulator/counts`: the whole tally, as [`EmulatorHandle::counts`].
+async fn counts(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+    let counts = shared.lock().counts();
+    let mut response = Response::new(Body::from(serde_json::to_vec(&counts).unwrap_or_default()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Waits out the answer's delay, then replies, hangs or drops.
@@ -507,6 +536,21 @@ impl EmulatorHandle {
         self.shared.lock().counts()
     }
 
+    /// Puts a quota of `calls_per_second` (0: unlimited) and `burst` calls
+    /// per region in force, every region starting with a full bucket.
+    /// Refused, and the quota in force kept, when the burst is 0 with a
+    /// rate, or the rate is negative or not finite.
+    pub fn set_quota(&self, calls_per_second: f64, burst: u32) -> Result<(), QuotaError> {
+        let quota = Quota::new(calls_per_second, burst)?;
+        self.shared.lock().set_quota(quota);
+        Ok(())
+    }
+
+    /// The quota in force.
+    pub fn quota(&self) -> Quota {
+        self.shared.lock().quota()
+    }
+
     /// Replaces the fault rules; firing counts start afresh, the PRNG goes
     /// on where it was.
     pub fn set_faults(&self, faults: Vec<FaultRule>) {
@@ -528,7 +572,8 @@ impl EmulatorHandle {
     }
 
     /// Forgets the recorded events (delivered or not), received entries and
-    /// calls, and zeroes the counts; the fault rules and the sources stay.
+    /// calls, and zeroes the counts; the fault rules, the quota (and how
+    /// much of it is used) and the sources stay.
     pub fn clear(&self) {
         self.shared.lock().clear();
     }

@@ -1,15 +1,19 @@
 //! The emulator's behaviour without HTTP: one `PutPartnerEvents` body in,
 //! one [`Answer`] out (a delay, then a reply, a hang or a dropped
 //! connection), with the recorded events, entries, calls, their counts, the
-//! fault counters and sources updated on the way. Synchronous, so it runs
-//! under a `std::sync::Mutex`; the HTTP side does the waiting.
+//! fault counters, the quota's buckets and sources updated on the way.
+//! Synchronous, so it runs under a `std::sync::Mutex`; the HTTP side does
+//! the waiting.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tracing::{debug, info, warn};
 
 use super::{
     faults::{Fault, FaultBook, FaultRule},
+    quota::{CallQuota, Quota, THROTTLED_MESSAGE},
     record::{
         Bounded, EventsFile, ReceivedEntry, RecordCounts, RecordedCall, RecordedEvent, NO_ANSWER,
     },
@@ -17,7 +21,7 @@ use super::{
     validate::{call_size, check_call, validate_entry},
     wire::{
         PutPartnerEventsRequest, PutPartnerEventsResponse, Reply, RequestEntry, ResultEntry,
-        SERIALIZATION_EXCEPTION, VALIDATION_EXCEPTION,
+        SERIALIZATION_EXCEPTION, THROTTLING_EXCEPTION, VALIDATION_EXCEPTION,
     },
 };
 
@@ -58,6 +62,7 @@ struct Tally {
 /// last `max_recorded` items; `counts` keeps the whole tally.
 #[derive(Debug, Default)]
 pub struct State {
+    quota: CallQuota,
     events: Bounded<RecordedEvent>,
     undelivered: Bounded<RecordedEvent>,
     received: Bounded<ReceivedEntry>,
@@ -69,7 +74,8 @@ pub struct State {
 }
 
 impl State {
-    /// A fresh state whose records each keep their last `max_recorded` items.
+    /// A fresh state whose records each keep their last `max_recorded`
+    /// items, under EventBridge's default quota ([`State::set_quota`]).
     pub fn new(
         faults: FaultBook,
         sources: Sources,
@@ -77,6 +83,7 @@ impl State {
         max_recorded: usize,
     ) -> Self {
         Self {
+            quota: CallQuota::default(),
             events: Bounded::new(max_recorded),
             undelivered: Bounded::new(max_recorded),
             received: Bounded::new(max_recorded),
@@ -134,6 +141,16 @@ impl State {
         &mut self.sources
     }
 
+    /// Puts `quota` in force; every region's bucket starts full.
+    pub fn set_quota(&mut self, quota: Quota) {
+        self.quota.set(quota);
+    }
+
+    /// The quota in force.
+    pub fn quota(&self) -> Quota {
+        self.quota.quota()
+    }
+
     /// Replaces the fault rules; their firing counts start afresh and the
     /// PRNG goes on.
     pub fn set_faults(&mut self, faults: Vec<FaultRule>) {
@@ -141,7 +158,7 @@ impl State {
     }
 
     /// Forgets recorded events, entries and calls, and zeroes their counts
-    /// (not the fault rules, the sources, nor the file).
+    /// (not the fault rules, the quota's buckets, the sources, nor the file).
     pub fn clear(&mut self) {
         self.events.clear();
         self.undelivered.clear();
@@ -150,11 +167,14 @@ impl State {
         self.counts = RecordCounts::default();
     }
 
-    /// Answers one `PutPartnerEvents` request body and records the call.
+    /// Answers one `PutPartnerEvents` request body, a call signed for
+    /// `region`, and records the call.
     ///
     /// The draws happen in a fixed order: the delay, then the call fault,
-    /// then one entry draw per valid entry in order.
-    pub fn put_partner_events(&mut self, limits: &Limits, body: &[u8]) -> Answer {
+    /// then one entry draw per valid entry in order. A call beyond the
+    /// quota fails whole before anything else is judged (the body's form
+    /// included) and draws only its delay.
+    pub fn put_partner_events(&mut self, limits: &Limits, region: &str, body: &[u8]) -> Answer {
         let parsed = parse(body);
         let entries = parsed.as_deref().unwrap_or_default();
         // Received before anything can fail, delay or hang the call: a
@@ -165,7 +185,9 @@ impl State {
         let detail_types = entries.iter().filter_map(|e| e.detail_type.as_deref());
         let delay = self.faults.fire_delay(detail_types).unwrap_or_default();
         let mut tally = Tally::default();
+        let throttled = !self.quota.try_call(region, Instant::now());
         let (delivery, fault) = match &parsed {
+            _ if throttled => (Delivery::Reply(throttled_reply()), None),
             Ok(entries) => self.answer(limits, entries, &mut tally),
             Err(reply) => (Delivery::Reply(reply.clone()), None),
         };
@@ -177,7 +199,7 @@ impl State {
             Delivery::Reply(reply) => (reply.status(), None, 0),
             Delivery::Hang | Delivery::Drop => (NO_ANSWER, None, 0),
         };
-        self.record_call(RecordedCall {
+        let call = RecordedCall {
             entries: entries.len(),
             size: call_size(entries),
             status,
@@ -187,29 +209,41 @@ impl State {
             fault: fault.map(|f| f.kind().to_string()),
             entry_faults: tally.entry_faults,
             delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-        });
+        };
+        self.record_call(call, region, throttled);
         Answer { delay, delivery }
     }
 
-    /// Records a call whose body could not be read at all (too large, or
-    /// the connection failed), answered with `status`.
-    pub fn unreadable_body(&mut self, status: u16) -> Reply {
-        let reply = Reply::error(
-            status,
-            SERIALIZATION_EXCEPTION,
-            "The request body could not be read.",
-        );
-        self.record_call(RecordedCall {
+    /// Records a call signed for `region` whose body could not be read at
+    /// all (too large, or the connection failed), answered with `status`,
+    /// or throttled: it draws from the quota like any other.
+    pub fn unreadable_body(&mut self, region: &str, status: u16) -> Reply {
+        let throttled = !self.quota.try_call(region, Instant::now());
+        let reply = if throttled {
+            throttled_reply()
+        } else {
+            Reply::error(
+                status,
+                SERIALIZATION_EXCEPTION,
+                "The request body could not be read.",
+            )
+        };
+        let error_type = match &reply {
+            Reply::Error { error_type, .. } => Some(error_type.clone()),
+            _ => None,
+        };
+        let call = RecordedCall {
             entries: 0,
             size: 0,
             status: reply.status(),
-            error_type: Some(SERIALIZATION_EXCEPTION.to_string()),
+            error_type,
             failed_entry_count: 0,
             accepted: 0,
             fault: None,
             entry_faults: 0,
             delay_ms: 0,
-        });
+        };
+        self.record_call(call, region, throttled);
         reply
     }
 
@@ -224,8 +258,10 @@ impl State {
         }
     }
 
-    fn record_call(&mut self, call: RecordedCall) {
+    fn record_call(&mut self, call: RecordedCall, region: &str, throttled: bool) {
         debug!(
+            region,
+            throttled,
             entries = call.entries,
             size = call.size,
             status = call.status,
@@ -237,9 +273,19 @@ impl State {
             delay_ms = call.delay_ms,
             "PutPartnerEvents call"
         );
-        self.counts.calls += 1;
+        let counts = &mut self.counts;
+        let per_region = match counts.per_region.get_mut(region) {
+            Some(c) => c,
+            None => counts.per_region.entry(region.to_string()).or_default(),
+        };
+        counts.calls += 1;
+        per_region.calls += 1;
+        if throttled {
+            counts.throttled += 1;
+            per_region.throttled += 1;
+        }
         if call.is_ok() {
-            self.counts.ok_calls += 1;
+            counts.ok_calls += 1;
         }
         self.calls.push(call);
     }
@@ -405,6 +451,11 @@ impl State {
     }
 }
 
+/// The answer to a call beyond the quota, as EventBridge words it.
+fn throttled_reply() -> Reply {
+    Reply::error(400, THROTTLING_EXCEPTION, THROTTLED_MESSAGE)
+}
+
 /// Reads the request body; a body that is not the expected JSON, or has no
 /// `Entries`, is answered here.
 fn parse(body: &[u8]) -> Result<Vec<RequestEntry>, Reply> {
@@ -435,6 +486,9 @@ mod tests {
         log_payloads: false,
     };
 
+    /// The region every call of these tests is signed for.
+    const REGION: &str = "us-east-1";
+
     /// These tests read every event they cause: no record may drop one.
     const RECORD_ALL: usize = usize::MAX;
 
@@ -458,7 +512,7 @@ mod tests {
 
     /// The reply of a call answered at once.
     fn put(state: &mut State, limits: &Limits, body: &[u8]) -> Reply {
-        let answer = state.put_partner_events(limits, body);
+        let answer = state.put_partner_events(limits, REGION, body);
         assert_eq!(answer.delay, Duration::ZERO);
         match answer.delivery {
             Delivery::Reply(reply) => reply,
@@ -684,7 +738,8 @@ mod tests {
             );
             let kind = fault.kind();
             let mut state = fault_state(vec![FaultRule::everywhere(fault)], 0);
-            let answer = state.put_partner_events(&LIMITS, &body(&[("A", "{}"), ("B", "nope")]));
+            let answer =
+                state.put_partner_events(&LIMITS, REGION, &body(&[("A", "{}"), ("B", "nope")]));
             assert_eq!(answer.delivery, delivery);
             assert_eq!(state.events().len(), usize::from(accept), "{kind}");
             let call = &state.calls()[0];
@@ -725,7 +780,7 @@ mod tests {
             0,
         );
         for b in [&body(&[("A", "{}")])[..], b"{nope"] {
-            let answer = state.put_partner_events(&LIMITS, b);
+            let answer = state.put_partner_events(&LIMITS, REGION, b);
             assert_eq!(answer.delay, Duration::from_millis(40));
             assert!(matches!(answer.delivery, Delivery::Reply(_)));
         }
@@ -829,15 +884,15 @@ mod tests {
             ("Ok", r#"{"n":"ok"}"#),
             ("Ok", "not json"),
         ] {
-            state.put_partner_events(&LIMITS, &body(&[(detail_type, detail)]));
+            state.put_partner_events(&LIMITS, REGION, &body(&[(detail_type, detail)]));
         }
         // Refused whole by validation: 21 entries.
         let many: Vec<(&str, &str)> = (0..21).map(|_| ("Ok", r#"{"n":"many"}"#)).collect();
-        state.put_partner_events(&LIMITS, &body(&many));
+        state.put_partner_events(&LIMITS, REGION, &body(&many));
         // Unreadable: nothing to record.
-        state.put_partner_events(&LIMITS, b"{nope");
+        state.put_partner_events(&LIMITS, REGION, b"{nope");
         // A resend.
-        state.put_partner_events(&LIMITS, &body(&[("Ok", r#"{"n":"ok"}"#)]));
+        state.put_partner_events(&LIMITS, REGION, &body(&[("Ok", r#"{"n":"ok"}"#)]));
 
         for (detail, n) in [
             (r#"{"n":"hang"}"#, 1),
@@ -870,7 +925,7 @@ mod tests {
     #[test]
     fn entries_missing_fields_are_received_as_sent() {
         let mut state = state();
-        state.put_partner_events(&LIMITS, br#"{"Entries":[{"Detail":"{}"},{}]}"#);
+        state.put_partner_events(&LIMITS, REGION, br#"{"Entries":[{"Detail":"{}"},{}]}"#);
         assert_eq!(
             state.received(),
             [
@@ -910,7 +965,7 @@ mod tests {
                  "Detail": format!(r#"{{"n":{n}}}"#)},
                 {"Source": pending, "DetailType": "P", "Detail": format!(r#"{{"p":{n}}}"#)},
             ]});
-            state.put_partner_events(&LIMITS, &serde_json::to_vec(&body).unwrap());
+            state.put_partner_events(&LIMITS, REGION, &serde_json::to_vec(&body).unwrap());
         }
         let details = |events: &[RecordedEvent]| -> Vec<String> {
             events.iter().map(|e| e.detail.clone()).collect()
@@ -945,6 +1000,87 @@ mod tests {
         state.clear();
         assert_eq!(state.counts(), RecordCounts::default());
         assert!(state.received().is_empty() && state.calls().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_beyond_the_quota_fail_whole_and_are_counted_per_region() {
+        let mut state = state();
+        state.set_quota(Quota::new(10.0, 2).unwrap());
+        let two = body(&[("A", "{}"), ("B", "{}")]);
+        for _ in 0..3 {
+            put(&mut state, &LIMITS, &two);
+        }
+        // Even a malformed body is throttled first: the quota is the door.
+        let reply = put(&mut state, &LIMITS, b"{nope");
+        assert_eq!(error_type(&reply), Some((400, THROTTLING_EXCEPTION)));
+        // Another region has a bucket of its own.
+        let answer = state.put_partner_events(&LIMITS, "eu-west-1", &two);
+        assert!(matches!(
+            answer.delivery,
+            Delivery::Reply(Reply::Accepted(_))
+        ));
+        assert_eq!(
+            state.unreadable_body(REGION, 413),
+            Reply::error(400, THROTTLING_EXCEPTION, THROTTLED_MESSAGE)
+        );
+
+        let statuses: Vec<_> = state
+            .calls()
+            .iter()
+            .map(|c| (c.status, c.is_throttled(), c.accepted))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                (200, false, 2),
+                (200, false, 2),
+                (400, true, 0),
+                (400, true, 0),
+                (200, false, 2),
+                (400, true, 0),
+            ]
+        );
+        let throttled = &state.calls()[2];
+        assert_eq!(throttled.error_type.as_deref(), Some(THROTTLING_EXCEPTION));
+        assert_eq!((throttled.entries, throttled.fault.as_deref()), (2, None));
+        let counts = state.counts();
+        assert_eq!((counts.calls, counts.ok_calls, counts.throttled), (6, 3, 3));
+        assert_eq!(
+            counts.received, 8,
+            "a throttled call's entries are received"
+        );
+        assert_eq!(counts.delivered, 6, "and never accepted");
+        let per_region: Vec<_> = counts
+            .per_region
+            .iter()
+            .map(|(r, c)| (r.as_str(), c.calls, c.throttled))
+            .collect();
+        assert_eq!(per_region, [("eu-west-1", 1, 0), ("us-east-1", 5, 3)]);
+
+        // 100 ms at 10/s earn one call; clearing the counts keeps the buckets.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        state.clear();
+        assert!(matches!(put(&mut state, &LIMITS, &two), Reply::Accepted(_)));
+        let reply = put(&mut state, &LIMITS, &two);
+        assert_eq!(error_type(&reply), Some((400, THROTTLING_EXCEPTION)));
+        assert_eq!((state.counts().calls, state.counts().throttled), (2, 1));
+    }
+
+    #[test]
+    fn an_injected_throttling_is_no_quota_throttling() {
+        let mut state = fault_state(
+            vec![FaultRule::everywhere(Fault::CallError {
+                status: 400,
+                error_type: THROTTLING_EXCEPTION.into(),
+                message: "injected".into(),
+            })],
+            0,
+        );
+        state.set_quota(Quota::UNLIMITED);
+        let reply = put(&mut state, &LIMITS, &body(&[("A", "{}")]));
+        assert_eq!(error_type(&reply), Some((400, THROTTLING_EXCEPTION)));
+        assert!(!state.calls()[0].is_throttled());
+        assert_eq!(state.counts().throttled, 0);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 
 /// The error type of a call whose parameters break a constraint.
 pub const VALIDATION_EXCEPTION: &str = "ValidationException";
+/// The error type of a call beyond the quota (HTTP 400). The SDK reads it
+/// from `x-amzn-errortype` or `__type` as the error's `code()`.
+pub const THROTTLING_EXCEPTION: &str = "ThrottlingException";
 /// The error type of a body that is not the expected JSON.
 pub const SERIALIZATION_EXCEPTION: &str = "SerializationException";
 /// The error type of an `x-amz-target` the emulator does not implement.

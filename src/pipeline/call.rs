@@ -145,9 +145,14 @@ impl Inner {
         );
         // What counts against the region: calls that failed whole for
         // reasons of EventBridge's (not a refusal of ours, such as access).
+        // A call throttled whole is EventBridge answering "slower", not
+        // failing: pacing, not the breaker, is the answer to it.
         let healthy = match &answer {
             Ok(Ok(_)) => true,
-            Ok(Err(e)) => e.kind == CallFailureKind::Rejected && !is_retryable_code(&e.code),
+            Ok(Err(e)) => {
+                e.kind == CallFailureKind::Rejected
+                    && (!is_retryable_code(&e.code) || e.code == codes::THROTTLING)
+            }
             Err(_) => false,
         };
         if let Some(open) = region.breaker.record(healthy) {

@@ -300,3 +300,64 @@ async fn a_batch_split_over_regions_keeps_what_was_answered_at_the_deadline() {
         }
     }
 }
+
+/// Fails every call whole with `code`, as EventBridge does when it
+/// throttles (HTTP 400) or breaks (HTTP 500).
+struct FailsWhole(&'static str);
+
+impl Upstream for FailsWhole {
+    fn put_partner_events<'a>(
+        &'a self,
+        _region: &'a str,
+        _entries: &'a [PreparedEntry],
+    ) -> BoxFuture<'a, Result<Vec<Outcome>, CallError>> {
+        Box::pin(async move {
+            Err(CallError {
+                kind: crate::upstream::CallFailureKind::Rejected,
+                code: self.0.into(),
+                message: "injected".into(),
+            })
+        })
+    }
+}
+
+/// The codes of 10 one-entry batches sent one after the other.
+async fn codes_of_ten(code: &'static str) -> Vec<String> {
+    let (p, _) = pipeline(vec![]);
+    let p = Pipeline::new(
+        Arc::new(FailsWhole(code)),
+        Arc::new(Metrics::new(false)),
+        p.inner.settings.clone(),
+    );
+    let mut codes = Vec::new();
+    for i in 0..10 {
+        let r = p
+            .send(
+                &tenant(),
+                vec![entry(i, "A")],
+                Instant::now() + Duration::from_secs(5),
+            )
+            .await;
+        match &r[0].1.outcome {
+            Outcome::Failed { code, .. } => codes.push(code.clone()),
+            Outcome::Accepted { .. } => codes.push("ok".into()),
+        }
+    }
+    codes
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_is_not_an_outage_for_the_breaker() {
+    // Calls throttled whole again and again: the region still answers.
+    let codes = codes_of_ten("ThrottlingException").await;
+    assert!(
+        codes.iter().all(|c| c == "ThrottlingException"),
+        "{codes:?}"
+    );
+    // Calls failing whole with a 5xx open the breaker after 5.
+    let codes = codes_of_ten("InternalException").await;
+    assert!(
+        codes.iter().any(|c| c == codes::REGION_UNAVAILABLE),
+        "{codes:?}"
+    );
+}
