@@ -7,11 +7,12 @@ use partner_events_gateway::{
     emulator::{EmulatorConfig, EmulatorHandle},
     proto::{
         partner_event_entry::Body, partner_events_client::PartnerEventsClient, PartnerEventEntry,
-        PutPartnerEventsRequest,
+        PutPartnerEventsRequest, PutPartnerEventsResponse,
     },
     server::{self, RunningGateway},
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 /// A demo-like tenant directory with two sources in two regions.
@@ -127,9 +128,39 @@ impl TestGateway {
             .into_inner()
     }
 
+    /// Opens a stream on the harness's client: see [`open_stream`].
+    pub async fn open_stream(
+        &self,
+        buffer: usize,
+    ) -> (
+        mpsc::Sender<PutPartnerEventsRequest>,
+        tonic::Streaming<PutPartnerEventsResponse>,
+    ) {
+        open_stream(&self.client, buffer).await
+    }
+
     pub async fn stop(self) {
         assert!(self.gateway.shutdown().await, "gateway drained cleanly");
     }
+}
+
+/// Opens a StreamPartnerEvents stream on `client`, fed by a channel that
+/// holds `buffer` batches; gives the channel's sender and the answers.
+pub async fn open_stream(
+    client: &PartnerEventsClient<Channel>,
+    buffer: usize,
+) -> (
+    mpsc::Sender<PutPartnerEventsRequest>,
+    tonic::Streaming<PutPartnerEventsResponse>,
+) {
+    let (tx, rx) = mpsc::channel(buffer);
+    let answers = client
+        .clone()
+        .stream_partner_events(ReceiverStream::new(rx))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    (tx, answers)
 }
 
 /// An entry with a JSON-text detail.
@@ -212,19 +243,83 @@ async fn pump(
     }
 }
 
-/// Waits (bounded) until `cond` holds, checking every few milliseconds.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+/// How long [`eventually`] and [`eventually_async`] wait before failing.
+pub const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Waits (bounded by [`EVENTUALLY`]) until `cond` holds, checking every
+/// few milliseconds.
+pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    eventually_within(what, EVENTUALLY, cond).await
+}
+
+/// Waits until `cond` holds; fails naming `what` after `bound`.
+pub async fn eventually_within(
+    what: &str,
+    bound: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) {
     let start = std::time::Instant::now();
     while !cond() {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "timed out waiting for: {what}"
-        );
+        assert!(start.elapsed() < bound, "timed out waiting for: {what}");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 
-/// Scrapes `/metrics` from `addr` over plain HTTP/1.1; the answer must be 200.
+/// What the condition of [`eventually_async`] answers: `true`, or
+/// `Some(value)`, once it holds.
+pub trait Holds {
+    type Value;
+    fn holds(self) -> Option<Self::Value>;
+}
+
+impl Holds for bool {
+    type Value = ();
+    fn holds(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Holds for Option<T> {
+    type Value = T;
+    fn holds(self) -> Option<T> {
+        self
+    }
+}
+
+/// Like [`eventually`], for a condition that has to await (a call, a
+/// scrape): bounded by [`EVENTUALLY`]; gives the value `cond` held with.
+pub async fn eventually_async<F, Fut>(what: &str, cond: F) -> <Fut::Output as Holds>::Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future,
+    Fut::Output: Holds,
+{
+    eventually_async_within(what, EVENTUALLY, cond).await
+}
+
+/// Like [`eventually_async`]; fails naming `what` after `bound`.
+pub async fn eventually_async_within<F, Fut>(
+    what: &str,
+    bound: std::time::Duration,
+    mut cond: F,
+) -> <Fut::Output as Holds>::Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future,
+    Fut::Output: Holds,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = cond().await.holds() {
+            return v;
+        }
+        assert!(start.elapsed() < bound, "timed out waiting for: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Scrapes `/metrics` from `addr` over plain HTTP/1.1 (bounded: 10 s); the
+/// answer must be 200.
 pub async fn scrape(addr: std::net::SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -232,7 +327,13 @@ pub async fn scrape(addr: std::net::SocketAddr) -> String {
         .await
         .unwrap();
     let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_to_string(&mut body),
+    )
+    .await
+    .expect("metrics answer in time")
+    .unwrap();
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     body
 }
