@@ -6,14 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{
-    entry, eventually, eventually_async_within, request, sample, scrape, StallProxy, TestGateway,
-};
-use partner_events_gateway::{
-    config::Config,
-    emulator::{Emulator, EmulatorConfig, SeedSource, SourceState},
-    server::watch_config,
-};
+use common::{entry, eventually, eventually_async_within, request, sample, scrape, TestGateway};
+use partner_events_gateway::{config::Config, server::watch_config};
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -75,39 +69,11 @@ fn grpc_sample(text: &str, family: &str, labels: &str) -> u64 {
 
 #[tokio::test]
 async fn every_service_is_counted_by_code_and_a_stream_the_client_ends_counts_once() {
-    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     use tonic_reflection::pb::v1alpha;
 
-    let emulator = Emulator::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        EmulatorConfig {
-            sources: vec![SeedSource::new(
-                "aws.partner/example.com/acme/billing",
-                "123456789012",
-                SourceState::Active,
-            )],
-            ..EmulatorConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let proxy = StallProxy::start(emulator.local_addr()).await;
-    let gw = TestGateway::start(&format!(
-        "[upstream]\nendpoint_url = \"{}\"\ncall_timeout_ms = 60000\n",
-        proxy.url()
-    ))
-    .await;
-    let mut health = HealthClient::new(gw.channel.clone());
-    health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
-    let err = health
-        .check(HealthCheckRequest {
-            service: "no.such.Service".into(),
-        })
+    let (gw, _emulator, proxy) = TestGateway::stallable("").await;
+    common::health(&gw.channel, "").await.unwrap();
+    let err = common::health(&gw.channel, "no.such.Service")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);

@@ -16,7 +16,7 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
     Code, Request,
 };
-use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 const BILLING: &str = "spiffe://example.org/ns/billing/sa/billing";
 const INTRUDER: &str = "spiffe://example.org/ns/other/sa/other";
@@ -224,15 +224,14 @@ async fn plaintext_is_refused_on_the_tls_port_and_health_has_its_own_port() {
         .connect()
         .await
         .unwrap();
-    let mut health = HealthClient::new(channel);
-    let status = health
-        .check(HealthCheckRequest {
-            service: "partnerevents.v1.PartnerEvents".into(),
-        })
+    let status = common::health(&channel, "partnerevents.v1.PartnerEvents")
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(status.status, 1, "SERVING on the plaintext health port");
+        .unwrap();
+    assert_eq!(
+        status,
+        ServingStatus::Serving,
+        "SERVING on the plaintext health port"
+    );
     gw.stop().await;
     std::fs::remove_dir_all(&pki.dir).unwrap();
 }

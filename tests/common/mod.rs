@@ -4,7 +4,7 @@
 
 use partner_events_gateway::{
     config::Config,
-    emulator::{EmulatorConfig, EmulatorHandle},
+    emulator::{Emulator, EmulatorConfig, EmulatorHandle, SeedSource, SourceState},
     proto::{
         partner_event_entry::Body, partner_events_client::PartnerEventsClient, PartnerEventEntry,
         PutPartnerEventsRequest, PutPartnerEventsResponse,
@@ -107,6 +107,37 @@ impl TestGateway {
         (gateway, url)
     }
 
+    /// A gateway whose upstream is an emulator of the test's own (the test
+    /// tenant's sources ACTIVE, every event recorded) behind a
+    /// [`StallProxy`] the test can pause; `extra` is appended to the config.
+    pub async fn stallable(extra: &str) -> (Self, EmulatorHandle, StallProxy) {
+        // The gateway checks its sources' states: the emulator knows them ACTIVE.
+        let config = EmulatorConfig {
+            sources: ["billing", "audit"]
+                .iter()
+                .map(|k| {
+                    SeedSource::new(
+                        format!("aws.partner/example.com/acme/{k}"),
+                        "123456789012",
+                        SourceState::Active,
+                    )
+                })
+                .collect(),
+            ..record_all()
+        };
+        let emulator = Emulator::spawn("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .unwrap();
+        let proxy = StallProxy::start(emulator.local_addr()).await;
+        // Calls wait on a paused proxy as long as the test needs.
+        let gw = Self::start(&format!(
+            "[upstream]\nendpoint_url = \"{}\"\ncall_timeout_ms = 60000\n{extra}",
+            proxy.url()
+        ))
+        .await;
+        (gw, emulator, proxy)
+    }
+
     pub fn emulator(&self) -> &EmulatorHandle {
         self.gateway
             .emulator()
@@ -161,6 +192,21 @@ pub async fn open_stream(
         .expect("the stream opens")
         .into_inner();
     (tx, answers)
+}
+
+/// Asks the standard health service on `channel` about `service` ("" for
+/// the server as a whole).
+pub async fn health(
+    channel: &Channel,
+    service: &str,
+) -> Result<tonic_health::pb::health_check_response::ServingStatus, tonic::Status> {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let answer = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await?;
+    Ok(answer.into_inner().status())
 }
 
 /// An entry with a JSON-text detail.
@@ -343,4 +389,195 @@ pub fn sample(scrape: &str, name: &str) -> Option<f64> {
     scrape
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The client connection preface of HTTP/2 (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// One HTTP/2 frame as it went over the wire.
+pub struct H2Frame {
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+impl H2Frame {
+    pub const DATA: u8 = 0x0;
+    pub const SETTINGS: u8 = 0x4;
+    pub const PING: u8 = 0x6;
+    pub const WINDOW_UPDATE: u8 = 0x8;
+    /// The ACK flag of SETTINGS and PING.
+    pub const ACK: u8 = 0x1;
+}
+
+/// Splits bytes read from one direction of an HTTP/2 connection into
+/// frames, whatever the read boundaries.
+#[derive(Default)]
+pub struct H2FrameSplitter {
+    buf: Vec<u8>,
+    /// Preface bytes still to skip (the client's direction only).
+    skip: usize,
+}
+
+impl H2FrameSplitter {
+    /// For the bytes a client sends: the preface comes first.
+    pub fn from_client() -> Self {
+        Self {
+            buf: Vec::new(),
+            skip: H2_PREFACE.len(),
+        }
+    }
+
+    /// Takes the next bytes; gives every frame they complete.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Vec<H2Frame> {
+        let skipped = self.skip.min(bytes.len());
+        self.skip -= skipped;
+        bytes = &bytes[skipped..];
+        self.buf.extend_from_slice(bytes);
+        let mut frames = Vec::new();
+        while self.buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
+            if self.buf.len() < 9 + len {
+                break;
+            }
+            let stream = u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]])
+                & !(1 << 31);
+            frames.push(H2Frame {
+                kind: self.buf[3],
+                flags: self.buf[4],
+                stream,
+                payload: self.buf[9..9 + len].to_vec(),
+            });
+            self.buf.drain(..9 + len);
+        }
+        frames
+    }
+}
+
+/// The flow-control credit (RFC 9113 §6.9) a server gave a client on one
+/// connection, and what the client used of it.
+struct Credit {
+    /// The connection window: 65,535 plus the server's WINDOW_UPDATEs on stream 0.
+    conn_granted: i64,
+    /// DATA the client sent, padding included, on any stream.
+    conn_used: i64,
+    /// SETTINGS_INITIAL_WINDOW_SIZE as the server last set it.
+    initial_stream: i64,
+    /// Per stream: the server's WINDOW_UPDATEs, and the DATA the client sent.
+    streams: std::collections::HashMap<u32, (i64, i64)>,
+}
+
+impl Credit {
+    fn left(&self) -> i64 {
+        let streams = self
+            .streams
+            .values()
+            .filter(|(_, used)| *used > 0)
+            .map(|(granted, used)| self.initial_stream + granted - used);
+        streams.fold(self.conn_granted - self.conn_used, i64::min)
+    }
+}
+
+/// A TCP proxy in front of a plaintext HTTP/2 server, for one client
+/// connection, that reads the frames going by to know how much more the
+/// client may send before the server reads: a positive signal that a
+/// client is held back by flow control.
+pub struct H2CreditProxy {
+    pub addr: std::net::SocketAddr,
+    credit: std::sync::Arc<std::sync::Mutex<Credit>>,
+}
+
+impl H2CreditProxy {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let credit = Arc::new(Mutex::new(Credit {
+            conn_granted: 65_535,
+            conn_used: 0,
+            initial_stream: 65_535,
+            streams: Default::default(),
+        }));
+        let counts = credit.clone();
+        tokio::spawn(async move {
+            let Ok((inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            let to_server = counts.clone();
+            tokio::spawn(pump_frames(
+                ri,
+                wo,
+                H2FrameSplitter::from_client(),
+                move |f| {
+                    if f.kind == H2Frame::DATA {
+                        let mut c = to_server.lock().unwrap();
+                        let len = f.payload.len() as i64;
+                        c.conn_used += len;
+                        c.streams.entry(f.stream).or_default().1 += len;
+                    }
+                },
+            ));
+            tokio::spawn(pump_frames(ro, wi, H2FrameSplitter::default(), move |f| {
+                let mut c = counts.lock().unwrap();
+                match f.kind {
+                    H2Frame::SETTINGS if f.flags & H2Frame::ACK == 0 => {
+                        for s in f.payload.chunks_exact(6) {
+                            // SETTINGS_INITIAL_WINDOW_SIZE
+                            if u16::from_be_bytes([s[0], s[1]]) == 0x4 {
+                                c.initial_stream =
+                                    u32::from_be_bytes([s[2], s[3], s[4], s[5]]) as i64;
+                            }
+                        }
+                    }
+                    H2Frame::WINDOW_UPDATE if f.payload.len() == 4 => {
+                        let p = &f.payload;
+                        let n = (u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & !(1 << 31)) as i64;
+                        if f.stream == 0 {
+                            c.conn_granted += n;
+                        } else {
+                            c.streams.entry(f.stream).or_default().0 += n;
+                        }
+                    }
+                    _ => {}
+                }
+            }));
+        });
+        Self { addr, credit }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many more DATA bytes the client may send now: the least of the
+    /// connection's credit and that of each stream it sent DATA on. 0 means
+    /// it cannot send until the server reads and grants more.
+    pub fn client_credit(&self) -> i64 {
+        self.credit.lock().unwrap().left()
+    }
+}
+
+/// Forwards bytes unchanged, showing each complete frame to `seen` first.
+async fn pump_frames(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frames: H2FrameSplitter,
+    mut seen: impl FnMut(&H2Frame) + Send + 'static,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        frames.feed(&buf[..n]).iter().for_each(&mut seen);
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
