@@ -11,11 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{entry, eventually_async, record_all, request, TestGateway};
+use common::{entry, eventually_async, free_port, record_all, request, TestGateway, BIN};
 use partner_events_gateway::emulator::{Emulator, EmulatorConfig, SourceState};
 use tokio_stream::StreamExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_partner-events-gateway");
 const PENDING_SOURCE: &str = "aws.partner/example.com/latecomer/events";
 
 fn config(extra: &str) -> String {
@@ -295,10 +294,7 @@ async fn failed_start_up_reads_of_source_states_are_counted() {
     // An EventBridge that refuses connections: every read of a source's
     // state at start-up fails. The periodic reads are an hour away, so
     // only the start-up read can move the counter.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let closed = format!("127.0.0.1:{}", free_port());
     let gw = TestGateway::start(&format!(
         r#"
 [upstream]

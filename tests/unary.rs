@@ -335,11 +335,7 @@ async fn an_answer_without_entries_is_outcome_unknown() {
 #[tokio::test]
 async fn an_unreachable_upstream_fails_each_entry_as_not_sent() {
     // Nothing listens on this port: bind one, note it, free it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let cfg = format!("[upstream]\nkind = \"emulator\"\nendpoint_url = \"http://127.0.0.1:{port}\"\nsdk_max_attempts = 1\n");
     let gw = TestGateway::start(&cfg).await;
     let resp = gw.put("acme", vec![entry("A", "{}")]).await;

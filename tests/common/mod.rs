@@ -11,9 +11,13 @@ use partner_events_gateway::{
     },
     server::{self, RunningGateway},
 };
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Identity};
 
 /// A demo-like tenant directory with two sources in two regions.
 pub const TENANTS: &str = r#"
@@ -579,5 +583,231 @@ async fn pump_frames(
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
+    }
+}
+
+/// The SPIFFE identity of the billing client of [`pki`].
+pub const BILLING: &str = "spiffe://example.org/ns/billing/sa/billing";
+/// The SPIFFE identity of a client [`pki`] signs that no table authorizes.
+pub const INTRUDER: &str = "spiffe://example.org/ns/other/sa/other";
+
+/// A CA, a server certificate for `localhost` signed by it, and two client
+/// identities (SPIFFE URIs [`BILLING`] and [`INTRUDER`]), in PEM files under
+/// `dir` (`ca.pem`, `server.pem`/`.key`, `billing.pem`/`.key`,
+/// `intruder.pem`/`.key`), generated at test time.
+pub struct Pki {
+    pub dir: std::path::PathBuf,
+    pub ca_pem: String,
+    pub billing: Identity,
+    pub intruder: Identity,
+}
+
+pub fn pki() -> Pki {
+    let dir = std::env::temp_dir().join(format!(
+        "peg-pki-{}-{}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+
+    let client = |uri: &str, file: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+        Identity::from_pem(cert.pem(), key.serialize_pem())
+    };
+    Pki {
+        ca_pem: ca.pem(),
+        billing: client(BILLING, "billing"),
+        intruder: client(INTRUDER, "intruder"),
+        dir,
+    }
+}
+
+/// A TLS channel to `localhost` at `addr`'s port, trusting `ca_pem`; with
+/// `identity`, a client certificate too.
+pub async fn tls_channel(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    identity: Option<Identity>,
+) -> Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some(id) = identity {
+        tls = tls.identity(id);
+    }
+    Channel::from_shared(format!("https://127.0.0.1:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS client connects")
+}
+
+/// A port on 127.0.0.1 that nothing listens on: bound, noted and freed.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_partner-events-gateway");
+
+/// A run of the binary under test, its stderr read line by line on a
+/// thread of its own (so it never blocks on a full pipe); killed if the
+/// test ends before [`Spawned::terminate`].
+pub struct Spawned {
+    child: Option<std::process::Child>,
+    lines: mpsc::UnboundedReceiver<String>,
+    /// Every stderr line read so far.
+    pub log: Vec<String>,
+}
+
+impl Spawned {
+    /// Starts `command` with stdout discarded and stderr read.
+    pub fn start(mut command: std::process::Command) -> Self {
+        use std::io::BufRead;
+        let mut child = command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Self {
+            child: Some(child),
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Reads the log until a line contains `needle` (bounded: 30 s); fails
+    /// if the process ends first.
+    pub async fn wait_for_line(&mut self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !self.log.iter().any(|l| l.contains(needle)) {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => self.log.push(line),
+                Ok(None) => panic!("exited before logging {needle:?}: {:#?}", self.log),
+                Err(_) => panic!("no {needle:?} within 30 s: {:#?}", self.log),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit; gives its status and the
+    /// whole log.
+    pub async fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let mut child = self.child.take().unwrap();
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        // The child has exited: its stderr closes, the reader ends, and the
+        // channel yields the rest of the log and then None.
+        while let Some(line) = self.lines.recv().await {
+            self.log.push(line);
+        }
+        (status, std::mem::take(&mut self.log))
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The resident set (`VmRSS`) of process `pid`, in KiB (Linux `/proc`).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// The request text of a JSON-protocol call with `x-amz-target: target`
+/// to the emulator, over HTTP/1.1, as the SDK would not write it.
+pub fn emulator_request(target: &str, body: &str) -> String {
+    format!(
+        "POST / HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/x-amz-json-1.1\r\n\
+         x-amz-target: {target}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A raw HTTP/1.1 answer: its status line, its headers lower-cased, and its body.
+pub struct RawAnswer {
+    pub status_line: String,
+    pub headers: String,
+    pub body: String,
+}
+
+impl RawAnswer {
+    pub fn status(&self) -> u16 {
+        self.status_line.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+}
+
+/// POSTs [`emulator_request`] to the emulator at `addr` and reads the answer.
+pub async fn post_emulator(addr: std::net::SocketAddr, target: &str, body: &str) -> RawAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(emulator_request(target, body).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let (status_line, headers) = head.split_once("\r\n").unwrap();
+    RawAnswer {
+        status_line: status_line.to_string(),
+        headers: headers.to_lowercase(),
+        body: body.to_string(),
     }
 }
