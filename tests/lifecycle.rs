@@ -238,7 +238,7 @@ async fn sources_list_and_create_against_the_emulator() {
         "{table}"
     );
 
-    let created = run(&[
+    let create_newco = [
         "sources",
         "create",
         "--tenant",
@@ -247,8 +247,8 @@ async fn sources_list_and_create_against_the_emulator() {
         "444455556666",
         "--region",
         "eu-west-1",
-        "--write",
-    ]);
+    ];
+    let created = run(&[&create_newco[..], &["--write"]].concat());
     let name = "aws.partner/example.com/newco/events";
     assert!(
         created.contains(&format!("arn:aws:events:eu-west-1::event-source/{name}")),
@@ -269,17 +269,8 @@ async fn sources_list_and_create_against_the_emulator() {
 
     // Creating it again is refused, and says why.
     let again = Command::new(BIN)
-        .args([
-            "sources",
-            "create",
-            "--tenant",
-            "newco",
-            "--account",
-            "444455556666",
-            "--region",
-            "eu-west-1",
-            "--config",
-        ])
+        .args(create_newco)
+        .arg("--config")
         .arg(&file)
         .output()
         .unwrap();

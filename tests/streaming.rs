@@ -113,13 +113,7 @@ async fn mixed_tenants_regions_and_a_bad_batch_in_one_stream() {
     );
     assert!(empty.entries.is_empty());
 
-    let mut sources: Vec<String> = gw
-        .emulator()
-        .events()
-        .into_iter()
-        .map(|e| e.source)
-        .collect();
-    sources.sort();
+    let mut sources = gw.event_sources();
     sources.dedup();
     assert_eq!(
         sources,

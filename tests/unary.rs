@@ -113,13 +113,7 @@ async fn sources_and_regions_are_chosen_by_source_key() {
         "{}",
         resp.entries[2].error_message
     );
-    let mut sources: Vec<String> = gw
-        .emulator()
-        .events()
-        .into_iter()
-        .map(|e| e.source)
-        .collect();
-    sources.sort();
+    let sources = gw.event_sources();
     assert_eq!(
         sources,
         vec![

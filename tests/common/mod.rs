@@ -148,6 +148,18 @@ impl TestGateway {
             .expect("the gateway runs its own emulator")
     }
 
+    /// The source of every event the in-process emulator holds, sorted.
+    pub fn event_sources(&self) -> Vec<String> {
+        let mut sources: Vec<String> = self
+            .emulator()
+            .events()
+            .into_iter()
+            .map(|e| e.source)
+            .collect();
+        sources.sort();
+        sources
+    }
+
     /// Sends one unary request for `tenant` and returns its answer; the call
     /// itself must succeed.
     pub async fn put(
