@@ -74,6 +74,13 @@ pub struct ClosedLabels {
     pub reason: &'static str,
 }
 
+/// Why a reload of the watched config file ended as it did: `ok` (in
+/// force) or `refused` (the file did not load; the config in force stays).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
 /// Client connections open now, by listener.
 pub const OPEN_CONNECTIONS: &str = "partner_events_open_connections";
 /// Connections refused at accept (`server.max_connections` reached); the
@@ -82,6 +89,11 @@ pub const REFUSED_CONNECTIONS: &str = "partner_events_refused_connections";
 /// Connections the gateway closed, by listener and reason; the exposition
 /// adds `_total`.
 pub const CONNECTIONS_CLOSED: &str = "partner_events_connections_closed";
+/// Reloads of the watched config file, by result (`ok`, `refused`); the
+/// exposition adds `_total`.
+pub const CONFIG_RELOADS: &str = "partner_events_config_reloads";
+/// The `result` label values of [`CONFIG_RELOADS`].
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "refused"];
 
 /// Every metric the gateway exports.
 pub struct Metrics {
@@ -105,6 +117,7 @@ pub struct Metrics {
     pub open_connections: Family<ListenerLabels, Gauge>,
     pub refused_connections: Family<ListenerLabels, Counter>,
     pub connections_closed: Family<ClosedLabels, Counter>,
+    pub config_reloads: Family<ReloadLabels, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -136,6 +149,11 @@ impl Metrics {
         let open_connections = Family::<ListenerLabels, Gauge>::default();
         let refused_connections = Family::<ListenerLabels, Counter>::default();
         let connections_closed = Family::<ClosedLabels, Counter>::default();
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        // Both series from the start: an alert on `refused` needs a 0 to rise from.
+        for result in RELOAD_RESULTS {
+            let _ = config_reloads.get_or_create(&ReloadLabels { result });
+        }
 
         registry.register(
             "grpc_server_started",
@@ -227,6 +245,11 @@ impl Metrics {
             "Connections the gateway closed: no HTTP/2 handshake in time, or idle",
             connections_closed.clone(),
         );
+        registry.register(
+            CONFIG_RELOADS,
+            "Reloads of the watched config file: in force (ok) or refused",
+            config_reloads.clone(),
+        );
 
         Self {
             registry,
@@ -249,6 +272,7 @@ impl Metrics {
             open_connections,
             refused_connections,
             connections_closed,
+            config_reloads,
         }
     }
 
@@ -293,6 +317,15 @@ impl Metrics {
             })
             .observe(took.as_secs_f64());
         self.upstream_call_entries.observe(entries as f64);
+    }
+
+    /// Counts one reload of the watched config file; `result` is one of
+    /// [`RELOAD_RESULTS`].
+    pub fn config_reload(&self, result: &'static str) {
+        debug_assert!(RELOAD_RESULTS.contains(&result));
+        self.config_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
     }
 
     pub fn retry(&self, region: &str) {
@@ -424,6 +457,8 @@ mod tests {
             "partner_events_entries_total{code=\"MalformedDetail\",tenant=\"\"} 1",
             "partner_events_upstream_calls_total{region=\"us-east-1\",outcome=\"ok\"} 1",
             "partner_events_upstream_call_entries_count 1",
+            "partner_events_config_reloads_total{result=\"ok\"} 0",
+            "partner_events_config_reloads_total{result=\"refused\"} 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -481,50 +481,59 @@ impl Reloader {
 
 /// Reloads from `path` on SIGHUP and whenever the file's content changes
 /// (checked every `poll`). A file that does not load is refused with a log
-/// line naming the problem, and the config in force stays. Runs until
-/// `stop` turns true.
-pub async fn watch_config(
+/// line naming the problem, and the config in force stays. Each reload of
+/// the file is counted in `partner_events_config_reloads_total` by result.
+/// The file as it is when this is called is taken as the one in force (not
+/// as it is when the future is first polled: a change made in between is a
+/// change). Runs until `stop` turns true.
+pub fn watch_config(
     path: PathBuf,
     poll: Option<Duration>,
     reloader: Reloader,
     mut stop: watch::Receiver<bool>,
-) {
+) -> impl Future<Output = ()> {
     let read = |p: &PathBuf| std::fs::read(p).ok();
     let mut last = read(&path);
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
+    async move {
         #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-                None => std::future::pending::<()>().await,
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            let tick = async {
+                match poll {
+                    Some(p) => tokio::time::sleep(p).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let forced = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = hangup => true,
+                _ = tick => false,
+            };
+            let now = read(&path);
+            if !forced && now == last {
+                continue;
             }
-        };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
-        let tick = async {
-            match poll {
-                Some(p) => tokio::time::sleep(p).await,
-                None => std::future::pending::<()>().await,
-            }
-        };
-        let forced = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = hangup => true,
-            _ = tick => false,
-        };
-        let now = read(&path);
-        if !forced && now == last {
-            continue;
-        }
-        last = now;
-        match Config::load(&path) {
-            Ok(config) => reloader.reload(&config),
-            Err(e) => {
-                tracing::error!(error = %e, "config reload refused; the config in force stays")
+            last = now;
+            match Config::load(&path) {
+                Ok(config) => {
+                    reloader.reload(&config);
+                    reloader.0.metrics.config_reload("ok");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload refused; the config in force stays");
+                    reloader.0.metrics.config_reload("refused");
+                }
             }
         }
     }

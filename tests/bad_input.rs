@@ -6,26 +6,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{entry, record_all, request, StallProxy, TestGateway};
-use partner_events_gateway::{
-    emulator::{Emulator, EmulatorConfig, SeedSource, SourceState},
-    proto::{partner_event_entry::Body, PartnerEventEntry},
-};
+use common::{entry, request, TestGateway};
+use partner_events_gateway::proto::{partner_event_entry::Body, PartnerEventEntry};
 use prost_types::Timestamp;
 use tonic::{codegen::http::uri::PathAndQuery, Code, Request};
-use tonic_health::pb::{
-    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 async fn assert_serving(gw: &TestGateway) {
-    let status = HealthClient::new(gw.channel.clone())
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(status.status(), ServingStatus::Serving);
+    assert_eq!(
+        common::health(&gw.channel, "").await.unwrap(),
+        ServingStatus::Serving
+    );
 }
 
 #[tokio::test]
@@ -212,25 +203,9 @@ async fn bad_requests_are_refused_whole_and_the_server_stays_up() {
 
 #[tokio::test]
 async fn overload_sheds_with_resource_exhausted_and_health_still_answers() {
-    let emulator = Emulator::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        EmulatorConfig {
-            sources: vec![SeedSource::new(
-                "aws.partner/example.com/acme/billing",
-                "123456789012",
-                SourceState::Active,
-            )],
-            ..record_all()
-        },
-    )
-    .await
-    .unwrap();
-    let proxy = StallProxy::start(emulator.local_addr()).await;
-    let gw = TestGateway::start(&format!(
-        "[server]\nmax_entries_per_request = 10\nstream_window_entries = 10\nmax_in_flight_entries = 10\n[upstream]\nendpoint_url = \"{}\"\ncall_timeout_ms = 60000\n",
-        proxy.url()
-    ))
-    .await;
+    let (gw, _emulator, proxy) = TestGateway::stallable(
+        "[server]\nmax_entries_per_request = 10\nstream_window_entries = 10\nmax_in_flight_entries = 10\n",
+    ).await;
     proxy.pause();
     // The first call takes every in-flight slot and waits on the stalled upstream.
     let first = {

@@ -1,10 +1,6 @@
 //! The binary itself: `check-config`, and `serve` from start to SIGTERM.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::process::Command;
 
 use partner_events_gateway::proto::{
     partner_event_entry::Body, partner_events_client::PartnerEventsClient, PartnerEventEntry,
@@ -13,9 +9,7 @@ use partner_events_gateway::proto::{
 
 mod common;
 
-use common::TestGateway;
-
-const BIN: &str = env!("CARGO_BIN_EXE_partner-events-gateway");
+use common::{free_port, Spawned, TestGateway, BIN};
 
 #[test]
 fn check_config_accepts_the_example_and_names_the_bad_field() {
@@ -62,12 +56,9 @@ fn check_config_accepts_the_example_and_names_the_bad_field() {
 
 #[tokio::test]
 async fn serve_with_no_config_accepts_demo_events_and_exits_0_on_sigterm() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(BIN)
+    let port = free_port();
+    let mut command = Command::new(BIN);
+    command
         .args([
             "serve",
             "--listen",
@@ -77,35 +68,9 @@ async fn serve_with_no_config_accepts_demo_events_and_exits_0_on_sigterm() {
             "--emulator-listen",
             "127.0.0.1:0",
         ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Keep reading the log so the child never blocks on a full pipe.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let started = Instant::now();
-    let mut log = Vec::new();
-    while !log
-        .iter()
-        .any(|l: &String| l.contains("partner-events-gateway serving"))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no start-up line: {log:#?}"
-        );
-        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
-            Ok(Some(line)) => log.push(line),
-            Ok(None) => panic!("the gateway exited before serving: {log:#?}"),
-            Err(_) => {}
-        }
-    }
+        .env("RUST_LOG", "info");
+    let mut child = Spawned::start(command);
+    child.wait_for_line("partner-events-gateway serving").await;
 
     let mut client = PartnerEventsClient::connect(format!("http://127.0.0.1:{port}"))
         .await
@@ -129,21 +94,8 @@ async fn serve_with_no_config_accepts_demo_events_and_exits_0_on_sigterm() {
     assert!(!event_id.is_empty(), "{resp:?}");
     drop(client);
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let (status, log) = child.terminate().await;
     assert_eq!(status.code(), Some(0));
-    // The child has exited: its stderr closes, the reader ends, and the
-    // channel yields the rest of the log and then None.
-    while let Some(line) = rx.recv().await {
-        log.push(line);
-    }
     let all = log.join("\n");
     assert!(
         all.contains(&event_id),

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 
-use common::record_all;
+use common::{emulator_request, eventually_within, record_all};
 
 const SOURCE: &str = "aws.partner/example.com/tenant-7/billing";
 
@@ -395,14 +395,12 @@ async fn shutdown_ends_a_hung_call_at_once() {
     let client = sdk_client(&emu, None).await;
     let call =
         tokio::spawn(async move { client.put_partner_events().entries(entry("A")).send().await });
-    // Wait until the emulator holds the call.
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while emu.calls().is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the call arrives");
+    eventually_within(
+        "the emulator holding the call",
+        Duration::from_secs(5),
+        || !emu.calls().is_empty(),
+    )
+    .await;
     emu.shutdown();
     tokio::time::timeout(Duration::from_secs(5), emu.stopped())
         .await
@@ -468,11 +466,7 @@ async fn a_dropped_connection_sends_not_one_byte() {
     let mut stream = tokio::net::TcpStream::connect(emu.local_addr())
         .await
         .unwrap();
-    let request = format!(
-        "POST / HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/x-amz-json-1.1\r\n\
-         x-amz-target: AWSEvents.PutPartnerEvents\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = emulator_request("AWSEvents.PutPartnerEvents", &body);
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))

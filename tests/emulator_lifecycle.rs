@@ -14,11 +14,10 @@ use partner_events_gateway::emulator::{
     Emulator, EmulatorConfig, EmulatorHandle, SeedSource, SourceError, SourceState,
     PENDING_EXPIRY_SECS,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 
-use common::record_all;
+use common::{post_emulator, record_all};
 
 const SOURCE: &str = "aws.partner/example.com/acme/billing";
 const ACCOUNT: &str = "123456789012";
@@ -349,20 +348,8 @@ async fn seeded_sources_start_in_their_state() {
 /// POSTs `body` with `x-amz-target: target`; gives the status code and the
 /// JSON body.
 async fn control(emu: &EmulatorHandle, target: &str, body: &str) -> (u16, serde_json::Value) {
-    let mut stream = tokio::net::TcpStream::connect(emu.local_addr())
-        .await
-        .unwrap();
-    let request = format!(
-        "POST / HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/x-amz-json-1.1\r\n\
-         x-amz-target: {target}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap())
+    let answer = post_emulator(emu.local_addr(), target, body).await;
+    (answer.status(), serde_json::from_str(&answer.body).unwrap())
 }
 
 #[tokio::test]

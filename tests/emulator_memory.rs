@@ -4,16 +4,15 @@
 //! the second, because each record keeps only its last
 //! `--max-recorded-events` items. Linux only (`/proc`).
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+mod common;
+
+use std::process::Command;
 
 use aws_config::{retry::RetryConfig, BehaviorVersion, Region};
 use aws_sdk_eventbridge::{config::Credentials, types::PutPartnerEventsRequestEntry, Client};
 
-const BIN: &str = env!("CARGO_BIN_EXE_partner-events-gateway");
+use common::{free_port, vm_rss_kib, Spawned, BIN};
+
 const SOURCE: &str = "aws.partner/example.com/tenant-7/billing";
 
 /// Events per phase, sent in calls of [`ENTRIES_PER_CALL`].
@@ -26,31 +25,6 @@ const MAX_RECORDED_EVENTS: usize = 10_000;
 /// What one accepted event costs in an unbounded record, measured in issue
 /// 12 (the received entry and the call record come on top).
 const BYTES_PER_RECORDED_EVENT: u64 = 430;
-
-/// The child is killed however the test ends.
-struct EmulatorChild(Child);
-
-impl Drop for EmulatorChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The child's resident set, in bytes.
-fn vm_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("a VmRSS line");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("VmRSS in kB");
-    kib * 1024
-}
 
 /// Sends `count` events with unique Details, `CONCURRENCY` calls at a time;
 /// every entry must be accepted.
@@ -93,12 +67,9 @@ async fn send_phase(client: &Client, phase: usize, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_run_of_the_standalone_emulator_holds_flat_memory() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(BIN)
+    let port = free_port();
+    let mut command = Command::new(BIN);
+    command
         .args([
             "emulator",
             "--listen",
@@ -114,30 +85,10 @@ async fn a_long_run_of_the_standalone_emulator_holds_flat_memory() {
         .env(
             "RUST_LOG",
             "warn,partner_events_gateway=info,partner_events_gateway::emulator=warn",
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let child = EmulatorChild(child);
-    let pid = child.0.id();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let started = Instant::now();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the emulator logs its start");
-        if line.contains("EventBridge emulator listening") {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "no start line");
-    }
+        );
+    let mut child = Spawned::start(command);
+    let pid = child.pid();
+    child.wait_for_line("EventBridge emulator listening").await;
 
     let shared = aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(format!("http://127.0.0.1:{port}"))
@@ -148,11 +99,11 @@ async fn a_long_run_of_the_standalone_emulator_holds_flat_memory() {
         .await;
     let client = Client::new(&shared);
 
-    let before = vm_rss(pid);
+    let before = vm_rss_kib(pid) * 1024;
     send_phase(&client, 1, EVENTS_PER_PHASE).await;
-    let after_first = vm_rss(pid);
+    let after_first = vm_rss_kib(pid) * 1024;
     send_phase(&client, 2, EVENTS_PER_PHASE).await;
-    let after_second = vm_rss(pid);
+    let after_second = vm_rss_kib(pid) * 1024;
 
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let growth = after_second.saturating_sub(after_first);

@@ -20,11 +20,10 @@ use aws_sdk_eventbridge::{
 use partner_events_gateway::emulator::{
     Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule, RecordedCall, RecordedEvent,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 
-use common::record_all;
+use common::{post_emulator, record_all, RawAnswer};
 
 const SOURCE: &str = "aws.partner/example.com/tenant-7/billing";
 
@@ -609,30 +608,19 @@ async fn accepted_events_are_logged_with_the_detail_only_when_asked() {
     );
 }
 
-/// Sends raw HTTP/1.1 (what the SDK never sends) and returns the status
-/// line, the lower-cased headers and the body.
-async fn raw_post(emu: &EmulatorHandle, target: &str, body: &str) -> (String, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(emu.local_addr())
-        .await
-        .unwrap();
-    let request = format!(
-        "POST / HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/x-amz-json-1.1\r\n\
-         x-amz-target: {target}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    let (status, headers) = head.split_once("\r\n").unwrap();
-    (status.to_string(), headers.to_lowercase(), body.to_string())
-}
-
 #[tokio::test]
 async fn a_malformed_body_is_a_serialization_exception() {
     let emu = emulator(record_all()).await;
-    let (status, headers, body) =
-        raw_post(&emu, "AWSEvents.PutPartnerEvents", r#"{"Entries":[{"Sou"#).await;
+    let RawAnswer {
+        status_line: status,
+        headers,
+        body,
+    } = post_emulator(
+        emu.local_addr(),
+        "AWSEvents.PutPartnerEvents",
+        r#"{"Entries":[{"Sou"#,
+    )
+    .await;
     assert_eq!(status, "HTTP/1.1 400 Bad Request");
     assert!(
         headers.contains("content-type: application/x-amz-json-1.1"),
@@ -649,7 +637,11 @@ async fn a_malformed_body_is_a_serialization_exception() {
         vec![failed_call(0, 0, 400, Some("SerializationException"), None)]
     );
 
-    let (status, _, body) = raw_post(&emu, "", "{}").await;
+    let RawAnswer {
+        status_line: status,
+        body,
+        ..
+    } = post_emulator(emu.local_addr(), "", "{}").await;
     assert_eq!(status, "HTTP/1.1 400 Bad Request");
     assert!(
         body.contains(r#""__type":"UnknownOperationException""#),

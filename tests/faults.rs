@@ -5,17 +5,18 @@
 
 mod common;
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
-use common::{entry, request, TestGateway};
+use common::{entry, eventually_async, request, TestGateway};
 use partner_events_gateway::{
     emulator::{Fault, FaultPlan, FaultRule},
     proto::PutPartnerEventsResponse,
 };
 use tonic::{Code, Request};
-use tonic_health::pb::{
-    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
 
 /// Fast retries so the matrix runs quickly.
@@ -320,12 +321,14 @@ async fn a_failing_region_trips_its_breaker_and_recovers() {
         assert_eq!(r.entries[0].error_code, "InternalException");
     }
     let calls_before = gw.emulator().calls().len();
+    let asked = Instant::now();
     let err = gw
         .client
         .clone()
         .put_partner_events(request("acme", vec![entry("A", "{}")]))
         .await
         .unwrap_err();
+    let answered = Instant::now();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     let retry = err.get_details_retry_info().unwrap().retry_delay.unwrap();
     assert!(retry <= Duration::from_millis(300));
@@ -335,46 +338,50 @@ async fn a_failing_region_trips_its_breaker_and_recovers() {
         "nothing sent while open"
     );
 
-    let mut health = HealthClient::new(gw.channel.clone());
-    let check = |service: &str| HealthCheckRequest {
-        service: service.into(),
-    };
-    let region = health
-        .check(check("eventbridge.us-east-1"))
+    let region = || common::health(&gw.channel, "eventbridge.us-east-1");
+    assert_eq!(region().await.unwrap(), ServingStatus::NotServing);
+    let own = common::health(&gw.channel, "partnerevents.v1.PartnerEvents")
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(region.status(), ServingStatus::NotServing);
-    let own = health
-        .check(check("partnerevents.v1.PartnerEvents"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        own.status(),
-        ServingStatus::Serving,
-        "other regions still work"
-    );
+        .unwrap();
+    assert_eq!(own, ServingStatus::Serving, "other regions still work");
 
-    // EventBridge recovers; after the open period a probe closes the breaker.
+    // EventBridge recovers; after the open period a probe closes the
+    // breaker. The breaker said when (`retry`): until then calls are
+    // refused at once, and a call sent after that is the probe.
     gw.emulator().set_faults(vec![]);
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    let r = put(&gw, &["A"]).await;
-    assert!(r.entries[0].error_code.is_empty(), "{:?}", r.entries[0]);
-    let mut serving = false;
-    for _ in 0..100 {
-        let region = health
-            .check(check("eventbridge.us-east-1"))
+    let r = eventually_async("the breaker lets a probe through", || async {
+        let sent = Instant::now();
+        match gw
+            .client
+            .clone()
+            .put_partner_events(request("acme", vec![entry("A", "{}")]))
             .await
-            .unwrap()
-            .into_inner();
-        if region.status() == ServingStatus::Serving {
-            serving = true;
-            break;
+        {
+            Ok(r) => Some((sent, r.into_inner())),
+            Err(e) => {
+                assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+                assert!(
+                    sent < answered + retry,
+                    "refused {:?} after the breaker said {retry:?}",
+                    sent - answered
+                );
+                assert_eq!(gw.emulator().calls().len(), calls_before);
+                None
+            }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(serving);
+    })
+    .await;
+    let (sent, r) = r;
+    assert!(
+        Instant::now() >= asked + retry,
+        "a probe let through {:?} after a refusal that said {retry:?}",
+        sent - asked
+    );
+    assert!(r.entries[0].error_code.is_empty(), "{:?}", r.entries[0]);
+    eventually_async("the region's health back to SERVING", || async {
+        region().await.unwrap() == ServingStatus::Serving
+    })
+    .await;
     gw.stop().await;
 }
 

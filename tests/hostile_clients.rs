@@ -7,9 +7,8 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
-    process::{Command, Stdio},
+    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -17,44 +16,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{entry, request, TestGateway};
-use partner_events_gateway::proto::{
-    partner_events_client::PartnerEventsClient, PutPartnerEventsRequest,
+use common::{
+    entry, eventually_async, eventually_async_within, eventually_within, free_port, open_stream,
+    pki, request, sample, scrape, tls_channel, vm_rss_kib, H2Frame, H2FrameSplitter, Spawned,
+    TestGateway, BIN, H2_PREFACE,
 };
+use partner_events_gateway::proto::partner_events_client::PartnerEventsClient;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    sync::mpsc,
 };
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_partner-events-gateway");
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame: with the preface, a complete client handshake.
 const SETTINGS: &[u8] = &[0, 0, 0, 0x4, 0, 0, 0, 0, 0];
 const HOSTILE: usize = 2_000;
-
-/// `/metrics` of a gateway, over a bare HTTP/1.0 request.
-async fn scrape(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
-        .await
-        .expect("metrics answer in time")
-        .unwrap();
-    out
-}
-
-/// The value of one series (`name{labels}`), 0 when absent.
-fn series(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
 
 /// What happened on one hostile client socket.
 struct Watched {
@@ -75,7 +51,7 @@ async fn hold(
         let connected = Instant::now();
         let mut s = TcpStream::connect(addr).await.expect("connect");
         if i % 2 == 1 {
-            s.write_all(PREFACE).await.unwrap();
+            s.write_all(H2_PREFACE).await.unwrap();
         }
         watchers.push(tokio::spawn(async move {
             let mut buf = [0u8; 1024];
@@ -103,18 +79,10 @@ const OPEN_GRPC: &str = "partner_events_open_connections{listener=\"grpc\"}";
 
 /// Waits (bounded) until the gateway counts at least `n` open connections.
 async fn wait_open(metrics: SocketAddr, n: usize) {
-    let start = Instant::now();
-    loop {
-        let open = series(&scrape(metrics).await, OPEN_GRPC);
-        if open >= n as f64 {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the gateway holds {open} connections, not {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(&format!("the gateway holding {n} connections"), || async {
+        sample(&scrape(metrics).await, OPEN_GRPC).unwrap_or(0.0) >= n as f64
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,15 +131,15 @@ async fn silent_and_preface_only_clients_are_closed_while_calls_are_answered() {
     }
     let text = scrape(metrics).await;
     assert_eq!(
-        series(
+        sample(
             &text,
             "partner_events_connections_closed_total{listener=\"grpc\",reason=\"handshake_timeout\"}"
-        ),
+        ).unwrap_or(0.0),
         HOSTILE as f64,
         "{text}"
     );
     // The legitimate client's connection is the one left.
-    let left = series(&text, OPEN_GRPC);
+    let left = sample(&text, OPEN_GRPC).unwrap_or(0.0);
     assert!(left <= 2.0, "open connections after: {left}");
     gw.put("acme", vec![entry("After", "{}")]).await;
     gw.stop().await;
@@ -194,7 +162,7 @@ async fn beyond_max_connections_new_ones_are_refused_and_open_ones_served() {
         .expect("the second connection is served");
 
     let mut refused = TcpStream::connect(gw.gateway.local_addr()).await.unwrap();
-    refused.write_all(PREFACE).await.unwrap();
+    refused.write_all(H2_PREFACE).await.unwrap();
     refused.write_all(SETTINGS).await.unwrap();
     let mut buf = [0u8; 64];
     let got = tokio::time::timeout(Duration::from_secs(2), refused.read(&mut buf))
@@ -213,28 +181,24 @@ async fn beyond_max_connections_new_ones_are_refused_and_open_ones_served() {
         .expect("still served");
     let text = scrape(metrics).await;
     assert_eq!(
-        series(
+        sample(
             &text,
             "partner_events_refused_connections_total{listener=\"grpc\"}"
-        ),
+        )
+        .unwrap_or(0.0),
         1.0,
         "{text}"
     );
-    assert_eq!(series(&text, OPEN_GRPC), 2.0);
+    assert_eq!(sample(&text, OPEN_GRPC).unwrap_or(0.0), 2.0);
 
     // A place freed is a place for the next client.
     drop((second_client, second));
-    let start = Instant::now();
-    loop {
-        let text = scrape(metrics).await;
-        if series(&text, OPEN_GRPC) < 2.0 {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "never freed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async_within("a place freed", Duration::from_secs(10), || async {
+        sample(&scrape(metrics).await, OPEN_GRPC).unwrap_or(0.0) < 2.0
+    })
+    .await;
     let mut next = TcpStream::connect(gw.gateway.local_addr()).await.unwrap();
-    next.write_all(PREFACE).await.unwrap();
+    next.write_all(H2_PREFACE).await.unwrap();
     next.write_all(SETTINGS).await.unwrap();
     let n = tokio::time::timeout(Duration::from_secs(5), next.read(&mut buf))
         .await
@@ -269,13 +233,7 @@ async fn an_idle_connection_is_closed_and_one_with_an_open_stream_is_not() {
         .connect()
         .await
         .unwrap();
-    let mut client = PartnerEventsClient::new(channel);
-    let (tx, rx) = mpsc::channel::<PutPartnerEventsRequest>(4);
-    let mut answers = client
-        .stream_partner_events(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut answers) = open_stream(&PartnerEventsClient::new(channel), 4).await;
     tx.send(request("acme", vec![entry("S1", "{}")]))
         .await
         .unwrap();
@@ -314,10 +272,11 @@ async fn an_idle_connection_is_closed_and_one_with_an_open_stream_is_not() {
     assert!(!second.entries[0].event_id.is_empty());
     let text = scrape(metrics).await;
     assert_eq!(
-        series(
+        sample(
             &text,
             "partner_events_connections_closed_total{listener=\"grpc\",reason=\"idle_timeout\"}"
-        ),
+        )
+        .unwrap_or(0.0),
         1.0,
         "only the idle connection was closed: {text}"
     );
@@ -333,22 +292,28 @@ async fn a_client_that_never_answers_pings_is_closed() {
     )
     .await;
     let mut s = TcpStream::connect(gw.gateway.local_addr()).await.unwrap();
-    s.write_all(PREFACE).await.unwrap();
+    s.write_all(H2_PREFACE).await.unwrap();
     s.write_all(SETTINGS).await.unwrap();
     let start = Instant::now();
     let mut buf = [0u8; 1024];
-    let mut frames = FrameReader::default();
+    let mut frames = H2FrameSplitter::default();
+    let mut pings = 0;
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match s.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 // Read and never answered.
-                Ok(n) => frames.feed(&buf[..n]),
+                Ok(n) => {
+                    pings += frames
+                        .feed(&buf[..n])
+                        .iter()
+                        .filter(|f| f.kind == H2Frame::PING && f.flags & H2Frame::ACK == 0)
+                        .count()
+                }
             }
         }
     })
     .await;
-    let pings = frames.pings;
     assert!(closed.is_ok(), "a peer that never answers PINGs stays open");
     assert!(pings > 0, "the gateway sent no PING");
     assert!(
@@ -429,54 +394,10 @@ async fn rapid_reset_closes_that_connection_and_spares_the_others() {
     }
 }
 
-/// Splits the gateway's bytes into HTTP/2 frames and counts its PINGs.
-#[derive(Default)]
-struct FrameReader {
-    buf: Vec<u8>,
-    pings: usize,
-}
-
-impl FrameReader {
-    fn feed(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-        while self.buf.len() >= 9 {
-            let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
-            if self.buf.len() < 9 + len {
-                return;
-            }
-            // Type 0x6 is PING; flag 0x1 would make it an ACK.
-            if self.buf[3] == 0x6 && self.buf[4] & 0x1 == 0 {
-                self.pings += 1;
-            }
-            self.buf.drain(..9 + len);
-        }
-    }
-}
-
-/// The gateway binary, killed if the test ends early.
-struct Child(Option<std::process::Child>);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 #[tokio::test]
 async fn with_tls_a_silent_client_is_closed_and_a_tls_client_is_served() {
-    let dir = std::env::temp_dir().join(format!(
-        "peg-hostile-tls-{}-{}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(dir.join("server.pem"), key.cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), key.signing_key.serialize_pem()).unwrap();
-    let d = dir.display();
+    let pki = pki();
+    let d = pki.dir.display();
     let gw = TestGateway::start_unconnected(&format!(
         "[server]\nhandshake_timeout_ms = 500\nidle_timeout_ms = 10000\n\
          [tls]\ncert_file = \"{d}/server.pem\"\nkey_file = \"{d}/server.key\"\n"
@@ -485,17 +406,7 @@ async fn with_tls_a_silent_client_is_closed_and_a_tls_client_is_served() {
     let metrics = gw.gateway.metrics_addr().expect("metrics on");
     let addr = gw.gateway.local_addr();
 
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(key.cert.pem()))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://127.0.0.1:{}", addr.port()))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = PartnerEventsClient::new(channel);
+    let mut client = PartnerEventsClient::new(tls_channel(addr, &pki.ca_pem, None).await);
     client
         .put_partner_events(request("acme", vec![entry("Tls", "{}")]))
         .await
@@ -521,43 +432,28 @@ async fn with_tls_a_silent_client_is_closed_and_a_tls_client_is_served() {
         .expect("still served");
     let text = scrape(metrics).await;
     let closed = |reason: &str| {
-        series(
+        sample(
             &text,
             &format!(
                 "partner_events_connections_closed_total{{listener=\"grpc\",reason=\"{reason}\"}}"
             ),
         )
+        .unwrap_or(0.0)
     };
     assert_eq!(closed("handshake_timeout"), 1.0, "{text}");
     assert_eq!(closed("idle_timeout"), 0.0, "{text}");
     assert_eq!(
-        series(&text, OPEN_GRPC),
+        sample(&text, OPEN_GRPC).unwrap_or(0.0),
         1.0,
         "the TLS client's connection only"
     );
     drop(client);
     gw.stop().await;
-    std::fs::remove_dir_all(dir).unwrap();
-}
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
+    std::fs::remove_dir_all(&pki.dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_returns_to_idle_memory_after_hostile_connections() {
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
     let (port, metrics_port) = (free_port(), free_port());
     let dir = std::env::temp_dir().join(format!("peg-hostile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -570,37 +466,14 @@ async fn the_binary_returns_to_idle_memory_after_hostile_connections() {
         ),
     )
     .unwrap();
-    let mut child = Child(Some(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
-    let pid = child.0.as_ref().unwrap().id();
-    let stderr = child.0.as_mut().unwrap().stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let started = Instant::now();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
-            Ok(Some(line)) if line.contains("partner-events-gateway serving") => break,
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the gateway exited before serving"),
-            Err(_) => {}
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no start-up line"
-        );
-    }
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info");
+    let mut child = Spawned::start(command);
+    let pid = child.pid();
+    child.wait_for_line("partner-events-gateway serving").await;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut client = PartnerEventsClient::connect(format!("http://{addr}"))
         .await
@@ -627,29 +500,25 @@ async fn the_binary_returns_to_idle_memory_after_hostile_connections() {
     call(&mut client).await;
     // The allocator gives freed pages back on its own schedule: bounded polling.
     let bound = idle + 16 * 1024;
-    let mut after = vm_rss_kib(pid);
-    let settle = Instant::now();
-    while after > bound && settle.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        after = vm_rss_kib(pid);
-    }
+    let mut after = 0;
+    eventually_within(
+        &format!(
+            "VmRSS back under {bound} KiB after the connections closed \
+             (idle {idle} KiB, holding {HOSTILE} connections {held} KiB)"
+        ),
+        Duration::from_secs(10),
+        || {
+            after = vm_rss_kib(pid);
+            after <= bound
+        },
+    )
+    .await;
     println!(
         "gateway VmRSS: idle {idle} KiB, holding {HOSTILE} hostile connections {held} KiB, \
          after they were closed {after} KiB"
     );
     drop(client);
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let mut running = child.0.take().unwrap();
-    let status = tokio::task::spawn_blocking(move || running.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let (status, _) = child.terminate().await;
     std::fs::remove_dir_all(dir).unwrap();
-    assert!(
-        after <= bound,
-        "VmRSS {after} KiB after the connections closed, idle was {idle} KiB (bound {bound} KiB)"
-    );
     assert_eq!(status.code(), Some(0));
 }

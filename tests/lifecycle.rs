@@ -11,12 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{entry, record_all, request, TestGateway};
+use common::{entry, eventually_async, free_port, record_all, request, TestGateway, BIN};
 use partner_events_gateway::emulator::{Emulator, EmulatorConfig, SourceState};
-use tokio::sync::mpsc;
-use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tokio_stream::StreamExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_partner-events-gateway");
 const PENDING_SOURCE: &str = "aws.partner/example.com/latecomer/events";
 
 fn config(extra: &str) -> String {
@@ -67,34 +65,46 @@ async fn active_sources_deliver_and_pending_ones_are_refused_before_sending() {
         "nothing was lost upstream"
     );
 
-    // The customer associates the source: within a refresh period it delivers.
+    // The customer associates the source: within a refresh period the
+    // gateway knows it ACTIVE, and then it delivers.
     gw.emulator().associate(PENDING_SOURCE).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = gw.put("latecomer", vec![entry("A", "{}")]).await;
-        if r.entries[0].error_code.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the association was never noticed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let changed = Instant::now();
+    wait_for_states(&gw, 3, 0).await;
+    let noticed = changed.elapsed();
+    assert!(
+        noticed < Duration::from_secs(5),
+        "the association was noticed after {noticed:?}"
+    );
+    let r = gw.put("latecomer", vec![entry("A", "{}")]).await;
+    assert!(r.entries[0].error_code.is_empty(), "{:?}", r.entries[0]);
     gw.stop().await;
+}
+
+/// Waits until the gateway's `partner_events_sources` gauges count
+/// `active` ACTIVE and `pending` PENDING sources: what it last read from
+/// EventBridge, and what it admits by.
+async fn wait_for_states(gw: &TestGateway, active: u32, pending: u32) {
+    let addr = gw.gateway.metrics_addr().expect("metrics on");
+    eventually_async(
+        &format!("{active} ACTIVE and {pending} PENDING sources"),
+        || async {
+            let text = common::scrape(addr).await;
+            let count = |state: &str| {
+                common::sample(
+                    &text,
+                    &format!("partner_events_sources{{state=\"{state}\"}}"),
+                )
+            };
+            count("ACTIVE") == Some(active.into()) && count("PENDING") == Some(pending.into())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_source_deactivated_under_an_open_stream_is_refused_within_a_refresh_period() {
     let gw = TestGateway::start(&config("")).await;
-    let (tx, rx) = mpsc::channel(4);
-    let mut responses = gw
-        .client
-        .clone()
-        .stream_partner_events(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut responses) = gw.open_stream(4).await;
     tx.send(request("acme", vec![entry("A", "{}")]))
         .await
         .unwrap();
@@ -107,17 +117,8 @@ async fn a_source_deactivated_under_an_open_stream_is_refused_within_a_refresh_p
         .delete_bus("aws.partner/example.com/acme/billing")
         .unwrap();
     let changed = Instant::now();
-    let refused_after = loop {
-        tx.send(request("acme", vec![entry("A", "{}")]))
-            .await
-            .unwrap();
-        let r = responses.next().await.unwrap().unwrap();
-        if r.entries[0].error_code == "SourceNotActive" {
-            break changed.elapsed();
-        }
-        assert!(changed.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    wait_for_states(&gw, 1, 2).await;
+    let refused_after = changed.elapsed();
     // One refresh period (100 ms), plus the pacing of the reads and slack.
     // Batches sent inside that window did reach EventBridge undelivered:
     // the refresh period is the bound on that loss.
@@ -125,6 +126,12 @@ async fn a_source_deactivated_under_an_open_stream_is_refused_within_a_refresh_p
         refused_after < Duration::from_millis(2_000),
         "{refused_after:?}"
     );
+    // Known PENDING: the open stream's next batch is refused.
+    tx.send(request("acme", vec![entry("A", "{}")]))
+        .await
+        .unwrap();
+    let r = responses.next().await.unwrap().unwrap();
+    assert_eq!(r.entries[0].error_code, "SourceNotActive", "{r:?}");
     drop(tx);
     gw.stop().await;
 }
@@ -231,7 +238,7 @@ async fn sources_list_and_create_against_the_emulator() {
         "{table}"
     );
 
-    let created = run(&[
+    let create_newco = [
         "sources",
         "create",
         "--tenant",
@@ -240,8 +247,8 @@ async fn sources_list_and_create_against_the_emulator() {
         "444455556666",
         "--region",
         "eu-west-1",
-        "--write",
-    ]);
+    ];
+    let created = run(&[&create_newco[..], &["--write"]].concat());
     let name = "aws.partner/example.com/newco/events";
     assert!(
         created.contains(&format!("arn:aws:events:eu-west-1::event-source/{name}")),
@@ -262,17 +269,8 @@ async fn sources_list_and_create_against_the_emulator() {
 
     // Creating it again is refused, and says why.
     let again = Command::new(BIN)
-        .args([
-            "sources",
-            "create",
-            "--tenant",
-            "newco",
-            "--account",
-            "444455556666",
-            "--region",
-            "eu-west-1",
-            "--config",
-        ])
+        .args(create_newco)
+        .arg("--config")
         .arg(&file)
         .output()
         .unwrap();
@@ -287,10 +285,7 @@ async fn failed_start_up_reads_of_source_states_are_counted() {
     // An EventBridge that refuses connections: every read of a source's
     // state at start-up fails. The periodic reads are an hour away, so
     // only the start-up read can move the counter.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let closed = format!("127.0.0.1:{}", free_port());
     let gw = TestGateway::start(&format!(
         r#"
 [upstream]

@@ -6,30 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{entry, eventually, request, StallProxy, TestGateway};
-use partner_events_gateway::{
-    config::Config,
-    emulator::{Emulator, EmulatorConfig, SeedSource, SourceState},
-    server::watch_config,
-};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    sync::mpsc,
-};
-use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use common::{entry, eventually, eventually_async_within, request, sample, scrape, TestGateway};
+use partner_events_gateway::{config::Config, server::watch_config};
+use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_types::StatusExt;
-
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    body
-}
 
 #[tokio::test]
 async fn metrics_are_scraped_with_the_expected_names() {
@@ -88,39 +69,11 @@ fn grpc_sample(text: &str, family: &str, labels: &str) -> u64 {
 
 #[tokio::test]
 async fn every_service_is_counted_by_code_and_a_stream_the_client_ends_counts_once() {
-    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     use tonic_reflection::pb::v1alpha;
 
-    let emulator = Emulator::spawn(
-        "127.0.0.1:0".parse().unwrap(),
-        EmulatorConfig {
-            sources: vec![SeedSource::new(
-                "aws.partner/example.com/acme/billing",
-                "123456789012",
-                SourceState::Active,
-            )],
-            ..EmulatorConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    let proxy = StallProxy::start(emulator.local_addr()).await;
-    let gw = TestGateway::start(&format!(
-        "[upstream]\nendpoint_url = \"{}\"\ncall_timeout_ms = 60000\n",
-        proxy.url()
-    ))
-    .await;
-    let mut health = HealthClient::new(gw.channel.clone());
-    health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
-    let err = health
-        .check(HealthCheckRequest {
-            service: "no.such.Service".into(),
-        })
+    let (gw, _emulator, proxy) = TestGateway::stallable("").await;
+    common::health(&gw.channel, "").await.unwrap();
+    let err = common::health(&gw.channel, "no.such.Service")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -158,14 +111,7 @@ async fn every_service_is_counted_by_code_and_a_stream_the_client_ends_counts_on
 
     // A stream the client half-closes after a refused batch and an
     // answered one: OK.
-    let (tx, rx) = mpsc::channel(1);
-    let mut answers = gw
-        .client
-        .clone()
-        .stream_partner_events(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut answers) = gw.open_stream(1).await;
     tx.send(request("nobody", vec![entry("A", "{}")]))
         .await
         .unwrap();
@@ -180,14 +126,7 @@ async fn every_service_is_counted_by_code_and_a_stream_the_client_ends_counts_on
     // A stream the client drops while its batch waits on a stalled
     // upstream: it never gets a status, so CANCELLED.
     proxy.pause();
-    let (tx, rx) = mpsc::channel(1);
-    let answers = gw
-        .client
-        .clone()
-        .stream_partner_events(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, answers) = gw.open_stream(1).await;
     tx.send(request("acme", vec![entry("A", "{}")]))
         .await
         .unwrap();
@@ -296,14 +235,7 @@ const INITECH: &str = "\n[tenants.initech]\ndefault_source = \"main\"\n[tenants.
 #[tokio::test]
 async fn reload_under_a_live_stream() {
     let gw = TestGateway::start("").await;
-    let (tx, rx) = mpsc::channel(8);
-    let mut responses = gw
-        .client
-        .clone()
-        .stream_partner_events(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut responses) = gw.open_stream(8).await;
     tx.send(request("initech", vec![entry("A", "{}")]))
         .await
         .unwrap();
@@ -322,6 +254,13 @@ async fn reload_under_a_live_stream() {
     drop(tx);
     assert!(responses.next().await.is_none());
     gw.stop().await;
+}
+
+/// The sample of `partner_events_config_reloads_total` for `result`.
+async fn reloads(gw: &TestGateway, result: &str) -> f64 {
+    let text = scrape(gw.gateway.metrics_addr().unwrap()).await;
+    let name = format!("partner_events_config_reloads_total{{result=\"{result}\"}}");
+    sample(&text, &name).unwrap_or_else(|| panic!("no {name}:\n{text}"))
 }
 
 #[tokio::test]
@@ -347,9 +286,17 @@ async fn the_watched_file_reloads_and_a_bad_file_is_refused() {
                 .is_ok()
         }
     };
-    // A broken file: refused, acme still served.
+    assert_eq!(reloads(&gw, "ok").await, 0.0);
+    assert_eq!(reloads(&gw, "refused").await, 0.0);
+    // A broken file: refused (the watcher counts it), acme still served.
     std::fs::write(&path, "[tenants.initech]\ndefault_source = \"nope\"\n").unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually_async_within(
+        "the broken file refused",
+        Duration::from_secs(10),
+        || async { reloads(&gw, "refused").await == 1.0 },
+    )
+    .await;
+    assert_eq!(reloads(&gw, "ok").await, 0.0, "nothing was put in force");
     assert!(gw
         .client
         .clone()
@@ -359,11 +306,14 @@ async fn the_watched_file_reloads_and_a_bad_file_is_refused() {
     assert!(!initech_accepted().await);
     // A good file with a new tenant: in force within a few polls.
     std::fs::write(&path, format!("{}{INITECH}", common::TENANTS)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !initech_accepted().await {
-        assert!(Instant::now() < deadline, "the new tenant never arrived");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async_within(
+        "the new tenant never arrived",
+        Duration::from_secs(10),
+        || async { reloads(&gw, "ok").await == 1.0 },
+    )
+    .await;
+    assert!(initech_accepted().await, "counted, so in force");
+    assert_eq!(reloads(&gw, "refused").await, 1.0);
     stop_tx.send(true).unwrap();
     watcher.await.unwrap();
     eventually("nothing in flight", || {

@@ -13,23 +13,14 @@ use tonic_reflection::pb::{v1, v1alpha};
 #[tokio::test]
 async fn health_reports_serving_then_not_serving_on_shutdown() {
     let gw = TestGateway::start("").await;
-    let mut health = HealthClient::new(gw.channel.clone());
     for service in ["", "partnerevents.v1.PartnerEvents"] {
-        let r = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(r.status(), ServingStatus::Serving, "service {service:?}");
+        let status = common::health(&gw.channel, service).await.unwrap();
+        assert_eq!(status, ServingStatus::Serving, "service {service:?}");
     }
-    let unknown = health
-        .check(HealthCheckRequest {
-            service: "nope.Service".into(),
-        })
+    let unknown = common::health(&gw.channel, "nope.Service")
         .await
         .unwrap_err();
+    let mut health = HealthClient::new(gw.channel.clone());
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 
     let mut watch = health

@@ -3,69 +3,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{entry, request, TestGateway};
+use common::{entry, free_port, pki, request, tls_channel, Pki, TestGateway, BILLING};
 use partner_events_gateway::proto::partner_events_client::PartnerEventsClient;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
-};
 use sha2::Digest;
 use tonic::{
-    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+    transport::{Channel, Identity},
     Code, Request,
 };
-use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
-
-const BILLING: &str = "spiffe://example.org/ns/billing/sa/billing";
-const INTRUDER: &str = "spiffe://example.org/ns/other/sa/other";
-
-struct Pki {
-    dir: PathBuf,
-    ca_pem: String,
-    billing: Identity,
-    intruder: Identity,
-}
-
-fn pki() -> Pki {
-    let dir = std::env::temp_dir().join(format!(
-        "peg-pki-{}-{}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-
-    let client = |uri: &str, file: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params.signed_by(&key, &ca).unwrap();
-        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
-        Identity::from_pem(cert.pem(), key.serialize_pem())
-    };
-    Pki {
-        ca_pem: ca.pem(),
-        billing: client(BILLING, "billing"),
-        intruder: client(INTRUDER, "intruder"),
-        dir,
-    }
-}
+use tonic_health::pb::health_check_response::ServingStatus;
 
 fn config(pki: &Pki, health_port: u16) -> String {
     let d = pki.dir.display();
@@ -98,31 +43,7 @@ async fn tls_client(
     pki: &Pki,
     identity: Option<Identity>,
 ) -> PartnerEventsClient<Channel> {
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
-        .domain_name("localhost");
-    if let Some(id) = identity {
-        tls = tls.identity(id);
-    }
-    let channel = Channel::from_shared(format!(
-        "https://127.0.0.1:{}",
-        gw.gateway.local_addr().port()
-    ))
-    .unwrap()
-    .tls_config(tls)
-    .unwrap()
-    .connect()
-    .await
-    .unwrap();
-    PartnerEventsClient::new(channel)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    PartnerEventsClient::new(tls_channel(gw.gateway.local_addr(), &pki.ca_pem, identity).await)
 }
 
 #[tokio::test]
@@ -224,15 +145,14 @@ async fn plaintext_is_refused_on_the_tls_port_and_health_has_its_own_port() {
         .connect()
         .await
         .unwrap();
-    let mut health = HealthClient::new(channel);
-    let status = health
-        .check(HealthCheckRequest {
-            service: "partnerevents.v1.PartnerEvents".into(),
-        })
+    let status = common::health(&channel, "partnerevents.v1.PartnerEvents")
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(status.status, 1, "SERVING on the plaintext health port");
+        .unwrap();
+    assert_eq!(
+        status,
+        ServingStatus::Serving,
+        "SERVING on the plaintext health port"
+    );
     gw.stop().await;
     std::fs::remove_dir_all(&pki.dir).unwrap();
 }

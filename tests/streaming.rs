@@ -4,22 +4,17 @@
 
 mod common;
 
-use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
 };
 
-use common::{entry, eventually, record_all, StallProxy, TestGateway};
-use partner_events_gateway::{
-    emulator::{Emulator, EmulatorConfig, EmulatorHandle, SeedSource, SourceState},
-    proto::{PutPartnerEventsRequest, PutPartnerEventsResponse},
+use common::{entry, eventually, open_stream, H2CreditProxy, TestGateway};
+use partner_events_gateway::proto::{
+    partner_events_client::PartnerEventsClient, PutPartnerEventsRequest, PutPartnerEventsResponse,
 };
-use tokio::sync::mpsc;
-use tokio_stream::{wrappers::ReceiverStream, StreamExt};
-use tonic::Code;
+use tokio_stream::StreamExt;
+use tonic::{transport::Channel, Code};
 
 fn batch(tenant: &str, id: usize, entries: usize) -> PutPartnerEventsRequest {
     PutPartnerEventsRequest {
@@ -29,25 +24,6 @@ fn batch(tenant: &str, id: usize, entries: usize) -> PutPartnerEventsRequest {
             .map(|i| entry("Tick", &format!(r#"{{"batch":{id},"i":{i}}}"#)))
             .collect(),
     }
-}
-
-/// Opens a stream fed by a channel; returns the sender and the responses.
-async fn open(
-    gw: &TestGateway,
-    buffer: usize,
-) -> (
-    mpsc::Sender<PutPartnerEventsRequest>,
-    tonic::Streaming<PutPartnerEventsResponse>,
-) {
-    let (tx, rx) = mpsc::channel(buffer);
-    let responses = gw
-        .client
-        .clone()
-        .stream_partner_events(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    (tx, responses)
 }
 
 fn check_response(r: &PutPartnerEventsResponse, entries: usize) {
@@ -66,7 +42,7 @@ fn check_response(r: &PutPartnerEventsResponse, entries: usize) {
 #[tokio::test]
 async fn a_thousand_one_entry_batches_travel_in_about_fifty_calls() {
     let gw = TestGateway::start("").await;
-    let (tx, mut responses) = open(&gw, 1000).await;
+    let (tx, mut responses) = gw.open_stream(1000).await;
     for i in 0..1000 {
         tx.send(batch("acme", i, 1)).await.unwrap();
     }
@@ -100,7 +76,7 @@ async fn mixed_tenants_regions_and_a_bad_batch_in_one_stream() {
         common::TENANTS
     ))
     .await;
-    let (tx, mut responses) = open(&gw, 16).await;
+    let (tx, mut responses) = gw.open_stream(16).await;
     let mut audit = batch("acme", 1, 2);
     for e in &mut audit.entries {
         e.source_key = "audit".into();
@@ -137,13 +113,7 @@ async fn mixed_tenants_regions_and_a_bad_batch_in_one_stream() {
     );
     assert!(empty.entries.is_empty());
 
-    let mut sources: Vec<String> = gw
-        .emulator()
-        .events()
-        .into_iter()
-        .map(|e| e.source)
-        .collect();
-    sources.sort();
+    let mut sources = gw.event_sources();
     sources.dedup();
     assert_eq!(
         sources,
@@ -156,44 +126,25 @@ async fn mixed_tenants_regions_and_a_bad_batch_in_one_stream() {
     gw.stop().await;
 }
 
-/// A gateway whose upstream goes through a proxy the test can stall.
-async fn stallable(extra: &str) -> (TestGateway, EmulatorHandle, StallProxy) {
-    // The gateway checks its sources' states: the emulator knows them ACTIVE.
-    let config = EmulatorConfig {
-        sources: ["billing", "audit"]
-            .iter()
-            .map(|k| {
-                SeedSource::new(
-                    format!("aws.partner/example.com/acme/{k}"),
-                    "123456789012",
-                    SourceState::Active,
-                )
-            })
-            .collect(),
-        ..record_all()
-    };
-    let emulator = Emulator::spawn("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let proxy = StallProxy::start(emulator.local_addr()).await;
-    let gw = TestGateway::start(&format!(
-        "[upstream]\nendpoint_url = \"{}\"\ncall_timeout_ms = 60000\n{extra}",
-        proxy.url()
-    ))
-    .await;
-    (gw, emulator, proxy)
-}
-
 #[tokio::test]
 async fn a_stalled_upstream_stops_the_stream_being_read_until_it_recovers() {
     // Window of 100 entries; each batch is 100 entries of ~1 KB, so HTTP/2
     // flow control holds at most a few batches past the window.
-    let (gw, emulator, proxy) = stallable(
+    let (gw, emulator, proxy) = TestGateway::stallable(
         "[server]\nmax_entries_per_request = 100\nstream_window_entries = 100\nmax_in_flight_entries = 100\n",
     )
     .await;
     proxy.pause();
-    let (tx, mut responses) = open(&gw, 1).await;
+    // The client goes through a proxy that reads the HTTP/2 frames, to know
+    // when the gateway's flow control holds it back.
+    let credit = H2CreditProxy::start(gw.gateway.local_addr()).await;
+    let channel = Channel::from_shared(credit.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (tx, mut responses) = open_stream(&PartnerEventsClient::new(channel), 1).await;
+    let queue = tx.downgrade();
     let sent = Arc::new(AtomicUsize::new(0));
     let pad = "x".repeat(1000);
     let producer = {
@@ -217,9 +168,15 @@ async fn a_stalled_upstream_stops_the_stream_being_read_until_it_recovers() {
         gw.gateway.gauges().in_flight_entries == 100
     })
     .await;
-    // Nothing can make progress now; give the client time to push what
-    // flow control lets through, then check that it is blocked.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Blocked, positively: the client has sent every byte of credit the
+    // gateway gave it, so it cannot send more until the gateway reads, and
+    // the producer's next batch waits behind a full queue.
+    eventually("the client held back by flow control", || {
+        credit.client_credit() == 0
+            && queue.upgrade().is_some_and(|q| q.capacity() == 0)
+            && !producer.is_finished()
+    })
+    .await;
     let blocked_at = sent.load(Ordering::SeqCst);
     assert!(
         blocked_at < 15,
@@ -229,6 +186,17 @@ async fn a_stalled_upstream_stops_the_stream_being_read_until_it_recovers() {
         gw.gateway.gauges().in_flight_entries,
         100,
         "the gateway never buffers past its bound"
+    );
+    // And the gateway stopped reading: the batch in flight and the one
+    // waiting for room, no more (a gateway reading on would grant credit).
+    let text = common::scrape(gw.gateway.metrics_addr().unwrap()).await;
+    let read = common::sample(
+        &text,
+        r#"grpc_server_msg_received_total{grpc_type="bidi_stream",grpc_service="partnerevents.v1.PartnerEvents",grpc_method="StreamPartnerEvents"}"#,
+    );
+    assert!(
+        read.is_some_and(|n| n <= 2.0),
+        "{read:?} batches read\n{text}"
     );
 
     proxy.resume();
@@ -245,9 +213,9 @@ async fn a_stalled_upstream_stops_the_stream_being_read_until_it_recovers() {
 
 #[tokio::test]
 async fn cancelling_a_stream_frees_its_entries_and_the_stream() {
-    let (gw, _emulator, proxy) = stallable("").await;
+    let (gw, _emulator, proxy) = TestGateway::stallable("").await;
     proxy.pause();
-    let (tx, responses) = open(&gw, 16).await;
+    let (tx, responses) = gw.open_stream(16).await;
     for i in 0..5 {
         tx.send(batch("acme", i, 10)).await.unwrap();
     }
@@ -269,9 +237,9 @@ async fn cancelling_a_stream_frees_its_entries_and_the_stream() {
 
 #[tokio::test]
 async fn shutdown_mid_stream_answers_every_batch_read_then_ends_unavailable() {
-    let (gw, emulator, proxy) = stallable("").await;
+    let (gw, emulator, proxy) = TestGateway::stallable("").await;
     proxy.pause();
-    let (tx, mut responses) = open(&gw, 16).await;
+    let (tx, mut responses) = gw.open_stream(16).await;
     for i in 0..8 {
         tx.send(batch("acme", i, 5)).await.unwrap();
     }

@@ -113,13 +113,7 @@ async fn sources_and_regions_are_chosen_by_source_key() {
         "{}",
         resp.entries[2].error_message
     );
-    let mut sources: Vec<String> = gw
-        .emulator()
-        .events()
-        .into_iter()
-        .map(|e| e.source)
-        .collect();
-    sources.sort();
+    let sources = gw.event_sources();
     assert_eq!(
         sources,
         vec![
@@ -335,11 +329,7 @@ async fn an_answer_without_entries_is_outcome_unknown() {
 #[tokio::test]
 async fn an_unreachable_upstream_fails_each_entry_as_not_sent() {
     // Nothing listens on this port: bind one, note it, free it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let cfg = format!("[upstream]\nkind = \"emulator\"\nendpoint_url = \"http://127.0.0.1:{port}\"\nsdk_max_attempts = 1\n");
     let gw = TestGateway::start(&cfg).await;
     let resp = gw.put("acme", vec![entry("A", "{}")]).await;
