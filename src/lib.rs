@@ -13,9 +13,18 @@
 //!   AWS size formula, the tenant directory, splitting into calls, result codes.
 //! - [`upstream`]: the [`upstream::Upstream`] trait the pipeline sends
 //!   through, its EventBridge (AWS SDK) adapter, and retry decisions.
-//! - [`pipeline`]: turns one validated batch into upstream calls, retries
-//!   within the caller's deadline, and puts the results back in order.
-//! - [`api`]: the tonic service: proto <-> domain conversion and status mapping.
+//! - [`pipeline`]: turns one validated batch into upstream calls (coalescing
+//!   lanes, the fair share of each region's pacing between tenants, the call
+//!   and its resends within the caller's deadline) and puts the results back
+//!   in order, each entry's sends counted.
+//! - [`api`]: the tonic service: admission (identity, checks, quotas, room in
+//!   flight), the batch path, the stream driver, one error -> status map, and
+//!   the gRPC metrics layer.
+//!
+//! A request's way, one module per step: [`api::service`] (the tonic call)
+//! -> [`api::admission`] -> [`api::batch`] (validation) -> [`pipeline`]
+//! (lanes, the region's scheduler, the call) -> [`upstream::eventbridge`]
+//! (the AWS SDK).
 //! - [`connections`]: bounds on client connections: count, handshake and
 //!   idle timeouts.
 //! - [`server`]: assembles the gRPC server (reflection, health, shutdown).

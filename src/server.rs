@@ -29,6 +29,10 @@ use crate::{
     upstream::SourceAdmin,
 };
 
+/// Streams one connection may make the server reset with an error before
+/// it is closed: hyper's default, which tonic would otherwise lift.
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
 /// The name health checks use for the gateway's own service.
 pub const SERVICE_NAME: &str = "partnerevents.v1.PartnerEvents";
 
@@ -327,7 +331,11 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         // Per connection: a client cannot open unbounded concurrent calls.
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_keepalive_interval(config.keepalive_interval)
-        .http2_keepalive_timeout(Some(config.keepalive_timeout));
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        // Left unset, tonic hands hyper `None`, which lifts hyper's bound on
+        // streams a connection makes the server reset (the "MadeYouReset"
+        // variant of rapid reset): keep hyper's own default.
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS));
     if let Some(age) = config.max_connection_age {
         // Clients reconnect now and then, which spreads them over replicas
         // behind an L4 balancer that would otherwise pin each connection.
