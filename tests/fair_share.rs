@@ -201,3 +201,68 @@ async fn busy_tenants_share_the_quota_by_their_weights() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_flooding_tenant_cannot_hold_the_whole_in_flight_bound() {
+    // 200 entries in flight gateway-wide, at most half of them one
+    // tenant's; EventBridge stalls, so nothing admitted is answered.
+    let (gw, _emulator, proxy) = TestGateway::stallable(&format!(
+        "[server]\nmax_in_flight_entries = 200\nmax_in_flight_share_per_tenant = 0.5\n\
+         max_entries_per_request = 100\nstream_window_entries = 100\n\
+         [sources]\ncheck_state = false\n{}\
+         [tenants.quiet]\ndefault_source = \"events\"\n\
+         [tenants.quiet.sources.events]\nname = \"aws.partner/example.com/quiet/events\"\nregion = \"us-east-1\"\n",
+        common::TENANTS
+    ))
+    .await;
+    proxy.pause();
+    let put = |tenant: &'static str, detail_type: &'static str, timeout: Duration| {
+        let mut client = gw.client.clone();
+        tokio::spawn(async move {
+            let mut req = tonic::Request::new(request(
+                tenant,
+                (0..20).map(|_| entry(detail_type, "{}")).collect(),
+            ));
+            req.set_timeout(timeout);
+            client.put_partner_events(req).await
+        })
+    };
+    // The flood fills its share: five requests of 20 entries.
+    let held: Vec<_> = (0..5)
+        .map(|_| put("acme", "Flood", Duration::from_secs(20)))
+        .collect();
+    common::eventually("the flood holds its share", || {
+        gw.gateway.gauges().in_flight_entries == 100
+    })
+    .await;
+    // Five more wait for room in the flood's share, not the gateway's.
+    let over: Vec<_> = (0..5)
+        .map(|_| put("acme", "Flood", Duration::from_secs(1)))
+        .collect();
+    // Another tenant is still admitted (its entries wait for EventBridge
+    // like everyone's, but are not refused for room).
+    let quiet = put("quiet", "Quiet", Duration::from_secs(20));
+    common::eventually("the quiet tenant is admitted", || {
+        gw.gateway.gauges().in_flight_entries == 120
+    })
+    .await;
+    // The flood's requests over its share wait their deadline, then are
+    // refused with the tenant's limit named.
+    let mut refused = 0;
+    for f in over {
+        let status = f.await.unwrap().expect_err("over the tenant's share");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        let info = tonic_types::StatusExt::get_details_error_info(&status).expect("ErrorInfo");
+        assert_eq!(info.reason, "TENANT_IN_FLIGHT_LIMIT");
+        assert!(status.message().contains("acme"), "{}", status.message());
+        refused += 1;
+    }
+    assert_eq!(refused, 5, "the five requests over the flood's share");
+    proxy.resume();
+    let quiet = quiet
+        .await
+        .unwrap()
+        .expect("the quiet tenant's call succeeds");
+    assert_eq!(quiet.into_inner().failed_entry_count, 0);
+    gw.stop().await;
+}

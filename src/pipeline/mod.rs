@@ -21,11 +21,11 @@
 //! room.
 //!
 //! # Layout
-//! - [`reply`]: the fan-in of one batch's results, and what is known of
+//! - `reply`: the fan-in of one batch's results, and what is known of
 //!   each entry not yet answered (how often sent, in flight or not).
-//! - [`lane`]: the coalescing lane of one (region, source).
-//! - [`scheduler`]: the fair share of a region's pacing between tenants.
-//! - [`call`]: admission of a call (deadline, breaker, the scheduler's turn,
+//! - `lane`: the coalescing lane of one (region, source).
+//! - `scheduler`: the fair share of a region's pacing between tenants.
+//! - `call`: admission of a call (deadline, breaker, the scheduler's turn,
 //!   concurrency), the upstream call with its metrics, and each entry
 //!   answered or resent.
 
