@@ -264,5 +264,12 @@ async fn a_flooding_tenant_cannot_hold_the_whole_in_flight_bound() {
         .unwrap()
         .expect("the quiet tenant's call succeeds");
     assert_eq!(quiet.into_inner().failed_entry_count, 0);
+    for h in held {
+        let r = h
+            .await
+            .unwrap()
+            .expect("the flood's admitted calls succeed");
+        assert_eq!(r.into_inner().failed_entry_count, 0);
+    }
     gw.stop().await;
 }
