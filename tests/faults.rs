@@ -242,16 +242,10 @@ async fn the_callers_deadline_bounds_everything() {
             jitter_ms: 0,
         },
     )]);
-    let mut req = Request::new(request("acme", vec![entry("X", "{}")]));
-    req.set_timeout(Duration::from_millis(1_000));
     let started = std::time::Instant::now();
     let r = gw
-        .client
-        .clone()
-        .put_partner_events(req)
-        .await
-        .unwrap()
-        .into_inner();
+        .put_within("acme", vec![entry("X", "{}")], Duration::from_millis(1_000))
+        .await;
     assert!(
         started.elapsed() < Duration::from_millis(1_000),
         "answered before the deadline"
@@ -285,15 +279,9 @@ async fn an_entry_cut_by_its_deadline_before_sending_says_it_was_not_sent() {
         "{:?}",
         first.entries[0]
     );
-    let mut req = Request::new(request("acme", vec![entry("B", "{}")]));
-    req.set_timeout(Duration::from_millis(500));
     let r = gw
-        .client
-        .clone()
-        .put_partner_events(req)
-        .await
-        .unwrap()
-        .into_inner();
+        .put_within("acme", vec![entry("B", "{}")], Duration::from_millis(500))
+        .await;
     let b = &r.entries[0];
     assert_eq!(
         (b.error_code.as_str(), b.attempts),

@@ -11,7 +11,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, Mutex, MutexGuard,
     },
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -113,9 +113,10 @@ impl Shared {
     }
 
     /// The state survives a panic elsewhere (say, a failed assertion in a
-    /// test thread holding a handle): poisoning is ignored.
+    /// test thread holding a handle): the crate's one policy
+    /// ([`crate::sync`]).
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     /// Waits `duration`, or less if shutdown begins.

@@ -175,6 +175,23 @@ impl TestGateway {
             .into_inner()
     }
 
+    /// Like [`TestGateway::put`], with the caller's deadline (`grpc-timeout`).
+    pub async fn put_within(
+        &self,
+        tenant: &str,
+        entries: Vec<PartnerEventEntry>,
+        timeout: std::time::Duration,
+    ) -> partner_events_gateway::proto::PutPartnerEventsResponse {
+        let mut req = tonic::Request::new(request(tenant, entries));
+        req.set_timeout(timeout);
+        self.client
+            .clone()
+            .put_partner_events(req)
+            .await
+            .expect("the call succeeds")
+            .into_inner()
+    }
+
     /// Opens a stream on the harness's client: see [`open_stream`].
     pub async fn open_stream(
         &self,
