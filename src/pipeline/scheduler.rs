@@ -226,6 +226,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_reloaded_weight_applies_to_the_calls_already_waiting() {
+        let s = Scheduler::start(TokenBucket::new(100.0, 1.0));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // "b" was weight 1; its latest call comes after a reload made it 3.
+        let waiters = (0..200)
+            .map(|_| ("a", 1))
+            .chain((0..199).map(|_| ("b", 1)))
+            .chain([("b", 3)]);
+        for (id, w) in waiters {
+            let (s, order) = (s.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                s.turn(&share(id, w)).await;
+                lock(&order).push(id);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let first: Vec<&str> = lock(&order).iter().take(200).copied().collect();
+        let b = first.iter().filter(|id| **id == "b").count();
+        assert!((149..=151).contains(&b), "b got {b} of 200");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_quiet_tenant_waits_one_round_not_the_backlog() {
         let s = Scheduler::start(TokenBucket::new(100.0, 1.0));
         // A flood of 500 calls queued (5 s of pace).
