@@ -510,24 +510,27 @@ impl Report {
     /// The human-readable table.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:<16} {:>4} {:<8} {:>4} {:>18} {:>15} {:>13} {:>14} {:>14} {:>14} {:>11} {:>14} {:>7} {:>6}",
-            "scenario",
-            "lat",
-            "path",
-            "infl",
-            "entries/s",
-            "calls/s",
-            "entries/call",
-            "p50 ms",
-            "p99 ms",
-            "p99.9 ms",
-            "gw cpu/100k",
-            "all cpu/100k",
-            "gw MiB",
-            "errors"
-        );
+        // With --only stall or noisy, there is no table.
+        if !self.measurements.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<16} {:>4} {:<8} {:>4} {:>18} {:>15} {:>13} {:>14} {:>14} {:>14} {:>11} {:>14} {:>7} {:>6}",
+                "scenario",
+                "lat",
+                "path",
+                "infl",
+                "entries/s",
+                "calls/s",
+                "entries/call",
+                "p50 ms",
+                "p99 ms",
+                "p99.9 ms",
+                "gw cpu/100k",
+                "all cpu/100k",
+                "gw MiB",
+                "errors"
+            );
+        }
         for m in &self.measurements {
             let b = if m.path == Path::Gateway {
                 self.baseline_of(m)
