@@ -142,8 +142,13 @@ fn detail() -> String {
         .to_string()
 }
 
-/// A gateway request of `entries` entries.
+/// A gateway request of `entries` entries for the bench tenant.
 pub fn grpc_batch(entries: usize) -> PutPartnerEventsRequest {
+    grpc_batch_for(TENANT, entries)
+}
+
+/// A gateway request of `entries` entries for `tenant`.
+pub fn grpc_batch_for(tenant: &str, entries: usize) -> PutPartnerEventsRequest {
     let entry = PartnerEventEntry {
         time: None,
         detail_type: DETAIL_TYPE.into(),
@@ -152,7 +157,7 @@ pub fn grpc_batch(entries: usize) -> PutPartnerEventsRequest {
         source_key: String::new(),
     };
     PutPartnerEventsRequest {
-        tenant_id: TENANT.into(),
+        tenant_id: tenant.into(),
         entries: vec![entry; entries],
         batch_id: String::new(),
     }
@@ -418,11 +423,78 @@ pub async fn gateway_unary(
     workers: usize,
     window: Window,
 ) -> Tally {
-    let req = grpc_batch(entries);
+    tenant_unary(clients, TENANT, entries, workers, window).await
+}
+
+/// Unary calls of `entries` entries for `tenant` through the gateway,
+/// closed loop.
+pub async fn tenant_unary(
+    clients: GatewayClients,
+    tenant: &str,
+    entries: usize,
+    workers: usize,
+    window: Window,
+) -> Tally {
+    let req = grpc_batch_for(tenant, entries);
     closed_loop(workers, window, move |i| {
         unary_once(clients.get(i), req.clone())
     })
     .await
+}
+
+/// `requests` unary calls of one entry for `tenant`, one every `every`
+/// whatever the answers (each call is a task of its own), latency from
+/// each call's send. Every answer counts, however late, up to
+/// `answer_bound` after its send (beyond it the call counts as an error):
+/// a window that dropped late answers would hide the slowest ones.
+///
+/// The runtime's timer (1 ms resolution) paces them: at one call every
+/// tens of milliseconds, a millisecond early or late does not matter, and
+/// the latency starts at the send, not at the tick.
+pub async fn one_entry_every(
+    clients: GatewayClients,
+    tenant: &str,
+    requests: usize,
+    every: Duration,
+    answer_bound: Duration,
+) -> Tally {
+    let req = grpc_batch_for(tenant, 1);
+    let mut set = JoinSet::new();
+    let mut tick = tokio::time::interval(every);
+    // After a stall, the next call goes out at once and the ones after it
+    // keep their spacing, rather than a burst of the missed ones.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for i in 0..requests {
+        tick.tick().await;
+        let call = unary_once(clients.get(i), req.clone());
+        set.spawn(async move {
+            let mut t = Tally::default();
+            let sent = Instant::now();
+            let bound = Window {
+                start: sent,
+                end: sent + answer_bound,
+            };
+            match tokio::time::timeout(answer_bound, call).await {
+                Err(_elapsed) => {
+                    t.errors += 1;
+                    t.failure(|| format!("no answer within {answer_bound:?}"));
+                }
+                Ok(Ok(a)) => {
+                    t.entries_sent += a.ok + a.failed;
+                    t.answered(&bound, sent, Instant::now(), a.ok, a.failed);
+                    if let Some(f) = a.failure {
+                        t.failure(|| f);
+                    }
+                }
+                Ok(Err(e)) => {
+                    t.errors += 1;
+                    t.failure(|| e);
+                }
+            }
+            t
+        });
+    }
+    join_tallies(set).await
 }
 
 /// Unary calls of `entries` entries through the gateway at a fixed rate.

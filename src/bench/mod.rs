@@ -13,10 +13,19 @@
 //! with a fixed latency per call; then unary 20 at a fixed rate of half the
 //! gateway's maximum, with and without that latency (added latency; the
 //! requests paced by a thread of their own), then open streams against a
-//! hung upstream (memory). Targets are judged and printed, never asserted.
-//! The emulator's quota (EventBridge's 1,400 calls/s per region) is off in
-//! every run, and the output says so: the runs measure the gateway's own
-//! cost, which the quota would hide.
+//! hung upstream (memory), then the noisy neighbour (below). Targets are
+//! judged and printed, never asserted. The emulator's quota (EventBridge's
+//! 1,400 calls/s per region) is off in every run but the noisy neighbour,
+//! and the output says so: the runs measure the gateway's own cost, which
+//! the quota would hide.
+//!
+//! The noisy neighbour is the fair share under a quota: the emulator
+//! enforces 150 calls/s (burst 300) for that run only, the gateway is paced
+//! at the same 150 calls/s, and two tenants of weight 1 each have a source
+//! of their own. The quiet one sends one 1-entry request every 50 ms alone,
+//! then again while the flood keeps 256 requests of 20 entries in flight;
+//! its p99 during the flood, the quota used and the calls throttled are
+//! judged.
 //!
 //! Every load loop is bounded in time (a window per run) and in count.
 //! Layout: `load` (what is sent and how), `child` (the gateway process and
@@ -30,12 +39,15 @@ use std::{path::PathBuf, time::Duration};
 
 use tokio::time::Instant;
 
+use crate::config::UpstreamSection;
 use crate::emulator::{
     Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule, Quota, SeedSource, SourceState,
 };
 use child::{proc_stats, GatewayChild};
 use load::{GatewayClients, Tally, Window};
-use report::{HalfLoad, Measurement, Paired, Path, Report, Stall, UpstreamTally};
+use report::{
+    HalfLoad, Measurement, Noisy, Paired, Path, QuotaUse, Report, Stall, TenantRun, UpstreamTally,
+};
 
 /// The emulator's quota in every run: off, since the runs measure the
 /// gateway's own cost and the baseline's calls would otherwise be
@@ -74,13 +86,43 @@ const UPSTREAM_TAKE_EVERY: Duration = Duration::from_secs(1);
 /// window's end; this only guards against a bug).
 const JOIN_GRACE: Duration = Duration::from_secs(30);
 
+/// The noisy-neighbour run's emulated EventBridge quota: calls per second
+/// and burst, for that run only...
+const NOISY_QUOTA_CALLS_PER_SECOND: f64 = 150.0;
+const NOISY_QUOTA_BURST: u32 = 300;
+/// ...the gateway's pace, the quota itself (the quota's burst covers what
+/// the two clocks disagree by), with a small burst...
+const NOISY_GATEWAY_CALLS_PER_SECOND: f64 = NOISY_QUOTA_CALLS_PER_SECOND;
+const NOISY_GATEWAY_BURST: u32 = 5;
+/// ...the flooding tenant: unary requests of 20 entries (one call each)
+/// kept in flight, far more than a second of the pace...
+const FLOOD_TENANT: &str = "flood";
+const FLOOD_SOURCE: &str = "aws.partner/example.com/bench/flood";
+const FLOOD_IN_FLIGHT: usize = 256;
+const FLOOD_ENTRIES: usize = 20;
+/// ...for this long before the measured window, so that the pace is full
+/// and calls wait for their turn (256 calls queue at once at 150/s)...
+const FLOOD_RAMP: Duration = Duration::from_secs(1);
+/// ...and the quiet tenant, one 1-entry request this often.
+const QUIET_TENANT: &str = "quiet";
+const QUIET_SOURCE: &str = "aws.partner/example.com/bench/quiet";
+const QUIET_EVERY: Duration = Duration::from_millis(50);
+/// Quiet requests sent before the alone phase and not counted: the first
+/// ones open the gateway's connection to the emulator.
+const QUIET_WARMUP_REQUESTS: usize = 10;
+/// A quiet request not answered within this counts as failed.
+const QUIET_ANSWER_BOUND: Duration = Duration::from_secs(10);
+/// Each noisy phase with --quick, and at least, otherwise.
+const NOISY_QUICK_PHASE: Duration = Duration::from_secs(2);
+
 /// `partner-events-gateway bench`: gateway vs direct SDK, loopback only.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Seconds measured per run (after a warm-up of a fifth of that, at most 1 s).
+    /// Seconds measured per run (after a warm-up of a fifth of that, at
+    /// most 1 s); each phase of the noisy-neighbour run too (at least 2 s).
     #[arg(long, default_value_t = 5)]
     pub duration_secs: u64,
-    /// 1 s per run and a 3 s stall run.
+    /// 1 s per run, a 3 s stall run and 2 s noisy-neighbour phases.
     #[arg(long)]
     pub quick: bool,
     /// Where the JSON report is written.
@@ -109,7 +151,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub stall_secs: Option<u64>,
     /// Only scenarios whose name contains this (`unary-20`, `stream-1 `,
-    /// `x1000`, `stall`); the half-load run follows `unary-20`.
+    /// `x1000`, `stall`, `noisy`); the half-load run follows `unary-20`.
     #[arg(long)]
     pub only: Option<String>,
     /// The gateway executable to run as the child (`serve`); default this one.
@@ -162,6 +204,8 @@ struct Plan {
     duration: Duration,
     warmup: Duration,
     stall: Duration,
+    /// Each phase of the noisy-neighbour run.
+    noisy_phase: Duration,
     unary_callers: usize,
     stream_in_flight: usize,
     stream_entries_in_flight: Vec<usize>,
@@ -213,6 +257,11 @@ impl Plan {
             duration,
             warmup: (duration / 5).clamp(Duration::from_millis(500), Duration::from_secs(1)),
             stall,
+            noisy_phase: if args.quick {
+                NOISY_QUICK_PHASE
+            } else {
+                duration.max(NOISY_QUICK_PHASE)
+            },
             unary_callers: args.unary_callers,
             stream_in_flight: args.stream_in_flight,
             stream_entries_in_flight: args.stream_entries_in_flight,
@@ -319,6 +368,45 @@ upstream_calls_per_second = 0
     )
 }
 
+/// The config of the noisy-neighbour run: defaults (linger too), paced at
+/// the emulated quota, two tenants of weight 1 with a source each.
+fn noisy_gateway_toml(endpoint_url: &str) -> String {
+    let mut toml = format!(
+        r#"# partner-events-gateway bench: noisy neighbour, paced at the emulated quota
+[server]
+listen = "127.0.0.1:0"
+reload_poll_ms = 0
+shutdown_grace_ms = 1000
+
+[upstream]
+kind = "emulator"
+endpoint_url = "{endpoint_url}"
+
+[metrics]
+listen = ""
+
+[quotas]
+upstream_calls_per_second = {NOISY_GATEWAY_CALLS_PER_SECOND}
+upstream_burst = {NOISY_GATEWAY_BURST}
+"#
+    );
+    for (tenant, source) in [(FLOOD_TENANT, FLOOD_SOURCE), (QUIET_TENANT, QUIET_SOURCE)] {
+        toml.push_str(&format!(
+            r#"
+[tenants.{tenant}]
+default_source = "events"
+weight = 1
+
+[tenants.{tenant}.sources.events]
+name = "{source}"
+region = "{}"
+"#,
+            load::REGION
+        ));
+    }
+    toml
+}
+
 fn tenants_toml() -> String {
     format!(
         r#"
@@ -366,16 +454,15 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         .map_err(|_| "the bench thread panicked".to_string())?
 }
 
-/// The in-process emulator's config: the bench source exists and is ACTIVE
-/// (the gateway refuses entries for a source EventBridge does not know or
-/// would not deliver to), and no quota.
+/// The in-process emulator's config: the bench sources exist and are
+/// ACTIVE (the gateway refuses entries for a source EventBridge does not
+/// know or would not deliver to), and no quota.
 fn emulator_config() -> EmulatorConfig {
     EmulatorConfig {
-        sources: vec![SeedSource::new(
-            load::SOURCE,
-            BENCH_ACCOUNT,
-            SourceState::Active,
-        )],
+        sources: [load::SOURCE, FLOOD_SOURCE, QUIET_SOURCE]
+            .into_iter()
+            .map(|name| SeedSource::new(name, BENCH_ACCOUNT, SourceState::Active))
+            .collect(),
         quota: BENCH_QUOTA,
         ..EmulatorConfig::default()
     }
@@ -432,11 +519,12 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     };
     let runs: usize = shapes.iter().map(|s| 2 * (1 + levels(*s).len())).sum();
     eprintln!(
-        "bench: {runs} runs of {:?} (+{:?} warm-up), gateway {}, emulator {url}, emulator quota {}",
+        "bench: {runs} runs of {:?} (+{:?} warm-up), gateway {}, emulator {url}, emulator quota {} (but {} calls/s, burst {NOISY_QUOTA_BURST} in the noisy-neighbour run)",
         plan.duration,
         plan.warmup,
         plan.gateway_bin.display(),
-        h.emulator.quota()
+        h.emulator.quota(),
+        NOISY_QUOTA_CALLS_PER_SECOND
     );
     let mut measurements = Vec::new();
     let mut n = 0;
@@ -500,6 +588,11 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     } else {
         None
     };
+    let noisy = if plan.wants("noisy") {
+        Some(noisy(h).await?)
+    } else {
+        None
+    };
     let mut notes = notes(plan);
     notes.push(format!(
         "1-minute load average before the run {load_before:.2}, after {:.2} (the run's own load included): anything else running on this machine competes for the same cores.",
@@ -519,6 +612,7 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
         paired,
         half_load: half_loads,
         stall,
+        noisy,
         targets: Vec::new(),
     };
     report.judge(plan.latency_ms);
@@ -531,7 +625,7 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
 }
 
 fn notes(plan: &Plan) -> Vec<String> {
-    vec![
+    let mut notes = vec![
         "Gateway: a fresh child process per run (`serve --config`, RUST_LOG=warn); its CPU is utime+stime from /proc/<pid>/stat over the measured window, its memory VmHWM (peak RSS over the process's life).".into(),
         "The emulator and the load generator share the harness process: `all cpu/100k` is gateway + harness CPU per 100k accepted entries. Gateway, emulator and load compete for the same cores, so the figures describe this machine as a whole.".into(),
         format!(
@@ -556,17 +650,37 @@ fn notes(plan: &Plan) -> Vec<String> {
                 String::new()
             }
         ),
-    ]
+    ];
+    if plan.wants("noisy") {
+        notes.push(noisy_note(plan));
+    }
+    notes
 }
 
 /// The note on the emulator's quota, printed with the report.
 fn quota_note() -> String {
     format!(
-        "Emulator quota: {BENCH_QUOTA} in every run (EventBridge's default is {} calls/s, burst {} per account and region): these runs measure the gateway's own cost, not EventBridge's quota. One account and region can take at most {} calls/s x 20 entries = {} entries/s.",
+        "Emulator quota: {BENCH_QUOTA} in every run but the noisy neighbour (EventBridge's default is {} calls/s, burst {} per account and region): these runs measure the gateway's own cost, not EventBridge's quota. One account and region can take at most {} calls/s x 20 entries = {} entries/s. The noisy neighbour runs under {} calls/s, burst {NOISY_QUOTA_BURST}, and the quota is {BENCH_QUOTA} again after it.",
         report::thousands(Quota::EVENTBRIDGE_DEFAULT.calls_per_second),
         report::thousands(f64::from(Quota::EVENTBRIDGE_DEFAULT.burst)),
         report::thousands(Quota::EVENTBRIDGE_DEFAULT.calls_per_second),
         report::thousands(Quota::EVENTBRIDGE_DEFAULT.calls_per_second * 20.0),
+        report::thousands(NOISY_QUOTA_CALLS_PER_SECOND),
+    )
+}
+
+/// The note on how the noisy-neighbour run is made and measured.
+fn noisy_note(plan: &Plan) -> String {
+    format!(
+        "Noisy neighbour: a gateway paced at {} calls/s (burst {NOISY_GATEWAY_BURST}, default linger, default bounds) in front of the emulator enforcing {} calls/s (burst {NOISY_QUOTA_BURST}); tenants `{FLOOD_TENANT}` and `{QUIET_TENANT}`, weight 1 each, a source each. `{QUIET_TENANT}` sends one 1-entry unary request every {} ms for {:.0} s alone (after {QUIET_WARMUP_REQUESTS} not counted), then `{FLOOD_TENANT}` keeps {FLOOD_IN_FLIGHT} unary requests of {FLOOD_ENTRIES} entries in flight (closed loop, several connections) and, {:.1} s later, `{QUIET_TENANT}` sends again for {:.0} s, the measured window. Latency from each request's send to its answer, every answer counted. Quota used: accepted calls in the window / (seconds x {}). Calls and entries by tenant from the emulator's counts per source; its calls are not counted per source, so the quiet tenant's calls are its accepted entries (1-entry requests {} ms apart, beyond the linger: a call each) and the flood's the rest.",
+        report::thousands(NOISY_GATEWAY_CALLS_PER_SECOND),
+        report::thousands(NOISY_QUOTA_CALLS_PER_SECOND),
+        QUIET_EVERY.as_millis(),
+        plan.noisy_phase.as_secs_f64(),
+        FLOOD_RAMP.as_secs_f64(),
+        plan.noisy_phase.as_secs_f64(),
+        report::thousands(NOISY_QUOTA_CALLS_PER_SECOND),
+        QUIET_EVERY.as_millis(),
     )
 }
 
@@ -954,6 +1068,104 @@ async fn half_load_turn(
     })
 }
 
+/// Puts the bench's quota (none) back in the emulator when dropped, however
+/// the run that set another one ends.
+struct QuotaRestore<'a>(&'a EmulatorHandle);
+
+impl Drop for QuotaRestore<'_> {
+    fn drop(&mut self) {
+        // Cannot fail: BENCH_QUOTA is a valid quota (a test checks it).
+        let _ = self
+            .0
+            .set_quota(BENCH_QUOTA.calls_per_second, BENCH_QUOTA.burst);
+    }
+}
+
+/// The noisy neighbour, under the emulator's quota of
+/// [`NOISY_QUOTA_CALLS_PER_SECOND`] for this run only: the quiet tenant
+/// alone, then during the flood.
+async fn noisy(h: &Harness) -> Result<Noisy, String> {
+    let phase = h.plan.noisy_phase;
+    let requests = (phase.as_secs_f64() / QUIET_EVERY.as_secs_f64()).round() as usize;
+    eprintln!(
+        "noisy: emulator quota {NOISY_QUOTA_CALLS_PER_SECOND} calls/s (burst {NOISY_QUOTA_BURST}), gateway paced at {NOISY_GATEWAY_CALLS_PER_SECOND} calls/s (burst {NOISY_GATEWAY_BURST}); quiet alone {phase:?}, then the flood ({FLOOD_IN_FLIGHT} x {FLOOD_ENTRIES} entries) {FLOOD_RAMP:?} before and during {phase:?} of quiet"
+    );
+    h.emulator.set_faults(Vec::new());
+    h.emulator
+        .set_quota(NOISY_QUOTA_CALLS_PER_SECOND, NOISY_QUOTA_BURST)
+        .map_err(|e| format!("cannot set the emulator's quota: {e}"))?;
+    let _restore = QuotaRestore(&h.emulator);
+    let gateway_config = noisy_gateway_toml(&h.emulator.endpoint_url());
+    let gateway = start_gateway(h, &gateway_config).await?;
+    let quiet_clients = GatewayClients::connect(gateway.addr(), 1).await?;
+    let flood_clients = GatewayClients::connect(gateway.addr(), FLOOD_IN_FLIGHT).await?;
+    let quiet = |n: usize| {
+        load::one_entry_every(
+            quiet_clients.clone(),
+            QUIET_TENANT,
+            n,
+            QUIET_EVERY,
+            QUIET_ANSWER_BOUND,
+        )
+    };
+    quiet(QUIET_WARMUP_REQUESTS).await;
+    let alone = TenantRun::new(quiet(requests).await);
+
+    let ramp_start = Instant::now();
+    let window = Window {
+        start: ramp_start + FLOOD_RAMP,
+        end: ramp_start + FLOOD_RAMP + phase,
+    };
+    let flood = tokio::spawn(load::tenant_unary(
+        flood_clients,
+        FLOOD_TENANT,
+        FLOOD_ENTRIES,
+        FLOOD_IN_FLIGHT,
+        window,
+    ));
+    tokio::time::sleep_until(ramp_start + FLOOD_RAMP / 2).await;
+    let (mid, mid_at) = (h.emulator.counts(), Instant::now());
+    tokio::time::sleep_until(window.start).await;
+    let (before, started) = (h.emulator.counts(), Instant::now());
+    let during = tokio::spawn(quiet(requests));
+    tokio::time::sleep_until(window.end).await;
+    let after = h.emulator.counts();
+    let secs = started.elapsed().as_secs_f64();
+    let during = match tokio::time::timeout(QUIET_ANSWER_BOUND + JOIN_GRACE, during).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Err(format!("quiet load task failed: {e}")),
+        Err(_) => return Err("the quiet requests were not all answered or given up".into()),
+    };
+    let flood = join_load(flood).await?;
+    drop(gateway);
+    let ramp_secs = (started - mid_at).as_secs_f64();
+    Ok(Noisy {
+        quota_calls_per_second: NOISY_QUOTA_CALLS_PER_SECOND,
+        quota_burst: NOISY_QUOTA_BURST,
+        gateway_calls_per_second: NOISY_GATEWAY_CALLS_PER_SECOND,
+        gateway_burst: NOISY_GATEWAY_BURST,
+        linger_ms: UpstreamSection::default().linger_ms,
+        flood_in_flight: FLOOD_IN_FLIGHT,
+        flood_entries_per_request: FLOOD_ENTRIES,
+        quiet_every_ms: QUIET_EVERY.as_millis() as u64,
+        ramp_secs: FLOOD_RAMP.as_secs_f64(),
+        ramp_calls_per_sec: before.ok_calls.saturating_sub(mid.ok_calls) as f64
+            / ramp_secs.max(1e-3),
+        alone,
+        during_flood: TenantRun::new(during),
+        flood: TenantRun::new(flood),
+        upstream: QuotaUse::between(
+            &before,
+            &after,
+            FLOOD_SOURCE,
+            QUIET_SOURCE,
+            secs,
+            NOISY_QUOTA_CALLS_PER_SECOND,
+        ),
+        gateway_config,
+    })
+}
+
 /// 1,000 streams against a hung upstream, the gateway's RSS every 500 ms.
 async fn stall(h: &Harness) -> Result<Stall, String> {
     let secs = h.plan.stall;
@@ -1021,32 +1233,86 @@ async fn stall(h: &Harness) -> Result<Stall, String> {
 mod tests {
     use super::*;
 
+    fn args(quick: bool, only: Option<&str>) -> BenchArgs {
+        BenchArgs {
+            duration_secs: 5,
+            quick,
+            out: "bench.json".into(),
+            unary_callers: 1,
+            stream_in_flight: 1,
+            stream_entries_in_flight: vec![1],
+            latency_ms: 0,
+            latency_jitter_ms: 0,
+            stall_secs: None,
+            only: only.map(String::from),
+            gateway_bin: Some("gateway".into()),
+            load_fraction: 0.5,
+            linger_ms: None,
+        }
+    }
+
     #[test]
     fn the_bench_emulator_has_no_quota_and_the_report_says_so() {
         assert!(emulator_config().quota.is_unlimited());
-        let notes = notes(
-            &Plan::new(BenchArgs {
-                duration_secs: 1,
-                quick: true,
-                out: "bench.json".into(),
-                unary_callers: 1,
-                stream_in_flight: 1,
-                stream_entries_in_flight: vec![1],
-                latency_ms: 0,
-                latency_jitter_ms: 0,
-                stall_secs: None,
-                only: None,
-                gateway_bin: Some("gateway".into()),
-                load_fraction: 0.5,
-                linger_ms: None,
-            })
-            .unwrap(),
+        // What the noisy run puts back when it ends.
+        assert_eq!(
+            Quota::new(BENCH_QUOTA.calls_per_second, BENCH_QUOTA.burst),
+            Ok(Quota::UNLIMITED)
         );
+        let notes = notes(&Plan::new(args(true, None)).unwrap());
         assert!(
-            notes
-                .iter()
-                .any(|n| n.starts_with("Emulator quota: unlimited in every run")),
+            notes.iter().any(|n| n
+                .starts_with("Emulator quota: unlimited in every run but the noisy neighbour")
+                && n.contains("runs under 150 calls/s, burst 300")),
             "{notes:?}"
         );
+        assert!(
+            notes.iter().any(|n| n.starts_with("Noisy neighbour:")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn the_noisy_run_is_in_the_default_run_quick_and_only_noisy() {
+        let phase = |quick, only| {
+            let plan = Plan::new(args(quick, only)).unwrap();
+            plan.wants("noisy").then_some(plan.noisy_phase)
+        };
+        assert_eq!(phase(false, None), Some(Duration::from_secs(5)));
+        assert_eq!(phase(true, None), Some(Duration::from_secs(2)));
+        assert_eq!(phase(false, Some("noisy")), Some(Duration::from_secs(5)));
+        assert_eq!(phase(false, Some("stall")), None);
+        // --only noisy runs nothing else.
+        let plan = Plan::new(args(false, Some("noisy"))).unwrap();
+        assert!(plan.shapes().is_empty() && !plan.wants("stall"));
+    }
+
+    #[test]
+    fn the_noisy_gateway_is_paced_at_the_quota_with_two_tenants_of_weight_1() {
+        let config =
+            crate::config::Config::from_toml(&noisy_gateway_toml("http://127.0.0.1:4010"), "noisy")
+                .unwrap();
+        assert_eq!(
+            config.quotas.upstream_calls_per_second,
+            NOISY_QUOTA_CALLS_PER_SECOND
+        );
+        assert!(config.quotas.upstream_burst < NOISY_QUOTA_BURST);
+        assert_eq!(config.pipeline.linger, Duration::from_millis(5));
+        for (tenant, source) in [(FLOOD_TENANT, FLOOD_SOURCE), (QUIET_TENANT, QUIET_SOURCE)] {
+            let t = config.tenants.get(tenant).expect("tenant");
+            assert_eq!(t.share().weight(), 1);
+            assert_eq!(t.source("events").map(|s| s.name()), Some(source));
+        }
+        assert_eq!(config.tenants.len(), 2);
+        // The emulator knows both sources, ACTIVE.
+        let seeded = emulator_config().sources;
+        for source in [FLOOD_SOURCE, QUIET_SOURCE] {
+            assert!(
+                seeded
+                    .iter()
+                    .any(|s| s.name == source && s.state == SourceState::Active),
+                "{seeded:?}"
+            );
+        }
     }
 }

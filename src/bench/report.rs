@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::load::Tally;
+use crate::emulator::RecordCounts;
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -320,6 +321,280 @@ pub struct Stall {
     pub upstream_calls: u64,
 }
 
+/// The noisy-neighbour run: a tenant flooding one region under an emulated
+/// EventBridge quota, and a quiet tenant's latency alone and during the
+/// flood.
+#[derive(Debug, Clone, Serialize)]
+pub struct Noisy {
+    /// The emulator's quota in this run: calls per second and burst.
+    pub quota_calls_per_second: f64,
+    pub quota_burst: u32,
+    /// The gateway's pace (`quotas.upstream_calls_per_second`) and burst.
+    pub gateway_calls_per_second: f64,
+    pub gateway_burst: u32,
+    /// The gateway's `upstream.linger_ms` (its default).
+    pub linger_ms: u64,
+    /// Unary requests the flood keeps in flight, and entries in each.
+    pub flood_in_flight: usize,
+    pub flood_entries_per_request: usize,
+    /// The quiet tenant sends one 1-entry request this often.
+    pub quiet_every_ms: u64,
+    /// How long the flood ran before the measured window, and the
+    /// accepted calls per second over the second half of that time (the
+    /// pace it had reached).
+    pub ramp_secs: f64,
+    pub ramp_calls_per_sec: f64,
+    /// The quiet tenant alone...
+    pub alone: TenantRun,
+    /// ...and during the flood, over the measured window.
+    pub during_flood: TenantRun,
+    /// The flood's requests answered in the measured window.
+    pub flood: TenantRun,
+    /// What the emulator counted over the measured window.
+    pub upstream: QuotaUse,
+    /// The gateway's config in this run.
+    pub gateway_config: String,
+}
+
+/// One tenant's requests in a phase of the noisy-neighbour run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantRun {
+    /// Requests answered.
+    pub requests: u64,
+    pub entries_ok: u64,
+    /// Entries answered with an error code, and requests that failed whole
+    /// or were not answered.
+    pub failed: u64,
+    /// Send to answer.
+    pub latency_ms: Percentiles,
+    pub first_failure: Option<String>,
+}
+
+impl TenantRun {
+    /// The figures of a tally.
+    pub fn new(mut tally: Tally) -> Self {
+        Self {
+            latency_ms: Percentiles::of(&mut tally.latencies_us),
+            requests: tally.batches,
+            entries_ok: tally.entries_ok,
+            failed: tally.entries_failed + tally.errors,
+            first_failure: tally.first_failure,
+        }
+    }
+}
+
+/// The emulator's counts over the noisy run's measured window, and what
+/// they say about the quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct QuotaUse {
+    pub secs: f64,
+    /// The quota's calls per second.
+    pub quota_calls_per_second: f64,
+    /// Calls received, throttled ones included...
+    pub calls: u64,
+    /// ...answered 200...
+    pub ok_calls: u64,
+    /// ...and refused by the quota.
+    pub throttled: u64,
+    /// Accepted entries of each tenant's source.
+    pub flood_entries: u64,
+    pub quiet_entries: u64,
+    /// Accepted calls that carried the flood's entries: the accepted calls
+    /// less the quiet tenant's. The emulator counts entries per source,
+    /// not calls; a quiet request is one entry, tens of milliseconds
+    /// after the last, well beyond the linger, so each of its accepted
+    /// entries went in a call of its own.
+    pub flood_calls: u64,
+    /// `ok_calls / (secs x quota)`.
+    pub quota_used: f64,
+    pub flood_call_share: f64,
+    pub flood_entry_share: f64,
+    /// `throttled / calls`.
+    pub throttled_share: f64,
+}
+
+impl QuotaUse {
+    /// The figures from two readings of the emulator's counts `secs` apart,
+    /// under a quota of `quota_calls_per_second`.
+    pub fn between(
+        before: &RecordCounts,
+        after: &RecordCounts,
+        flood_source: &str,
+        quiet_source: &str,
+        secs: f64,
+        quota_calls_per_second: f64,
+    ) -> Self {
+        let accepted = |source: &str| {
+            let of = |c: &RecordCounts| {
+                c.per_source
+                    .get(source)
+                    .map_or(0, |s| s.delivered + s.undelivered)
+            };
+            of(after).saturating_sub(of(before))
+        };
+        let ok_calls = after.ok_calls.saturating_sub(before.ok_calls);
+        let calls = after.calls.saturating_sub(before.calls);
+        let throttled = after.throttled.saturating_sub(before.throttled);
+        let (flood_entries, quiet_entries) = (accepted(flood_source), accepted(quiet_source));
+        let flood_calls = ok_calls.saturating_sub(quiet_entries);
+        let share = |part: u64, whole: u64| {
+            if whole == 0 {
+                0.0
+            } else {
+                part as f64 / whole as f64
+            }
+        };
+        Self {
+            secs,
+            quota_calls_per_second,
+            calls,
+            ok_calls,
+            throttled,
+            flood_entries,
+            quiet_entries,
+            flood_calls,
+            quota_used: if secs > 0.0 && quota_calls_per_second > 0.0 {
+                ok_calls as f64 / (secs * quota_calls_per_second)
+            } else {
+                0.0
+            },
+            flood_call_share: share(flood_calls, ok_calls),
+            flood_entry_share: share(flood_entries, flood_entries + quiet_entries),
+            throttled_share: share(throttled, calls),
+        }
+    }
+}
+
+/// The quiet tenant's p99 during the flood may be at most this many times
+/// its p99 alone, plus the linger...
+pub const NOISY_P99_FACTOR: f64 = 3.0;
+/// ...the flood must keep at least this share of the quota in use...
+pub const NOISY_MIN_QUOTA_USED: f64 = 0.95;
+/// ...and at most this share of the calls may be throttled.
+pub const NOISY_MAX_THROTTLED: f64 = 0.01;
+
+impl Noisy {
+    /// The fair-share targets.
+    pub fn targets(&self) -> Vec<Target> {
+        let (alone, during) = (&self.alone, &self.during_flood);
+        let bound = NOISY_P99_FACTOR * alone.latency_ms.p99 + self.linger_ms as f64;
+        let u = &self.upstream;
+        vec![
+            Target {
+                name: format!(
+                    "noisy neighbour: quiet p99 during the flood <= {NOISY_P99_FACTOR}x its p99 alone + linger ({} ms)",
+                    self.linger_ms
+                ),
+                pass: alone.requests > 0
+                    && during.requests > 0
+                    && during.failed == 0
+                    && during.latency_ms.p99 <= bound,
+                detail: format!(
+                    "{:.2} ms vs bound {bound:.2} ms (alone {:.2} ms); {} requests answered during the flood, {} failed",
+                    during.latency_ms.p99, alone.latency_ms.p99, during.requests, during.failed
+                ),
+            },
+            Target {
+                name: format!(
+                    "noisy neighbour: quota used >= {:.0}%",
+                    NOISY_MIN_QUOTA_USED * 100.0
+                ),
+                pass: u.quota_used >= NOISY_MIN_QUOTA_USED,
+                detail: format!(
+                    "{:.1}% ({} accepted calls in {:.2} s at {}/s)",
+                    u.quota_used * 100.0,
+                    thousands(u.ok_calls as f64),
+                    u.secs,
+                    thousands(u.quota_calls_per_second)
+                ),
+            },
+            Target {
+                name: format!(
+                    "noisy neighbour: calls throttled by the emulator <= {:.0}%",
+                    NOISY_MAX_THROTTLED * 100.0
+                ),
+                pass: u.calls > 0 && u.throttled_share <= NOISY_MAX_THROTTLED,
+                detail: format!(
+                    "{} of {} calls ({:.2}%)",
+                    thousands(u.throttled as f64),
+                    thousands(u.calls as f64),
+                    u.throttled_share * 100.0
+                ),
+            },
+        ]
+    }
+
+    fn render(&self, out: &mut String) {
+        let u = &self.upstream;
+        let _ = writeln!(
+            out,
+            "
+noisy neighbour: emulator quota {}/s (burst {}), gateway paced at {}/s (burst {}), linger {} ms; flood keeps {} unary requests of {} entries in flight, quiet sends 1 entry every {} ms",
+            thousands(self.quota_calls_per_second),
+            self.quota_burst,
+            thousands(self.gateway_calls_per_second),
+            self.gateway_burst,
+            self.linger_ms,
+            self.flood_in_flight,
+            self.flood_entries_per_request,
+            self.quiet_every_ms
+        );
+        let phase = |r: &TenantRun| {
+            format!(
+                "{:.2}/{:.2} ms ({} requests, {} failed)",
+                r.latency_ms.p50, r.latency_ms.p99, r.requests, r.failed
+            )
+        };
+        let _ = writeln!(
+            out,
+            "  quiet p50/p99: alone {}, during the flood {}",
+            phase(&self.alone),
+            phase(&self.during_flood)
+        );
+        let _ = writeln!(
+            out,
+            "  flood's share: {:.1}% of {} accepted calls, {:.1}% of {} accepted entries (flood {}, quiet {})",
+            u.flood_call_share * 100.0,
+            thousands(u.ok_calls as f64),
+            u.flood_entry_share * 100.0,
+            thousands((u.flood_entries + u.quiet_entries) as f64),
+            thousands(u.flood_entries as f64),
+            thousands(u.quiet_entries as f64)
+        );
+        let _ = writeln!(
+            out,
+            "  quota used: {:.1}% ({} accepted calls in {:.2} s at {}/s); throttled by the emulator: {} of {} calls ({:.2}%)",
+            u.quota_used * 100.0,
+            thousands(u.ok_calls as f64),
+            u.secs,
+            thousands(u.quota_calls_per_second),
+            thousands(u.throttled as f64),
+            thousands(u.calls as f64),
+            u.throttled_share * 100.0
+        );
+        let _ = writeln!(
+            out,
+            "  flood: {} requests answered in the window, p50/p99 {:.0}/{:.0} ms, {} failed; {} calls/s accepted over the last {:.1} s of its {:.1} s ramp",
+            thousands(self.flood.requests as f64),
+            self.flood.latency_ms.p50,
+            self.flood.latency_ms.p99,
+            self.flood.failed,
+            thousands(self.ramp_calls_per_sec),
+            self.ramp_secs / 2.0,
+            self.ramp_secs
+        );
+        for (who, r) in [
+            ("quiet alone", &self.alone),
+            ("quiet during the flood", &self.during_flood),
+            ("flood", &self.flood),
+        ] {
+            if let Some(f) = &r.first_failure {
+                let _ = writeln!(out, "  first failure, {who}: {f}");
+            }
+        }
+    }
+}
+
 /// One target and whether this run met it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
@@ -346,6 +621,8 @@ pub struct Report {
     /// Unary 20 at half the maximum, once per upstream latency.
     pub half_load: Vec<HalfLoad>,
     pub stall: Option<Stall>,
+    /// The noisy-neighbour run, under an emulated quota.
+    pub noisy: Option<Noisy>,
     pub targets: Vec<Target>,
 }
 
@@ -504,30 +781,36 @@ impl Report {
                 ),
             });
         }
+        if let Some(n) = &self.noisy {
+            targets.extend(n.targets());
+        }
         self.targets = targets;
     }
 
     /// The human-readable table.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:<16} {:>4} {:<8} {:>4} {:>18} {:>15} {:>13} {:>14} {:>14} {:>14} {:>11} {:>14} {:>7} {:>6}",
-            "scenario",
-            "lat",
-            "path",
-            "infl",
-            "entries/s",
-            "calls/s",
-            "entries/call",
-            "p50 ms",
-            "p99 ms",
-            "p99.9 ms",
-            "gw cpu/100k",
-            "all cpu/100k",
-            "gw MiB",
-            "errors"
-        );
+        // With --only stall or noisy, there is no table.
+        if !self.measurements.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<16} {:>4} {:<8} {:>4} {:>18} {:>15} {:>13} {:>14} {:>14} {:>14} {:>11} {:>14} {:>7} {:>6}",
+                "scenario",
+                "lat",
+                "path",
+                "infl",
+                "entries/s",
+                "calls/s",
+                "entries/call",
+                "p50 ms",
+                "p99 ms",
+                "p99.9 ms",
+                "gw cpu/100k",
+                "all cpu/100k",
+                "gw MiB",
+                "errors"
+            );
+        }
         for m in &self.measurements {
             let b = if m.path == Path::Gateway {
                 self.baseline_of(m)
@@ -618,6 +901,9 @@ impl Report {
                 "  entries sent {}, answered {}, upstream calls {}",
                 s.entries_sent, s.entries_answered, s.upstream_calls
             );
+        }
+        if let Some(n) = &self.noisy {
+            n.render(&mut out);
         }
         if !self.targets.is_empty() {
             let _ = writeln!(out, "\ntargets (reported, not asserted)");
@@ -809,6 +1095,7 @@ mod tests {
             paired: Vec::new(),
             half_load: Vec::new(),
             stall: None,
+            noisy: None,
             targets: vec![],
         }
     }
@@ -964,5 +1251,170 @@ mod tests {
         r.paired[1].rounds[1].gateway_p99_ms = 55.0;
         r.judge(20);
         assert!(!target(&r, "stream-1 x100").pass);
+    }
+
+    fn counts(calls: u64, ok: u64, throttled: u64, flood: u64, quiet: u64) -> RecordCounts {
+        let mut c = RecordCounts {
+            calls,
+            ok_calls: ok,
+            throttled,
+            ..RecordCounts::default()
+        };
+        for (source, delivered) in [("flood-src", flood), ("quiet-src", quiet)] {
+            c.per_source.insert(
+                source.into(),
+                crate::emulator::SourceCounts {
+                    delivered,
+                    undelivered: 0,
+                },
+            );
+        }
+        c
+    }
+
+    #[test]
+    fn the_quota_figures_come_from_two_readings_of_the_counts() {
+        // Before the window: what the alone phase and the ramp left.
+        let before = counts(400, 398, 2, 7_000, 150);
+        // 5 s at 150/s: 735 accepted calls, 100 of them quiet's, 6 throttled.
+        let after = counts(400 + 741, 398 + 735, 2 + 6, 7_000 + 12_700, 150 + 100);
+        let u = QuotaUse::between(&before, &after, "flood-src", "quiet-src", 5.0, 150.0);
+        assert_eq!(
+            (
+                u.calls,
+                u.ok_calls,
+                u.throttled,
+                u.flood_entries,
+                u.quiet_entries,
+                u.flood_calls
+            ),
+            (741, 735, 6, 12_700, 100, 635)
+        );
+        assert!((u.quota_used - 0.98).abs() < 1e-9, "{}", u.quota_used);
+        assert!((u.flood_call_share - 635.0 / 735.0).abs() < 1e-9);
+        assert!((u.flood_entry_share - 12_700.0 / 12_800.0).abs() < 1e-9);
+        assert!((u.throttled_share - 6.0 / 741.0).abs() < 1e-9);
+
+        // A source the emulator never saw counts 0; nothing at all divides by nothing.
+        let u = QuotaUse::between(&before, &before, "flood-src", "none", 0.0, 150.0);
+        assert_eq!((u.quiet_entries, u.ok_calls), (0, 0));
+        assert_eq!(
+            (
+                u.quota_used,
+                u.flood_call_share,
+                u.flood_entry_share,
+                u.throttled_share
+            ),
+            (0.0, 0.0, 0.0, 0.0)
+        );
+    }
+
+    fn tenant_run(requests: u64, p99_ms: f64, failed: u64) -> TenantRun {
+        TenantRun {
+            requests,
+            entries_ok: requests,
+            failed,
+            latency_ms: Percentiles {
+                p50: p99_ms / 2.0,
+                p99: p99_ms,
+                p999: p99_ms,
+                max: p99_ms,
+            },
+            first_failure: None,
+        }
+    }
+
+    fn noisy(alone_p99: f64, during_p99: f64, ok_calls: u64, throttled: u64) -> Noisy {
+        let before = counts(0, 0, 0, 0, 0);
+        let after = counts(
+            ok_calls + throttled,
+            ok_calls,
+            throttled,
+            ok_calls * 20,
+            100,
+        );
+        Noisy {
+            quota_calls_per_second: 150.0,
+            quota_burst: 300,
+            gateway_calls_per_second: 150.0,
+            gateway_burst: 5,
+            linger_ms: 5,
+            flood_in_flight: 256,
+            flood_entries_per_request: 20,
+            quiet_every_ms: 50,
+            ramp_secs: 1.0,
+            ramp_calls_per_sec: 150.0,
+            alone: tenant_run(100, alone_p99, 0),
+            during_flood: tenant_run(100, during_p99, 0),
+            flood: tenant_run(600, 1_700.0, 0),
+            upstream: QuotaUse::between(&before, &after, "flood-src", "quiet-src", 5.0, 150.0),
+            gateway_config: String::new(),
+        }
+    }
+
+    fn passes(n: &Noisy) -> Vec<bool> {
+        n.targets().iter().map(|t| t.pass).collect()
+    }
+
+    #[test]
+    fn the_noisy_targets_judge_latency_quota_used_and_throttling() {
+        // p99 2 ms alone: the bound is 3 x 2 + 5 = 11 ms. 713 of 750 calls
+        // is 95.07% of the quota; 7 throttled of 720 is 0.97%.
+        let n = noisy(2.0, 11.0, 713, 7);
+        assert_eq!(passes(&n), [true, true, true], "{:?}", n.targets());
+        let t = &n.targets()[0];
+        assert!(
+            t.detail
+                .starts_with("11.00 ms vs bound 11.00 ms (alone 2.00 ms)"),
+            "{}",
+            t.detail
+        );
+        assert!(n.targets()[1]
+            .detail
+            .starts_with("95.1% (713 accepted calls in 5.00 s at 150/s)"));
+
+        // Just over each bound.
+        assert_eq!(passes(&noisy(2.0, 11.1, 713, 7)), [false, true, true]);
+        assert_eq!(passes(&noisy(2.0, 11.0, 712, 7)), [true, false, true]);
+        assert_eq!(passes(&noisy(2.0, 11.0, 713, 8)), [true, true, false]);
+
+        // A quiet request that failed during the flood fails the latency
+        // target whatever the p99 of the others; so does having no figures.
+        let mut n = noisy(2.0, 3.0, 713, 0);
+        n.during_flood.failed = 1;
+        assert!(!n.targets()[0].pass);
+        let mut n = noisy(2.0, 3.0, 713, 0);
+        n.alone.requests = 0;
+        assert!(!n.targets()[0].pass);
+        assert_eq!(passes(&noisy(2.0, 3.0, 0, 0)), [true, false, false]);
+    }
+
+    #[test]
+    fn the_noisy_run_is_judged_and_printed_with_the_report() {
+        let mut r = report(Vec::new());
+        r.noisy = Some(noisy(2.0, 4.0, 735, 0));
+        r.judge(20);
+        let names: Vec<&str> = r.targets.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "noisy neighbour: quiet p99 during the flood <= 3x its p99 alone + linger (5 ms)",
+                "noisy neighbour: quota used >= 95%",
+                "noisy neighbour: calls throttled by the emulator <= 1%",
+            ]
+        );
+        let out = r.render();
+        assert!(
+            out.contains("  quiet p50/p99: alone 1.00/2.00 ms (100 requests, 0 failed), during the flood 2.00/4.00 ms (100 requests, 0 failed)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  quota used: 98.0% (735 accepted calls in 5.00 s at 150/s)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("[PASS] noisy neighbour: quota used >= 95%"),
+            "{out}"
+        );
     }
 }
