@@ -85,6 +85,28 @@ impl From<AuthConfigError> for ConfigError {
     }
 }
 
+/// Protected mode, as Redis has it: no open door by accident. An
+/// unauthenticated plaintext gateway listens on loopback only, unless the
+/// operator said anyone on the network may write.
+fn protected_mode(
+    listen: SocketAddr,
+    unauthenticated: bool,
+    open_to_anyone: bool,
+) -> Result<(), ConfigError> {
+    if unauthenticated && !open_to_anyone && !listen.ip().is_loopback() {
+        return Err(invalid(
+            "server.listen",
+            format!(
+                "`{listen}` is not a loopback address, and with [auth] mode = \"off\" and no [tls] \
+                 anyone who reaches it could write events for every tenant. Set [auth] mode = \"required\" \
+                 with [tls] or bearer tokens, listen on 127.0.0.1, or, if the network itself authenticates \
+                 callers (a service mesh), say so with [auth] allow_anyone_on_network = true"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
@@ -512,6 +534,11 @@ pub struct SourceSection {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `[auth] mode = "off"` and no `[tls]`: anyone who reaches the port
+    /// may write for every tenant.
+    pub unauthenticated: bool,
+    /// ... and the operator said so on purpose (`allow_anyone_on_network`).
+    pub open_to_anyone: bool,
     /// Plaintext health-only port.
     pub health_listen: Option<SocketAddr>,
     pub max_connection_age: Option<Duration>,
@@ -550,6 +577,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Protected mode for the address the gateway really listens on (a
+    /// `--listen` flag, or a listener handed to [`crate::server::start`],
+    /// may differ from the file's): see [`protected_mode`].
+    pub fn check_listener(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        protected_mode(addr, self.unauthenticated, self.open_to_anyone)
+    }
+
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -724,25 +758,16 @@ impl RawConfig {
             return Err(invalid("quotas.upstream_burst", "must be at least 1"));
         }
         let auth = AuthPolicy::from_section(&self.auth)?;
-        // Protected mode, as Redis has it: no open door by accident.
-        if self.auth.mode == AuthMode::Off
+        let open_to_anyone = self.auth.mode == AuthMode::Off
             && self.tls.is_none()
-            && !listen.ip().is_loopback()
-            && !self.auth.allow_anyone_on_network
-        {
-            return Err(invalid(
-                "server.listen",
-                format!(
-                    "`{listen}` is not a loopback address, and with [auth] mode = \"off\" and no [tls] \
-                     anyone who reaches it could write events for every tenant. Set [auth] mode = \"required\" \
-                     with [tls] or bearer tokens, listen on 127.0.0.1, or, if the network itself authenticates \
-                     callers (a service mesh), say so with [auth] allow_anyone_on_network = true"
-                ),
-            ));
-        }
+            && self.auth.allow_anyone_on_network;
+        let unauthenticated = self.auth.mode == AuthMode::Off && self.tls.is_none();
+        protected_mode(listen, unauthenticated, open_to_anyone)?;
         let sources = self.sources.settings()?;
         Ok(Config {
             listen,
+            unauthenticated,
+            open_to_anyone,
             health_listen,
             max_connection_age: (self.server.max_connection_age_ms > 0)
                 .then(|| Duration::from_millis(self.server.max_connection_age_ms)),

@@ -44,6 +44,9 @@ pub fn region_health_name(region: &str) -> String {
 /// Why the gateway could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The config refuses the listener (protected mode).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -164,6 +167,8 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         addr: config.listen,
         source,
     })?;
+    // The address really listened on, whatever the file said.
+    config.check_listener(local_addr)?;
 
     let mut emulator = None;
     let endpoint_url = match (&config.sdk.kind, &config.sdk.endpoint_url) {

@@ -170,3 +170,41 @@ async fn send_streams_a_file_and_reports_every_line() {
     std::fs::remove_dir_all(dir).unwrap();
     gw.stop().await;
 }
+
+#[test]
+fn an_unauthenticated_gateway_refuses_a_public_address_even_from_the_flag() {
+    // The default config (auth off, no TLS) with `--listen` on every
+    // interface: refused before serving, whatever the file said.
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--metrics-listen",
+            "",
+            "--emulator-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("the gateway served an unauthenticated plaintext port on 0.0.0.0");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("server.listen") && err.contains("allow_anyone_on_network"),
+        "{err}"
+    );
+}
