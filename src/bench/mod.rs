@@ -314,112 +314,101 @@ impl Plan {
     }
 }
 
-/// The gateway's config for the throughput runs: defaults, but metrics off,
-/// upstream calls unpaced, and in-flight bounds out of the way so that the
-/// gateway's own work is what limits.
-fn gateway_toml(endpoint_url: &str, linger_ms: Option<u64>) -> String {
-    let linger = linger_ms
-        .map(|l| format!("linger_ms = {l}\n"))
-        .unwrap_or_default();
+/// A gateway child's config: listening on any free port, no reload, metrics
+/// off, the harness emulator as its upstream; `server`, `upstream` and
+/// `quotas` add lines to those sections, and `tenants` is the tenant
+/// directory.
+fn child_toml(
+    title: &str,
+    endpoint_url: &str,
+    server: &str,
+    upstream: &str,
+    quotas: &str,
+    tenants: &str,
+) -> String {
     format!(
-        r#"# partner-events-gateway bench: throughput runs
+        r#"# partner-events-gateway bench: {title}
 [server]
 listen = "127.0.0.1:0"
 reload_poll_ms = 0
 shutdown_grace_ms = 1000
-max_in_flight_entries = 1000000
-
+{server}
 [upstream]
 kind = "emulator"
 endpoint_url = "{endpoint_url}"
-max_concurrent_calls = 512
-{linger}
+{upstream}
 [metrics]
 listen = ""
 
 [quotas]
-upstream_calls_per_second = 0
-{}"#,
-        tenants_toml()
+{quotas}
+{tenants}"#
+    )
+}
+
+/// The gateway's config for the throughput runs: defaults, but metrics off,
+/// upstream calls unpaced, and in-flight bounds out of the way so that the
+/// gateway's own work is what limits.
+fn gateway_toml(endpoint_url: &str, linger_ms: Option<u64>) -> String {
+    let mut upstream = "max_concurrent_calls = 512\n".to_string();
+    if let Some(l) = linger_ms {
+        upstream.push_str(&format!("linger_ms = {l}\n"));
+    }
+    child_toml(
+        "throughput runs",
+        endpoint_url,
+        "max_in_flight_entries = 1000000\n",
+        &upstream,
+        "upstream_calls_per_second = 0",
+        &tenant_toml(load::TENANT, load::SOURCE, None),
     )
 }
 
 /// The config of the stall run: the default bounds (in flight, per stream,
 /// calls per region), which are what keep memory flat.
 fn stall_gateway_toml(endpoint_url: &str) -> String {
-    format!(
-        r#"# partner-events-gateway bench: stalled upstream, default bounds
-[server]
-listen = "127.0.0.1:0"
-reload_poll_ms = 0
-shutdown_grace_ms = 1000
-
-[upstream]
-kind = "emulator"
-endpoint_url = "{endpoint_url}"
-
-[metrics]
-listen = ""
-
-[quotas]
-upstream_calls_per_second = 0
-{}"#,
-        tenants_toml()
+    child_toml(
+        "stalled upstream, default bounds",
+        endpoint_url,
+        "",
+        "",
+        "upstream_calls_per_second = 0",
+        &tenant_toml(load::TENANT, load::SOURCE, None),
     )
 }
 
 /// The config of the noisy-neighbour run: defaults (linger too), paced at
 /// the emulated quota, two tenants of weight 1 with a source each.
 fn noisy_gateway_toml(endpoint_url: &str) -> String {
-    let mut toml = format!(
-        r#"# partner-events-gateway bench: noisy neighbour, paced at the emulated quota
-[server]
-listen = "127.0.0.1:0"
-reload_poll_ms = 0
-shutdown_grace_ms = 1000
+    child_toml(
+        "noisy neighbour, paced at the emulated quota",
+        endpoint_url,
+        "",
+        "",
+        &format!(
+            "upstream_calls_per_second = {NOISY_GATEWAY_CALLS_PER_SECOND}\nupstream_burst = {NOISY_GATEWAY_BURST}"
+        ),
+        &[(FLOOD_TENANT, FLOOD_SOURCE), (QUIET_TENANT, QUIET_SOURCE)]
+            .iter()
+            .map(|(tenant, source)| tenant_toml(tenant, source, Some(1)))
+            .collect::<String>(),
+    )
+}
 
-[upstream]
-kind = "emulator"
-endpoint_url = "{endpoint_url}"
-
-[metrics]
-listen = ""
-
-[quotas]
-upstream_calls_per_second = {NOISY_GATEWAY_CALLS_PER_SECOND}
-upstream_burst = {NOISY_GATEWAY_BURST}
-"#
-    );
-    for (tenant, source) in [(FLOOD_TENANT, FLOOD_SOURCE), (QUIET_TENANT, QUIET_SOURCE)] {
-        toml.push_str(&format!(
-            r#"
+/// One tenant with one source, `events`, in the bench's region.
+fn tenant_toml(tenant: &str, source: &str, weight: Option<u32>) -> String {
+    let weight = weight
+        .map(|w| format!("weight = {w}\n"))
+        .unwrap_or_default();
+    format!(
+        r#"
 [tenants.{tenant}]
 default_source = "events"
-weight = 1
-
+{weight}
 [tenants.{tenant}.sources.events]
 name = "{source}"
 region = "{}"
 "#,
-            load::REGION
-        ));
-    }
-    toml
-}
-
-fn tenants_toml() -> String {
-    format!(
-        r#"
-[tenants.{}]
-default_source = "events"
-
-[tenants.{}.sources.events]
-name = "{}"
-region = "{}"
-"#,
-        load::TENANT,
-        load::TENANT,
-        load::SOURCE,
         load::REGION
     )
 }
@@ -1232,6 +1221,29 @@ async fn stall(h: &Harness) -> Result<Stall, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_child_config_loads_and_says_what_its_run_needs() {
+        use crate::config::Config;
+        let url = "http://127.0.0.1:1";
+        let throughput = Config::from_toml(&gateway_toml(url, Some(7)), "t").unwrap();
+        assert_eq!(throughput.pipeline.upstream_calls_per_second, 0.0);
+        assert_eq!(throughput.pipeline.linger, Duration::from_millis(7));
+        assert_eq!(throughput.pipeline.max_concurrent_calls_per_region, 512);
+        assert_eq!(throughput.max_in_flight_entries, 1_000_000);
+        assert!(throughput.metrics_listen.is_none());
+        let stall = Config::from_toml(&stall_gateway_toml(url), "t").unwrap();
+        assert_eq!(stall.max_in_flight_entries, 20_000, "the default bounds");
+        let noisy = Config::from_toml(&noisy_gateway_toml(url), "t").unwrap();
+        assert_eq!(
+            noisy.pipeline.upstream_calls_per_second,
+            NOISY_GATEWAY_CALLS_PER_SECOND
+        );
+        assert_eq!(noisy.tenants.len(), 2);
+        for c in [&throughput, &stall, &noisy] {
+            assert_eq!(c.sdk.endpoint_url.as_deref(), Some(url));
+        }
+    }
 
     fn args(quick: bool, only: Option<&str>) -> BenchArgs {
         BenchArgs {
