@@ -70,31 +70,47 @@ fn entry(index: u32, detail_type: &str) -> PreparedEntry {
     }
 }
 
-fn pipeline(script: Vec<(&'static str, Vec<&'static str>)>) -> (Pipeline, Arc<Scripted>) {
-    let up = Arc::new(Scripted {
-        script,
-        seen: Mutex::default(),
-        calls: Mutex::default(),
-    });
-    let policy = RetryPolicy {
-        max_attempts: 3,
-        base: Duration::from_millis(10),
-        max: Duration::from_millis(100),
-        resend_unknown: false,
-    };
-    let settings = PipelineSettings {
+/// The settings the tests run with: unpaced, a 5 ms linger, three attempts.
+fn settings() -> PipelineSettings {
+    PipelineSettings {
         max_call_bytes: 256 * 1024,
         linger: Duration::from_millis(5),
         max_concurrent_calls_per_region: 4,
         upstream_calls_per_second: 0.0,
         upstream_burst: 1,
-        retry: policy,
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+            resend_unknown: false,
+        },
         breaker: test_breaker(),
         retry_budget_ratio: 0.2,
         retry_budget_min_per_second: 10.0,
-    };
+    }
+}
+
+/// A pipeline over `upstream` with [`settings`].
+fn pipeline_over(upstream: impl Upstream) -> Pipeline {
+    Pipeline::new(
+        Arc::new(upstream),
+        Arc::new(Metrics::new(false)),
+        settings(),
+    )
+}
+
+fn scripted(script: Vec<(&'static str, Vec<&'static str>)>) -> Arc<Scripted> {
+    Arc::new(Scripted {
+        script,
+        seen: Mutex::default(),
+        calls: Mutex::default(),
+    })
+}
+
+fn pipeline(script: Vec<(&'static str, Vec<&'static str>)>) -> (Pipeline, Arc<Scripted>) {
+    let up = scripted(script);
     (
-        Pipeline::new(up.clone(), Arc::new(Metrics::new(false)), settings),
+        Pipeline::new(up.clone(), Arc::new(Metrics::new(false)), settings()),
         up,
     )
 }
@@ -198,26 +214,10 @@ async fn batches_from_many_callers_share_calls() {
 
 #[tokio::test(start_paused = true)]
 async fn zero_linger_sends_at_once() {
-    let up = Arc::new(Scripted {
-        script: vec![],
-        seen: Mutex::default(),
-        calls: Mutex::default(),
-    });
+    let up = scripted(vec![]);
     let settings = PipelineSettings {
-        max_call_bytes: 256 * 1024,
         linger: Duration::ZERO,
-        max_concurrent_calls_per_region: 4,
-        upstream_calls_per_second: 0.0,
-        upstream_burst: 1,
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-            resend_unknown: false,
-        },
-        breaker: test_breaker(),
-        retry_budget_ratio: 0.2,
-        retry_budget_min_per_second: 10.0,
+        ..settings()
     };
     let p = Pipeline::new(up.clone(), Arc::new(Metrics::new(false)), settings);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -264,12 +264,7 @@ impl Upstream for HalfHung {
 
 #[tokio::test(start_paused = true)]
 async fn a_batch_split_over_regions_keeps_what_was_answered_at_the_deadline() {
-    let (p, _) = pipeline(vec![]);
-    let p = Pipeline::new(
-        Arc::new(HalfHung),
-        Arc::new(Metrics::new(false)),
-        p.inner.settings.clone(),
-    );
+    let p = pipeline_over(HalfHung);
     let mut entries: Vec<PreparedEntry> = (0..30).map(|i| entry(i, "A")).collect();
     for e in entries.iter_mut().filter(|e| e.index % 3 == 0) {
         e.source = SourceRef::new("aws.partner/p/t/other", "eu-west-1");
@@ -323,12 +318,7 @@ impl Upstream for FailsWhole {
 
 /// The codes of 10 one-entry batches sent one after the other.
 async fn codes_of_ten(code: &'static str) -> Vec<String> {
-    let (p, _) = pipeline(vec![]);
-    let p = Pipeline::new(
-        Arc::new(FailsWhole(code)),
-        Arc::new(Metrics::new(false)),
-        p.inner.settings.clone(),
-    );
+    let p = pipeline_over(FailsWhole(code));
     let mut codes = Vec::new();
     for i in 0..10 {
         let r = p
