@@ -145,10 +145,14 @@ impl KeyedLimiter {
         let burst = rate * burst_seconds;
         let bucket = {
             let mut buckets = lock(&self.buckets);
-            buckets
-                .entry(key.to_string())
-                .or_insert_with(|| std::sync::Arc::new(TokenBucket::new(rate, burst)))
-                .clone()
+            // No key allocated unless it is new: this runs once per batch.
+            match buckets.get(key) {
+                Some(b) => b.clone(),
+                None => buckets
+                    .entry(key.to_string())
+                    .or_insert_with(|| std::sync::Arc::new(TokenBucket::new(rate, burst)))
+                    .clone(),
+            }
         };
         if bucket.rate() != (rate, burst.max(1.0)) {
             bucket.set_rate(rate, burst);

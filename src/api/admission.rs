@@ -94,7 +94,12 @@ impl Admission {
 
     /// `tenant`'s share of the in-flight bound, made on first use.
     pub fn tenant_room(&self, tenant: &str) -> Arc<Semaphore> {
-        lock(&self.tenant_in_flight)
+        let mut rooms = lock(&self.tenant_in_flight);
+        // Looked up once per batch: no key allocated unless it is new.
+        if let Some(room) = rooms.get(tenant) {
+            return room.clone();
+        }
+        rooms
             .entry(tenant.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.settings.max_in_flight_per_tenant)))
             .clone()
