@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthConfigError, AuthPolicy};
 pub use crate::auth::{AuthMode, AuthSection, CallerSection, TokenSection};
+pub use crate::cluster::{ClusterSection, ClusterSettings};
 use crate::connections::{
     ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
@@ -76,6 +77,15 @@ pub enum ConfigError {
     Invalid { field: String, problem: String },
 }
 
+impl From<crate::cluster::ClusterConfigError> for ConfigError {
+    fn from(e: crate::cluster::ClusterConfigError) -> Self {
+        Self::Invalid {
+            field: format!("cluster.{}", e.field),
+            problem: e.problem,
+        }
+    }
+}
+
 impl From<AuthConfigError> for ConfigError {
     fn from(e: AuthConfigError) -> Self {
         Self::Invalid {
@@ -126,6 +136,7 @@ pub struct RawConfig {
     pub auth: AuthSection,
     pub quotas: QuotasSection,
     pub sources: SourcesSection,
+    pub cluster: Option<ClusterSection>,
     pub tenants: BTreeMap<String, TenantSection>,
 }
 
@@ -177,6 +188,7 @@ impl Default for RawConfig {
             auth: AuthSection::default(),
             quotas: QuotasSection::default(),
             sources: SourcesSection::default(),
+            cluster: None,
             tenants,
         }
     }
@@ -261,6 +273,9 @@ pub struct QuotasSection {
     pub upstream_calls_per_second: f64,
     /// Calls that may go out at once above the steady rate.
     pub upstream_burst: u32,
+    /// When EventBridge throttles a whole call, lower the pace at once and
+    /// recover gradually (as the AWS SDKs' adaptive retry mode does).
+    pub adaptive_pacing: bool,
     /// Entries per second one tenant may send. 0: no limit.
     pub tenant_entries_per_second: f64,
     /// Entries per second one caller may send. 0: no limit.
@@ -275,6 +290,7 @@ impl Default for QuotasSection {
         Self {
             upstream_calls_per_second: 1_000.0,
             upstream_burst: 100,
+            adaptive_pacing: true,
             tenant_entries_per_second: 0.0,
             caller_entries_per_second: 0.0,
             burst_seconds: 1.0,
@@ -555,6 +571,8 @@ pub struct Config {
     pub auth: AuthPolicy,
     pub quotas: QuotasSection,
     pub sources: SourcesSettings,
+    /// The Redis the replicas share; None: one replica, in-process pacing.
+    pub cluster: Option<ClusterSettings>,
     pub shutdown_grace: Duration,
     pub max_entries_per_request: usize,
     pub max_message_bytes: usize,
@@ -787,6 +805,11 @@ impl RawConfig {
             tls: self.tls,
             auth,
             quotas: self.quotas,
+            cluster: self
+                .cluster
+                .as_ref()
+                .map(ClusterSection::settings)
+                .transpose()?,
             sources,
             shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
             max_entries_per_request: self.server.max_entries_per_request,
@@ -888,6 +911,7 @@ impl UpstreamSection {
             max_concurrent_calls_per_region: u.max_concurrent_calls,
             upstream_calls_per_second: quotas.upstream_calls_per_second,
             upstream_burst: quotas.upstream_burst,
+            adaptive_pacing: quotas.adaptive_pacing,
             retry: RetryPolicy {
                 max_attempts: u.entry_max_attempts,
                 base: ms(u.retry_base_ms),

@@ -43,6 +43,7 @@
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod domain;

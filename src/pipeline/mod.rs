@@ -86,6 +86,8 @@ pub struct PipelineSettings {
     /// Calls per second per region (0: unpaced), with this burst.
     pub upstream_calls_per_second: f64,
     pub upstream_burst: u32,
+    /// Lower the pace when EventBridge throttles a whole call.
+    pub adaptive_pacing: bool,
     pub retry: RetryPolicy,
     pub breaker: BreakerSettings,
     /// Resends earned per first send, and the floor per second.

@@ -78,6 +78,7 @@ fn settings() -> PipelineSettings {
         max_concurrent_calls_per_region: 4,
         upstream_calls_per_second: 0.0,
         upstream_burst: 1,
+        adaptive_pacing: true,
         retry: RetryPolicy {
             max_attempts: 3,
             base: Duration::from_millis(10),
