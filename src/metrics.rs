@@ -7,7 +7,11 @@
 //! payload or caller-chosen string ever becomes a label; the tenant only
 //! does when the operator turns `metrics.tenant_label` on.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{atomic::AtomicU64, Arc},
+    time::Duration,
+};
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
@@ -81,6 +85,14 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// A call to the Redis of cluster mode: what for (`pace`, `limit`) and how
+/// it ended (`ok`, `error`, `timeout`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedisCallLabels {
+    pub op: &'static str,
+    pub outcome: &'static str,
+}
+
 /// Client connections open now, by listener.
 pub const OPEN_CONNECTIONS: &str = "partner_events_open_connections";
 /// Connections refused at accept (`server.max_connections` reached); the
@@ -118,6 +130,13 @@ pub struct Metrics {
     pub refused_connections: Family<ListenerLabels, Counter>,
     pub connections_closed: Family<ClosedLabels, Counter>,
     pub config_reloads: Family<ReloadLabels, Counter>,
+    /// The calls per second a region's calls go out at now (adaptive
+    /// pacing and cluster mode move it).
+    pub upstream_pace: Family<RegionLabels, Gauge<f64, AtomicU64>>,
+    pub cluster_joined: Gauge,
+    pub cluster_fallbacks: Counter,
+    pub cluster_redis_calls: Family<RedisCallLabels, Counter>,
+    pub cluster_redis_seconds: Histogram,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -150,6 +169,11 @@ impl Metrics {
         let refused_connections = Family::<ListenerLabels, Counter>::default();
         let connections_closed = Family::<ClosedLabels, Counter>::default();
         let config_reloads = Family::<ReloadLabels, Counter>::default();
+        let upstream_pace = Family::<RegionLabels, Gauge<f64, AtomicU64>>::default();
+        let cluster_joined = Gauge::default();
+        let cluster_fallbacks = Counter::default();
+        let cluster_redis_calls = Family::<RedisCallLabels, Counter>::default();
+        let cluster_redis_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         // Both series from the start: an alert on `refused` needs a 0 to rise from.
         for result in RELOAD_RESULTS {
             let _ = config_reloads.get_or_create(&ReloadLabels { result });
@@ -250,6 +274,31 @@ impl Metrics {
             "Reloads of the watched config file: in force (ok) or refused",
             config_reloads.clone(),
         );
+        registry.register(
+            "partner_events_upstream_pace_calls_per_second",
+            "PutPartnerEvents calls per second a region's calls may go out at now",
+            upstream_pace.clone(),
+        );
+        registry.register(
+            "partner_events_cluster_joined",
+            "1 while the replica shares pacing and limits through Redis, 0 while alone",
+            cluster_joined.clone(),
+        );
+        registry.register(
+            "partner_events_cluster_fallbacks",
+            "Times the replica lost Redis and went on alone",
+            cluster_fallbacks.clone(),
+        );
+        registry.register(
+            "partner_events_cluster_redis_calls",
+            "Calls to Redis, by what for and how they ended",
+            cluster_redis_calls.clone(),
+        );
+        registry.register(
+            "partner_events_cluster_redis_seconds",
+            "Redis round trips, seconds",
+            cluster_redis_seconds.clone(),
+        );
 
         Self {
             registry,
@@ -273,7 +322,19 @@ impl Metrics {
             refused_connections,
             connections_closed,
             config_reloads,
+            upstream_pace,
+            cluster_joined,
+            cluster_fallbacks,
+            cluster_redis_calls,
+            cluster_redis_seconds,
         }
+    }
+
+    /// Counts one call to Redis.
+    pub fn cluster_redis_call(&self, op: &'static str, outcome: &'static str) {
+        self.cluster_redis_calls
+            .get_or_create(&RedisCallLabels { op, outcome })
+            .inc();
     }
 
     /// The text exposition of every metric.

@@ -15,6 +15,7 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
     api::service::{Core, CoreSettings, Gauges, PartnerEventsService},
+    cluster::Cluster,
     config::EMULATOR_ACCOUNT,
     config::{AuthMode, Config, TlsSection, UpstreamKind},
     connections::{CallTrackingLayer, Incoming, ListenerKind},
@@ -35,6 +36,9 @@ const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// The name health checks use for the gateway's own service.
 pub const SERVICE_NAME: &str = "partnerevents.v1.PartnerEvents";
+
+/// The health service name of cluster mode's link to Redis.
+pub const CLUSTER_HEALTH_NAME: &str = "cluster";
 
 /// The health service name of a region's EventBridge.
 pub fn region_health_name(region: &str) -> String {
@@ -62,6 +66,8 @@ pub enum ServeError {
         path: String,
         source: std::io::Error,
     },
+    #[error("cluster: cannot use the Redis at {0}")]
+    Cluster(String),
     #[error("reflection set-up failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
@@ -221,7 +227,19 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     let upstream =
         Arc::new(EventBridgeUpstream::new(&config.sdk, endpoint_url.as_deref(), &regions).await);
     let metrics = Arc::new(Metrics::new(config.metrics_tenant_label));
-    let pipeline = Pipeline::new(upstream.clone(), metrics.clone(), config.pipeline.clone());
+    let cluster = match &config.cluster {
+        Some(settings) => Some(
+            Cluster::start(settings.clone(), metrics.clone())
+                .map_err(|e| ServeError::Cluster(format!("`{}`: {e}", settings.url_for_logs)))?,
+        ),
+        None => None,
+    };
+    let pipeline = Pipeline::clustered(
+        upstream.clone(),
+        metrics.clone(),
+        config.pipeline.clone(),
+        cluster.clone(),
+    );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let core = Arc::new(Core::new(
         config.tenants.clone(),
@@ -296,6 +314,31 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         health
             .set_service_status(region_health_name(region), ServingStatus::Serving)
             .await;
+    }
+    // Cluster mode has an entry of its own, `cluster`: NOT_SERVING while
+    // the replica paces alone because Redis is out of reach. The gateway's
+    // own entries stay SERVING: it still works, at its fallback share.
+    if let Some(cluster) = &cluster {
+        let status = |joined: bool| {
+            if joined {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
+        };
+        health
+            .set_service_status(CLUSTER_HEALTH_NAME, status(cluster.joined()))
+            .await;
+        let health = health.clone();
+        let handle = tokio::runtime::Handle::current();
+        cluster.set_state_hook(Arc::new(move |joined| {
+            let health = health.clone();
+            handle.spawn(async move {
+                health
+                    .set_service_status(CLUSTER_HEALTH_NAME, status(joined))
+                    .await;
+            });
+        }));
     }
     {
         let health = health.clone();

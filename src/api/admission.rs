@@ -22,6 +22,7 @@ use tonic::Request;
 use super::status::ApiError;
 use crate::{
     auth::{certificate_identities, AuthError, AuthPolicy, Caller},
+    cluster::{Cluster, Take},
     config::{AuthMode, QuotasSection},
     domain::tenant::TenantDirectory,
     pipeline::Pipeline,
@@ -73,6 +74,9 @@ pub struct Admission {
     settings: AdmissionSettings,
     tenant_limits: KeyedLimiter,
     caller_limits: KeyedLimiter,
+    /// Cluster mode: the tenant and caller limits are shared through Redis
+    /// (the local limiters, at the fallback share, while it is out of reach).
+    cluster: Option<Arc<Cluster>>,
     /// One permit per entry in flight, gateway-wide.
     in_flight: Arc<Semaphore>,
     /// One permit per entry in flight, per tenant, up to its share.
@@ -80,8 +84,14 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(tenants: TenantDirectory, auth: AuthPolicy, settings: AdmissionSettings) -> Self {
+    pub fn new(
+        tenants: TenantDirectory,
+        auth: AuthPolicy,
+        settings: AdmissionSettings,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         Self {
+            cluster,
             tenants: ArcSwap::from_pointee(tenants),
             auth: ArcSwap::from_pointee(auth),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
@@ -148,7 +158,7 @@ impl Admission {
     /// The request-level checks: a batch failing them is refused whole.
     /// Takes the batch's entries from the tenant's and the caller's quotas.
     /// Returns the tenant directory the batch is then processed with.
-    pub fn check(
+    pub async fn check(
         &self,
         req: &PutPartnerEventsRequest,
         caller: Option<&Caller>,
@@ -191,21 +201,28 @@ impl Admission {
         if tenants.get(&req.tenant_id).is_none() {
             return Err(ApiError::UnknownTenant(req.tenant_id.clone()));
         }
-        self.take_quota(&req.tenant_id, caller, req.entries.len())?;
+        self.take_quota(&req.tenant_id, caller, req.entries.len())
+            .await?;
         Ok(tenants)
     }
 
     /// Per-tenant and per-caller entries-per-second limits.
-    fn take_quota(&self, tenant: &str, caller: Option<&Caller>, n: usize) -> Result<(), ApiError> {
+    async fn take_quota(
+        &self,
+        tenant: &str,
+        caller: Option<&Caller>,
+        n: usize,
+    ) -> Result<(), ApiError> {
         let q = &self.settings.quotas;
         if q.tenant_entries_per_second > 0.0 {
-            self.tenant_limits
-                .try_take(tenant, q.tenant_entries_per_second, q.burst_seconds, n)
-                .map_err(|retry_after| ApiError::RateLimited {
-                    scope: "tenant",
-                    subject: tenant.to_string(),
-                    retry_after,
-                })?;
+            self.take_limit(
+                &self.tenant_limits,
+                "tenant",
+                tenant,
+                q.tenant_entries_per_second,
+                n,
+            )
+            .await?;
         }
         if let Some(caller) = caller {
             let rate = self
@@ -214,16 +231,47 @@ impl Admission {
                 .caller_rate(caller)
                 .unwrap_or(q.caller_entries_per_second);
             if rate > 0.0 {
-                self.caller_limits
-                    .try_take(caller.name(), rate, q.burst_seconds, n)
-                    .map_err(|retry_after| ApiError::RateLimited {
-                        scope: "caller",
-                        subject: caller.name().to_string(),
-                        retry_after,
-                    })?;
+                self.take_limit(&self.caller_limits, "caller", caller.name(), rate, n)
+                    .await?;
             }
         }
         Ok(())
+    }
+
+    /// Takes `n` entries from `subject`'s limit of `rate` a second: in
+    /// Redis when the replicas share it, else (or while Redis is out of
+    /// reach, at the fallback share of the rate) locally.
+    async fn take_limit(
+        &self,
+        local: &KeyedLimiter,
+        scope: &'static str,
+        subject: &str,
+        rate: f64,
+        n: usize,
+    ) -> Result<(), ApiError> {
+        let burst_seconds = self.settings.quotas.burst_seconds;
+        let refused = |retry_after| ApiError::RateLimited {
+            scope,
+            subject: subject.to_string(),
+            retry_after,
+        };
+        let mut local_rate = rate;
+        if let Some(cluster) = &self.cluster {
+            let want = u32::try_from(n).unwrap_or(u32::MAX);
+            let key = cluster.limit_key(scope, subject);
+            let burst = rate * burst_seconds;
+            match cluster
+                .take("limit", &key, rate, burst, want, Take::All)
+                .await
+            {
+                Some(grant) if grant.granted > 0 => return Ok(()),
+                Some(grant) => return Err(refused(grant.wait.max(Duration::from_millis(1)))),
+                None => local_rate = rate * cluster.fallback_share(),
+            }
+        }
+        local
+            .try_take(subject, local_rate, burst_seconds, n)
+            .map_err(refused)
     }
 
     /// Admits a unary call: the request-level checks, then a refusal when
@@ -236,7 +284,7 @@ impl Admission {
         caller: Option<&Caller>,
         deadline: Instant,
     ) -> Result<(AdmittedBatch, InFlight), ApiError> {
-        let tenants = self.check(&request, caller)?;
+        let tenants = self.check(&request, caller).await?;
         if let Some(retry_after) = all_regions_down(pipeline, &request, &tenants) {
             return Err(ApiError::RegionUnavailable { retry_after });
         }

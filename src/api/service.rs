@@ -102,6 +102,7 @@ impl Core {
                 max_in_flight_per_tenant: settings.max_in_flight_per_tenant,
                 quotas: settings.quotas,
             },
+            pipeline.cluster(),
         );
         let batches = BatchProcessor::new(
             pipeline.clone(),

@@ -105,7 +105,7 @@ pub async fn run_stream(
             .grpc_msg_received
             .get_or_create(&STREAM_PARTNER_EVENTS)
             .inc();
-        let tenants = match core.admission.check(&req, caller.as_ref()) {
+        let tenants = match core.admission.check(&req, caller.as_ref()).await {
             Ok(t) => t,
             Err(e) => {
                 if !send_answer(&core, &tx, refused(req, seq, &e)).await {

@@ -5,3 +5,266 @@
 mod settings;
 
 pub use settings::{redact, ClusterConfigError, ClusterSection, ClusterSettings};
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, OnceLock,
+    },
+    time::Duration,
+};
+
+use redis::{aio::ConnectionManager, Script};
+use tokio::{sync::Notify, time::Instant};
+
+use crate::metrics::Metrics;
+
+/// How often a replica that fell back asks Redis whether it answers again.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// Told of each change between sharing through Redis (true) and pacing
+/// alone (false): the health entry `cluster`.
+pub type StateHook = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// Tokens granted by one round trip, or when to ask again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub granted: u32,
+    /// With nothing granted: how long until a token would be.
+    pub wait: Duration,
+}
+
+/// What a limit's script is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// As many as fit, up to the count asked (pacing).
+    Some,
+    /// All or none (an entry limit: one request's entries).
+    All,
+}
+
+/// A replica's link to the Redis the replicas share.
+pub struct Cluster {
+    settings: ClusterSettings,
+    conn: ConnectionManager,
+    script: Script,
+    /// Sharing through Redis now; false: alone, at `fallback_share`.
+    joined: AtomicBool,
+    /// Wakes the prober when the replica falls back.
+    fell_back: Notify,
+    hook: OnceLock<StateHook>,
+    metrics: Arc<Metrics>,
+}
+
+impl Cluster {
+    /// Connects lazily (a Redis down at start-up leaves the replica alone
+    /// until it answers) and starts the prober that joins and rejoins.
+    pub fn start(
+        settings: ClusterSettings,
+        metrics: Arc<Metrics>,
+    ) -> redis::RedisResult<Arc<Self>> {
+        let client = redis::Client::open(settings.url.as_str())?;
+        // A broken connection is made again in the background; calls in
+        // the meantime fail at once and the replica paces alone.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout.max(Duration::from_millis(500))))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        metrics.cluster_joined.set(0);
+        let cluster = Arc::new(Self {
+            settings,
+            conn,
+            script: Script::new(include_str!("gcra.lua")),
+            joined: AtomicBool::new(false),
+            fell_back: Notify::new(),
+            hook: OnceLock::new(),
+            metrics,
+        });
+        tokio::spawn(probe(Arc::downgrade(&cluster)));
+        Ok(cluster)
+    }
+
+    /// Sets what is told of each change (health). Once.
+    pub fn set_state_hook(&self, hook: StateHook) {
+        let _ = self.hook.set(hook);
+    }
+
+    /// Whether the replica shares through Redis now.
+    pub fn joined(&self) -> bool {
+        self.joined.load(Ordering::Acquire)
+    }
+
+    /// The fraction of the quotas a replica uses alone.
+    pub fn fallback_share(&self) -> f64 {
+        self.settings.fallback_share
+    }
+
+    /// Most call tokens asked in one round trip.
+    pub fn lease_calls(&self) -> u32 {
+        self.settings.lease_calls
+    }
+
+    /// The key of the pacing of `region`'s calls. The prefix is a hash tag,
+    /// so a Redis Cluster keeps every key of one deployment in one slot.
+    pub fn pace_key(&self, region: &str) -> String {
+        format!("{{{}}}:pace:{region}", self.settings.key_prefix)
+    }
+
+    /// The key of an entry limit (`scope` is `tenant` or `caller`).
+    pub fn limit_key(&self, scope: &str, subject: &str) -> String {
+        format!("{{{}}}:limit:{scope}:{subject}", self.settings.key_prefix)
+    }
+
+    /// Takes up to (or, with [`Take::All`], exactly) `want` tokens from the
+    /// limit at `key` of `rate` per second and `burst`. None when Redis did
+    /// not answer in time or failed: the replica has fallen back, and the
+    /// caller goes on alone.
+    pub async fn take(
+        &self,
+        op: &'static str,
+        key: &str,
+        rate: f64,
+        burst: f64,
+        want: u32,
+        take: Take,
+    ) -> Option<Grant> {
+        if !self.joined() {
+            return None;
+        }
+        let interval_us = (1e6 / rate).max(1.0);
+        let mut conn = self.conn.clone();
+        let mut invocation = self.script.key(key);
+        invocation
+            .arg(format!("{interval_us:.3}"))
+            .arg(burst.max(1.0).floor() as u64)
+            .arg(want)
+            .arg(match take {
+                Take::Some => "some",
+                Take::All => "all",
+            });
+        let started = Instant::now();
+        let answer = tokio::time::timeout(
+            self.settings.timeout,
+            invocation.invoke_async::<(u64, u64)>(&mut conn),
+        )
+        .await;
+        self.metrics
+            .cluster_redis_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match answer {
+            Ok(Ok((granted, wait_us))) => {
+                self.metrics.cluster_redis_call(op, "ok");
+                Some(Grant {
+                    granted: granted.min(u64::from(u32::MAX)) as u32,
+                    wait: Duration::from_micros(wait_us),
+                })
+            }
+            Ok(Err(e)) => {
+                self.metrics.cluster_redis_call(op, "error");
+                self.fall_back(&format!("Redis failed: {e}"));
+                None
+            }
+            Err(_) => {
+                self.metrics.cluster_redis_call(op, "timeout");
+                self.fall_back(&format!(
+                    "Redis did not answer within {} ms",
+                    self.settings.timeout.as_millis()
+                ));
+                None
+            }
+        }
+    }
+
+    /// Goes alone (once per outage: the first failure says why).
+    fn fall_back(&self, why: &str) {
+        if self.joined.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                redis = %self.settings.url_for_logs,
+                share = self.settings.fallback_share,
+                "cluster: {why}; pacing alone at the fallback share of the quotas until Redis answers again"
+            );
+            self.metrics.cluster_joined.set(0);
+            self.metrics.cluster_fallbacks.inc();
+            if let Some(hook) = self.hook.get() {
+                hook(false);
+            }
+            self.fell_back.notify_one();
+        }
+    }
+
+    fn join(&self, first: bool) {
+        if !self.joined.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                redis = %self.settings.url_for_logs,
+                "cluster: {} Redis; pacing and limits are shared",
+                if first { "joined through" } else { "rejoined through" }
+            );
+            self.metrics.cluster_joined.set(1);
+            if let Some(hook) = self.hook.get() {
+                hook(true);
+            }
+        }
+    }
+
+    /// One PING, bounded by the timeout (or a connection's time at start).
+    async fn ping(&self, within: Duration) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(within, redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", within.as_millis())),
+        }
+    }
+}
+
+/// Joins at start, then, each time the replica falls back, asks Redis
+/// every [`PROBE_EVERY`] until it answers; until the cluster is dropped.
+async fn probe(cluster: std::sync::Weak<Cluster>) {
+    let mut first = true;
+    let mut said = false;
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        if c.joined() {
+            // Woken by a fallback; the timeout lets a dropped cluster end
+            // this task.
+            let woken = c.fell_back.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if c.joined() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), woken).await;
+                continue;
+            }
+        }
+        let within = if first {
+            c.settings.timeout.max(Duration::from_secs(1))
+        } else {
+            c.settings.timeout.max(Duration::from_millis(200))
+        };
+        match c.ping(within).await {
+            Ok(()) => {
+                c.join(first);
+                first = false;
+                said = false;
+            }
+            Err(e) => {
+                if first && !said {
+                    tracing::warn!(
+                        redis = %c.settings.url_for_logs,
+                        share = c.settings.fallback_share,
+                        "cluster: cannot reach Redis ({e}); pacing alone at the fallback share of the quotas until it answers"
+                    );
+                    if let Some(hook) = c.hook.get() {
+                        hook(false);
+                    }
+                    said = true;
+                }
+                drop(c);
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+        }
+    }
+}

@@ -155,6 +155,19 @@ impl Inner {
             }
             Err(_) => false,
         };
+        // Adaptive pacing: a call throttled whole slows the region's pace,
+        // any other answer lets it climb back.
+        if let Some(pace) = &region.pace {
+            match &answer {
+                Ok(Err(e))
+                    if e.kind == CallFailureKind::Rejected && e.code == codes::THROTTLING =>
+                {
+                    pace.throttled(started);
+                }
+                Ok(Ok(_)) => pace.answered(),
+                Ok(Err(_)) | Err(_) => {}
+            }
+        }
         if let Some(open) = region.breaker.record(healthy) {
             if open {
                 tracing::warn!(

@@ -31,6 +31,7 @@
 
 mod call;
 mod lane;
+mod pace;
 mod reply;
 mod scheduler;
 #[cfg(test)]
@@ -49,10 +50,12 @@ use tokio::{
 };
 
 use self::{
+    pace::Pace,
     reply::{Job, Reply, Results},
     scheduler::Scheduler,
 };
 use crate::{
+    cluster::Cluster,
     domain::{
         chunk::group_by_source,
         entry::PreparedEntry,
@@ -60,7 +63,6 @@ use crate::{
         tenant::{SourceRef, TenantShare},
     },
     metrics::Metrics,
-    quota::TokenBucket,
     sync::lock,
     upstream::{
         breaker::{Breaker, BreakerSettings, RetryBudget},
@@ -121,6 +123,8 @@ struct Inner {
     regions: Mutex<HashMap<String, Arc<Region>>>,
     budget: RetryBudget,
     breaker_hook: OnceLock<BreakerHook>,
+    /// Cluster mode: the pacing comes from the Redis the replicas share.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Where entries for one source go: its lane's queue, and its region.
@@ -134,6 +138,8 @@ struct Lane {
 /// shared fairly between tenants (None: unpaced), and the breaker.
 struct Region {
     calls: Arc<Semaphore>,
+    /// The region's pace (None: unpaced); its scheduler shares it.
+    pace: Option<Arc<Pace>>,
     scheduler: Option<Arc<Scheduler>>,
     breaker: Breaker,
 }
@@ -144,6 +150,17 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         settings: PipelineSettings,
     ) -> Self {
+        Self::clustered(upstream, metrics, settings, None)
+    }
+
+    /// A pipeline whose pacing, in cluster mode, every replica shares
+    /// through `cluster`'s Redis.
+    pub fn clustered(
+        upstream: Arc<dyn Upstream>,
+        metrics: Arc<Metrics>,
+        settings: PipelineSettings,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 upstream,
@@ -153,11 +170,17 @@ impl Pipeline {
                     settings.retry_budget_min_per_second,
                 ),
                 breaker_hook: OnceLock::new(),
+                cluster,
                 settings,
                 lanes: Mutex::default(),
                 regions: Mutex::default(),
             }),
         }
+    }
+
+    /// The Redis the replicas share, in cluster mode.
+    pub fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.inner.cluster.clone()
     }
 
     /// Sets what is told of breaker changes (health, logs). Once.
@@ -294,14 +317,20 @@ impl Inner {
         lock(&self.regions)
             .entry(region.to_string())
             .or_insert_with(|| {
+                let pace = (s.upstream_calls_per_second > 0.0).then(|| {
+                    Arc::new(Pace::new(
+                        region,
+                        s.upstream_calls_per_second,
+                        f64::from(s.upstream_burst),
+                        s.adaptive_pacing,
+                        self.cluster.clone(),
+                        &self.metrics,
+                    ))
+                });
                 Arc::new(Region {
                     calls: Arc::new(Semaphore::new(s.max_concurrent_calls_per_region)),
-                    scheduler: (s.upstream_calls_per_second > 0.0).then(|| {
-                        Scheduler::start(TokenBucket::new(
-                            s.upstream_calls_per_second,
-                            f64::from(s.upstream_burst),
-                        ))
-                    }),
+                    scheduler: pace.clone().map(Scheduler::start),
+                    pace,
                     breaker: Breaker::new(s.breaker),
                 })
             })

@@ -23,7 +23,8 @@ use std::{
 
 use tokio::sync::{oneshot, Notify};
 
-use crate::{domain::tenant::TenantShare, quota::TokenBucket, sync::lock};
+use super::pace::Pace;
+use crate::{domain::tenant::TenantShare, sync::lock};
 
 /// One region's pacing, shared fairly.
 pub(super) struct Scheduler {
@@ -38,6 +39,8 @@ struct State {
     tenants: HashMap<Arc<str>, TenantQueue>,
     /// The same tenants in turn order; the front one is being served.
     ring: VecDeque<Arc<str>>,
+    /// Waiters queued (some may have given up since).
+    waiting: usize,
 }
 
 struct TenantQueue {
@@ -50,9 +53,9 @@ struct TenantQueue {
 }
 
 impl Scheduler {
-    /// A scheduler handing out `pacer`'s tokens; its dispatcher runs until
+    /// A scheduler handing out `pace`'s tokens; its dispatcher runs until
     /// the scheduler is dropped.
-    pub(super) fn start(pacer: TokenBucket) -> Arc<Self> {
+    pub(super) fn start(pace: Arc<Pace>) -> Arc<Self> {
         let scheduler = Arc::new(Self {
             state: Mutex::default(),
             wake: Arc::new(Notify::new()),
@@ -60,7 +63,7 @@ impl Scheduler {
         tokio::spawn(dispatch(
             Arc::downgrade(&scheduler),
             scheduler.wake.clone(),
-            pacer,
+            pace,
         ));
         scheduler
     }
@@ -72,6 +75,7 @@ impl Scheduler {
         {
             let mut state = lock(&self.state);
             let state = &mut *state;
+            state.waiting += 1;
             match state.tenants.get_mut(tenant.id()) {
                 Some(q) => {
                     q.weight = tenant.weight();
@@ -96,9 +100,14 @@ impl Scheduler {
         let _ = rx.await;
     }
 
-    /// Whether any call waits.
-    fn has_waiters(&self) -> bool {
-        !lock(&self.state).ring.is_empty()
+    /// How many calls wait (0: none).
+    fn waiting(&self) -> usize {
+        let state = lock(&self.state);
+        if state.ring.is_empty() {
+            0
+        } else {
+            state.waiting.max(1)
+        }
     }
 
     /// Hands a token to the next waiting call in turn. False when every
@@ -110,8 +119,12 @@ impl Scheduler {
             let q = state.tenants.get_mut(&id).expect("ring and map agree");
             let waiter = loop {
                 match q.waiters.pop_front() {
-                    Some(w) if w.is_closed() => continue,
-                    other => break other,
+                    Some(w) if w.is_closed() => state.waiting -= 1,
+                    Some(w) => {
+                        state.waiting -= 1;
+                        break Some(w);
+                    }
+                    None => break None,
                 }
             };
             let Some(waiter) = waiter else {
@@ -146,25 +159,25 @@ impl Drop for Scheduler {
 
 /// Waits for a waiter, then for a token, then grants it; until the
 /// scheduler is dropped.
-async fn dispatch(scheduler: Weak<Scheduler>, wake: Arc<Notify>, pacer: TokenBucket) {
+async fn dispatch(scheduler: Weak<Scheduler>, wake: Arc<Notify>, pace: Arc<Pace>) {
     loop {
         // Registered before the check, so a wake between the two is kept.
         let woken = wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        match scheduler.upgrade() {
+        let waiting = match scheduler.upgrade() {
             None => return,
-            Some(s) if s.has_waiters() => {}
-            Some(_) => {
-                woken.await;
-                continue;
-            }
+            Some(s) => s.waiting(),
+        };
+        if waiting == 0 {
+            woken.await;
+            continue;
         }
-        pacer.take().await;
+        pace.take(waiting).await;
         let Some(s) = scheduler.upgrade() else { return };
         if !s.grant_next() {
             // Nobody waits any more: the token stays for the next call.
-            pacer.give_back();
+            pace.give_back();
         }
     }
 }
@@ -177,6 +190,19 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
+    use crate::metrics::Metrics;
+
+    /// A scheduler over a local pace of `rate` calls a second, burst 1.
+    fn paced(rate: f64) -> Arc<Scheduler> {
+        Scheduler::start(Arc::new(Pace::new(
+            "r",
+            rate,
+            1.0,
+            false,
+            None,
+            &Metrics::new(false),
+        )))
+    }
 
     fn share(id: &str, weight: u32) -> TenantShare {
         TenantShare::new(id, weight)
@@ -216,7 +242,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn busy_tenants_share_by_weight() {
-        let s = Scheduler::start(TokenBucket::new(100.0, 1.0));
+        let s = paced(100.0);
         let counts = shares(&s, &[("a", 1), ("b", 1), ("c", 2)], 200).await;
         assert_eq!(counts.iter().sum::<usize>(), 200);
         // 1:1:2 within a call or two.
@@ -227,7 +253,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_reloaded_weight_applies_to_the_calls_already_waiting() {
-        let s = Scheduler::start(TokenBucket::new(100.0, 1.0));
+        let s = paced(100.0);
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         // "b" was weight 1; its latest call comes after a reload made it 3.
@@ -252,7 +278,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_quiet_tenant_waits_one_round_not_the_backlog() {
-        let s = Scheduler::start(TokenBucket::new(100.0, 1.0));
+        let s = paced(100.0);
         // A flood of 500 calls queued (5 s of pace).
         let flood: Vec<_> = (0..500)
             .map(|_| {
@@ -276,7 +302,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_tenant_alone_uses_the_whole_pace_and_given_up_places_cost_nothing() {
-        let s = Scheduler::start(TokenBucket::new(100.0, 1.0));
+        let s = paced(100.0);
         s.turn(&share("a", 1)).await;
         // 100 waiters that give up at once use no tokens.
         let gone: Vec<_> = (0..100)
@@ -300,7 +326,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_dispatcher_stops_with_its_scheduler() {
-        let s = Scheduler::start(TokenBucket::new(100.0, 1.0));
+        let s = paced(100.0);
         let wake = s.wake.clone();
         drop(s);
         tokio::time::sleep(Duration::from_millis(10)).await;
