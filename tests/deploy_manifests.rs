@@ -3,6 +3,8 @@
 //! the ConfigMap ships, which is loaded through the real config loader: the
 //! ports, the probes, the mounted paths, the shutdown budget, the replica
 //! bounds and the Redis the replicas share cannot drift apart unnoticed.
+//! The overlays in deploy/overlays/ build on the base, and the config each
+//! one ships loads too.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -34,6 +36,10 @@ fn deploy_dir() -> PathBuf {
 
 fn k8s_dir() -> PathBuf {
     deploy_dir().join("kubernetes")
+}
+
+fn overlays_dir() -> PathBuf {
+    deploy_dir().join("overlays")
 }
 
 /// Every YAML document of every file in deploy/kubernetes/, with its file name.
@@ -1016,5 +1022,161 @@ fn the_cluster_url_reaches_the_in_cluster_redis() {
             admits,
             "NetworkPolicy {name} does not let the gateway pods reach Redis"
         );
+    }
+}
+
+/// What an overlay's kustomization.yaml patches with: every document of its
+/// patch files and inline patches.
+fn overlay_patches(dir: &Path, k: &Value) -> Vec<Value> {
+    let mut docs = Vec::new();
+    for patch in at(k, &["patches"])
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        let text = match (at(patch, &["path"]), at(patch, &["patch"])) {
+            (Some(path), None) => {
+                let path = dir.join(path.as_str().expect("a patch path"));
+                std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            }
+            (None, Some(inline)) => inline.as_str().expect("an inline patch").to_string(),
+            other => panic!(
+                "{}: a patch needs one of path and patch: {other:?}",
+                dir.display()
+            ),
+        };
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = Value::deserialize(doc).unwrap();
+            if !value.is_null() {
+                docs.push(value);
+            }
+        }
+    }
+    docs
+}
+
+#[test]
+fn every_overlay_builds_on_the_base_and_its_config_loads() {
+    let base = Manifests::load();
+    let base_gateway = Gateway::from(&base);
+    let base_toml: toml::Table =
+        toml::from_str(s(base.one("ConfigMap", None), &["data", CONFIG_KEY])).unwrap();
+    let mut overlays: Vec<PathBuf> = std::fs::read_dir(overlays_dir())
+        .expect("deploy/overlays/ exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    overlays.sort();
+    assert!(!overlays.is_empty(), "no overlays in deploy/overlays/");
+    for dir in overlays {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let k: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+                .unwrap_or_else(|e| panic!("{name}/kustomization.yaml: {e}"));
+        let resources: Vec<PathBuf> = seq(&k, &["resources"])
+            .iter()
+            .map(|r| dir.join(r.as_str().expect("a resource path")))
+            .collect();
+        for r in &resources {
+            assert!(
+                r.is_file() || r.join("kustomization.yaml").is_file(),
+                "{name}: resource {} is neither a file nor a kustomization",
+                r.display()
+            );
+        }
+        assert!(
+            resources
+                .iter()
+                .any(|r| r.canonicalize().ok() == k8s_dir().canonicalize().ok()),
+            "{name}: builds on the base, deploy/kubernetes"
+        );
+
+        let patches = overlay_patches(&dir, &k);
+        let Some(configmap) = patches.iter().find(|p| {
+            at(p, &["kind"]).and_then(Value::as_str) == Some("ConfigMap")
+                && at(p, &["data", CONFIG_KEY]).is_some()
+        }) else {
+            continue;
+        };
+        assert_eq!(
+            s(configmap, &["metadata", "name"]),
+            s(base.one("ConfigMap", None), &["metadata", "name"]),
+            "{name}: the ConfigMap patch names the base's ConfigMap"
+        );
+        let text = s(configmap, &["data", CONFIG_KEY]);
+        let raw: RawConfig =
+            toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {CONFIG_KEY}: {e}"));
+
+        // The password's variable comes from a Secret through the gateway
+        // container's env, and must be set for the config to load.
+        let password_env = raw
+            .cluster
+            .as_ref()
+            .map(|c| c.password_env.clone())
+            .unwrap_or_default();
+        if !password_env.is_empty() {
+            let from_secret = patches
+                .iter()
+                .filter(|p| {
+                    at(p, &["kind"]).and_then(Value::as_str) == Some("Deployment")
+                        && at(p, &["metadata", "name"]).and_then(Value::as_str) == Some(GATEWAY)
+                })
+                .flat_map(|d| seq(d, &["spec", "template", "spec", "containers"]))
+                .filter(|c| s(c, &["name"]) == s(base.container(), &["name"]))
+                .flat_map(|c| seq(c, &["env"]))
+                .any(|e| {
+                    s(e, &["name"]) == password_env
+                        && at(e, &["valueFrom", "secretKeyRef", "name"]).is_some()
+                });
+            assert!(
+                from_secret,
+                "{name}: cluster.password_env = {password_env:?}, which no secretKeyRef in the \
+                 gateway container's env sets"
+            );
+            // The pod gets it from the Secret; this test stands in for it.
+            // (No other test here reads this variable.)
+            std::env::set_var(&password_env, "a-test-password");
+        }
+        let config = Config::from_toml(text, &name)
+            .unwrap_or_else(|e| panic!("{name}: the ConfigMap's {CONFIG_KEY} does not load: {e}"));
+
+        // A patch replaces the whole file: outside [cluster], it must stay
+        // the base's.
+        let mut overlay_toml: toml::Table = toml::from_str(text).unwrap();
+        let mut base_rest = base_toml.clone();
+        overlay_toml.remove("cluster");
+        base_rest.remove("cluster");
+        assert_eq!(
+            overlay_toml, base_rest,
+            "{name}: its {CONFIG_KEY} differs from the base's configmap.yaml outside [cluster]"
+        );
+
+        // An overlay that points [cluster] elsewhere removes the base's Redis.
+        let (base_host, _) = redis_host_port(&base_gateway.raw.cluster.as_ref().unwrap().url);
+        let (host, _) = redis_host_port(&raw.cluster.as_ref().expect("[cluster]").url);
+        assert!(config.cluster.is_some());
+        if host != base_host {
+            let deleted: BTreeSet<(String, String)> = patches
+                .iter()
+                .filter(|p| at(p, &["$patch"]).and_then(Value::as_str) == Some("delete"))
+                .map(|p| {
+                    (
+                        s(p, &["kind"]).to_string(),
+                        s(p, &["metadata", "name"]).to_string(),
+                    )
+                })
+                .collect();
+            for (file, doc) in base.docs.iter().filter(|(f, _)| f == "redis.yaml") {
+                let id = (
+                    s(doc, &["kind"]).to_string(),
+                    s(doc, &["metadata", "name"]).to_string(),
+                );
+                assert!(
+                    deleted.contains(&id),
+                    "{name}: [cluster] no longer uses the in-cluster Redis, but {file}'s {id:?} \
+                     is not deleted"
+                );
+            }
+        }
     }
 }
