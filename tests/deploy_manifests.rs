@@ -1,8 +1,10 @@
 //! The Kubernetes manifests in deploy/kubernetes/, deploy/Dockerfile and
 //! deploy/iam-policy.json agree with each other and with the gateway config
 //! the ConfigMap ships, which is loaded through the real config loader: the
-//! ports, the probes, the mounted paths, the shutdown budget and the
-//! replica bounds cannot drift apart unnoticed.
+//! ports, the probes, the mounted paths, the shutdown budget, the replica
+//! bounds and the Redis the replicas share cannot drift apart unnoticed.
+//! The overlays in deploy/overlays/ build on the base, and the config each
+//! one ships loads too.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,6 +22,10 @@ use serde_yaml::Value;
 /// The ConfigMap key holding the gateway's TOML file.
 const CONFIG_KEY: &str = "gateway.toml";
 
+/// The gateway's Deployment, and the `app.kubernetes.io/name` of its
+/// objects (the in-cluster Redis has objects of the same kinds).
+const GATEWAY: &str = "partner-events-gateway";
+
 /// EventBridge's default PutPartnerEvents quota per account and region
 /// (calls per second), as `quotas.upstream_calls_per_second` documents it.
 const ACCOUNT_CALLS_PER_SECOND: f64 = 1_400.0;
@@ -30,6 +36,10 @@ fn deploy_dir() -> PathBuf {
 
 fn k8s_dir() -> PathBuf {
     deploy_dir().join("kubernetes")
+}
+
+fn overlays_dir() -> PathBuf {
+    deploy_dir().join("overlays")
 }
 
 /// Every YAML document of every file in deploy/kubernetes/, with its file name.
@@ -91,11 +101,12 @@ impl Manifests {
             .collect()
     }
 
+    /// The gateway's Deployment.
     fn deployment(&self) -> &Value {
-        self.one("Deployment", None)
+        self.one("Deployment", Some(GATEWAY))
     }
 
-    /// The Deployment's only container.
+    /// The gateway Deployment's only container.
     fn container(&self) -> &Value {
         let containers = seq(
             self.deployment(),
@@ -103,6 +114,18 @@ impl Manifests {
         );
         assert_eq!(containers.len(), 1, "the gateway pod has one container");
         &containers[0]
+    }
+
+    /// The objects of `kind` that belong to the gateway itself (by their
+    /// `app.kubernetes.io/name` label), not to the Redis beside it.
+    fn gateway_objects(&self, kind: &str) -> Vec<&Value> {
+        self.all(kind)
+            .into_iter()
+            .filter(|v| {
+                at(v, &["metadata", "labels", "app.kubernetes.io/name"]).and_then(Value::as_str)
+                    == Some(GATEWAY)
+            })
+            .collect()
     }
 }
 
@@ -513,7 +536,7 @@ fn services_select_the_pods_and_target_the_grpc_port() {
         }
     };
 
-    let services = m.all("Service");
+    let services = m.gateway_objects("Service");
     assert_eq!(services.len(), 2, "a ClusterIP and a headless Service");
     let mut headless = 0;
     for svc in services {
@@ -669,34 +692,64 @@ fn the_dockerfile_agrees_with_the_manifests() {
     assert_eq!(u64::from(uid), pod_uid, "image USER vs pod runAsUser");
 }
 
+/// Every pod of every Deployment (the gateway's and the Redis beside it)
+/// meets the `restricted` Pod Security Standard that namespace.yaml
+/// enforces, with a read-only root and bounded resources.
 #[test]
-fn the_pod_runs_locked_down() {
+fn every_pod_runs_locked_down() {
     let m = Manifests::load();
-    let c = m.container();
-    let pod = get(m.deployment(), &["spec", "template", "spec"]);
-    let non_root = at(c, &["securityContext", "runAsNonRoot"])
-        .or_else(|| at(pod, &["securityContext", "runAsNonRoot"]))
-        .and_then(Value::as_bool);
-    assert_eq!(non_root, Some(true), "runAsNonRoot");
-    assert_eq!(
-        get(c, &["securityContext", "readOnlyRootFilesystem"]).as_bool(),
-        Some(true)
-    );
-    assert_eq!(
-        get(c, &["securityContext", "allowPrivilegeEscalation"]).as_bool(),
-        Some(false)
-    );
-    let dropped: Vec<&str> = seq(c, &["securityContext", "capabilities", "drop"])
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert_eq!(dropped, ["ALL"], "drop every capability");
-    for kind in ["requests", "limits"] {
-        for resource in ["cpu", "memory"] {
+    let deployments = m.all("Deployment");
+    assert!(deployments.len() >= 2, "the gateway and its Redis");
+    for deployment in deployments {
+        let name = s(deployment, &["metadata", "name"]);
+        let pod = get(deployment, &["spec", "template", "spec"]);
+        assert_eq!(
+            at(pod, &["securityContext", "seccompProfile", "type"]).and_then(Value::as_str),
+            Some("RuntimeDefault"),
+            "{name}: seccompProfile"
+        );
+        for c in seq(pod, &["containers"]) {
+            let container = s(c, &["name"]);
+            let either = |path: &[&str]| {
+                at(c, &[&["securityContext"], path].concat())
+                    .or_else(|| at(pod, &[&["securityContext"], path].concat()))
+            };
+            let non_root = either(&["runAsNonRoot"]).and_then(Value::as_bool);
+            assert_eq!(non_root, Some(true), "{name}/{container}: runAsNonRoot");
+            // runAsNonRoot alone refuses an image whose USER is root or a
+            // name (the Valkey image's): the user must be a number.
+            let uid = either(&["runAsUser"]).and_then(Value::as_u64);
             assert!(
-                at(c, &["resources", kind, resource]).is_some(),
-                "resources.{kind}.{resource} is not set"
+                uid.is_some_and(|u| u != 0),
+                "{name}/{container}: runAsUser must be a non-root uid, is {uid:?}"
             );
+            assert_eq!(
+                get(c, &["securityContext", "readOnlyRootFilesystem"]).as_bool(),
+                Some(true),
+                "{name}/{container}: readOnlyRootFilesystem"
+            );
+            assert_eq!(
+                get(c, &["securityContext", "allowPrivilegeEscalation"]).as_bool(),
+                Some(false),
+                "{name}/{container}: allowPrivilegeEscalation"
+            );
+            let dropped: Vec<&str> = seq(c, &["securityContext", "capabilities", "drop"])
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(
+                dropped,
+                ["ALL"],
+                "{name}/{container}: drop every capability"
+            );
+            for kind in ["requests", "limits"] {
+                for resource in ["cpu", "memory"] {
+                    assert!(
+                        at(c, &["resources", kind, resource]).is_some(),
+                        "{name}/{container}: resources.{kind}.{resource} is not set"
+                    );
+                }
+            }
         }
     }
 }
@@ -732,14 +785,33 @@ fn scaling_objects_target_the_deployment() {
         "the HPA owns the replica count: remove spec.replicas"
     );
 
-    // Every replica paces its own calls: together they must stay under the
-    // account's quota.
-    let per_replica = g.raw.quotas.upstream_calls_per_second;
+    let rate = g.raw.quotas.upstream_calls_per_second;
     assert!(
-        per_replica > 0.0 && per_replica * max as f64 <= ACCOUNT_CALLS_PER_SECOND,
-        "quotas.upstream_calls_per_second ({per_replica}) x maxReplicas ({max}) must be \
-         positive and at most {ACCOUNT_CALLS_PER_SECOND}"
+        rate > 0.0 && rate <= ACCOUNT_CALLS_PER_SECOND,
+        "quotas.upstream_calls_per_second ({rate}) must be positive and at most the account's \
+         {ACCOUNT_CALLS_PER_SECOND}"
     );
+    match &g.config.cluster {
+        // The replicas share the rate through Redis; alone (Redis
+        // unreachable), each paces at fallback_share of it, and all of them
+        // together must still stay under the account's quota.
+        Some(cluster) => {
+            let alone = rate * cluster.fallback_share * max as f64;
+            assert!(
+                alone <= ACCOUNT_CALLS_PER_SECOND * (1.0 + 1e-9),
+                "quotas.upstream_calls_per_second ({rate}) x cluster.fallback_share ({}) x \
+                 maxReplicas ({max}) = {alone} is over the account's {ACCOUNT_CALLS_PER_SECOND} \
+                 while Redis is unreachable",
+                cluster.fallback_share
+            );
+        }
+        // Every replica paces its own calls.
+        None => assert!(
+            rate * max as f64 <= ACCOUNT_CALLS_PER_SECOND,
+            "without [cluster], quotas.upstream_calls_per_second ({rate}) x maxReplicas ({max}) \
+             must be at most {ACCOUNT_CALLS_PER_SECOND}"
+        ),
+    }
 
     let pdb = m.one("PodDisruptionBudget", None);
     let selector = string_map(pdb, &["spec", "selector", "matchLabels"]);
@@ -842,4 +914,269 @@ fn glob_match_is_a_real_matcher() {
     ));
     assert!(!glob_match("a*b", "ac"));
     assert!(glob_match("a", "a") && !glob_match("a", "ab"));
+}
+
+/// The host and port of a `redis://` or `rediss://` URL (no user, password
+/// or database).
+fn redis_host_port(url: &str) -> (String, u16) {
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+        .unwrap_or_else(|| panic!("`{url}` is not a Redis URL"));
+    let authority = rest.split('/').next().unwrap();
+    let host_port = authority.rsplit('@').next().unwrap();
+    match host_port.rsplit_once(':') {
+        Some((host, port)) => (host.to_string(), port.parse().expect("a port number")),
+        None => (host_port.to_string(), 6379),
+    }
+}
+
+/// Whether `selector` (matchLabels) selects pods labelled `labels`.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[test]
+fn the_cluster_url_reaches_the_in_cluster_redis() {
+    let m = Manifests::load();
+    let g = Gateway::from(&m);
+    assert!(
+        g.config.cluster.is_some(),
+        "the base shares the quota between replicas: the ConfigMap needs [cluster]"
+    );
+    let (host, port) = redis_host_port(&g.raw.cluster.as_ref().unwrap().url);
+    // `partner-events-redis` or `partner-events-redis.<namespace>.svc...`
+    let service_name = host.split('.').next().unwrap();
+    let service = m.one("Service", Some(service_name));
+    let selector = string_map(service, &["spec", "selector"]);
+    let redis = m
+        .all("Deployment")
+        .into_iter()
+        .find(|d| {
+            selects(
+                &selector,
+                &string_map(d, &["spec", "template", "metadata", "labels"]),
+            )
+        })
+        .unwrap_or_else(|| panic!("Service {service_name} selects no Deployment's pods"));
+    let redis_labels = string_map(redis, &["spec", "template", "metadata", "labels"]);
+    let containers = seq(redis, &["spec", "template", "spec", "containers"]);
+    let service_port = seq(service, &["spec", "ports"])
+        .iter()
+        .find(|p| u(p, &["port"]) == u64::from(port))
+        .unwrap_or_else(|| panic!("Service {service_name} has no port {port} ([cluster] url)"));
+    let target_found = containers.iter().any(|c| {
+        seq(c, &["ports"])
+            .iter()
+            .any(|p| match get(service_port, &["targetPort"]) {
+                Value::String(name) => s(p, &["name"]) == name,
+                other => other.as_u64() == Some(u(p, &["containerPort"])),
+            })
+    });
+    assert!(
+        target_found,
+        "Service {service_name}: its targetPort is no container port"
+    );
+
+    // Two Redis pods behind one Service would each hold half the state.
+    assert_eq!(
+        at(redis, &["spec", "replicas"]).and_then(Value::as_u64),
+        Some(1)
+    );
+    assert_eq!(s(redis, &["spec", "strategy", "type"]), "Recreate");
+
+    // A policy that let the gateway in nowhere would make every replica
+    // fall back for good.
+    let gateway_labels = string_map(m.deployment(), &["spec", "template", "metadata", "labels"]);
+    let policies: Vec<&Value> = m
+        .all("NetworkPolicy")
+        .into_iter()
+        .filter(|p| {
+            selects(
+                &string_map(p, &["spec", "podSelector", "matchLabels"]),
+                &redis_labels,
+            )
+        })
+        .collect();
+    assert!(
+        !policies.is_empty(),
+        "the passwordless Redis needs a NetworkPolicy"
+    );
+    for policy in policies {
+        let name = s(policy, &["metadata", "name"]);
+        let admits = seq(policy, &["spec", "ingress"]).iter().any(|rule| {
+            let from = seq(rule, &["from"]).iter().any(|peer| {
+                at(peer, &["podSelector", "matchLabels"]).is_some()
+                    && selects(
+                        &string_map(peer, &["podSelector", "matchLabels"]),
+                        &gateway_labels,
+                    )
+            });
+            let on_port = seq(rule, &["ports"]).iter().any(|p| {
+                get(p, &["port"]).as_u64() == Some(6379)
+                    || get(p, &["port"]).as_str() == Some("redis")
+            });
+            from && on_port
+        });
+        assert!(
+            admits,
+            "NetworkPolicy {name} does not let the gateway pods reach Redis"
+        );
+    }
+}
+
+/// What an overlay's kustomization.yaml patches with: every document of its
+/// patch files and inline patches.
+fn overlay_patches(dir: &Path, k: &Value) -> Vec<Value> {
+    let mut docs = Vec::new();
+    for patch in at(k, &["patches"])
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        let text = match (at(patch, &["path"]), at(patch, &["patch"])) {
+            (Some(path), None) => {
+                let path = dir.join(path.as_str().expect("a patch path"));
+                std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            }
+            (None, Some(inline)) => inline.as_str().expect("an inline patch").to_string(),
+            other => panic!(
+                "{}: a patch needs one of path and patch: {other:?}",
+                dir.display()
+            ),
+        };
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = Value::deserialize(doc).unwrap();
+            if !value.is_null() {
+                docs.push(value);
+            }
+        }
+    }
+    docs
+}
+
+#[test]
+fn every_overlay_builds_on_the_base_and_its_config_loads() {
+    let base = Manifests::load();
+    let base_gateway = Gateway::from(&base);
+    let base_toml: toml::Table =
+        toml::from_str(s(base.one("ConfigMap", None), &["data", CONFIG_KEY])).unwrap();
+    let mut overlays: Vec<PathBuf> = std::fs::read_dir(overlays_dir())
+        .expect("deploy/overlays/ exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    overlays.sort();
+    assert!(!overlays.is_empty(), "no overlays in deploy/overlays/");
+    for dir in overlays {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let k: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+                .unwrap_or_else(|e| panic!("{name}/kustomization.yaml: {e}"));
+        let resources: Vec<PathBuf> = seq(&k, &["resources"])
+            .iter()
+            .map(|r| dir.join(r.as_str().expect("a resource path")))
+            .collect();
+        for r in &resources {
+            assert!(
+                r.is_file() || r.join("kustomization.yaml").is_file(),
+                "{name}: resource {} is neither a file nor a kustomization",
+                r.display()
+            );
+        }
+        assert!(
+            resources
+                .iter()
+                .any(|r| r.canonicalize().ok() == k8s_dir().canonicalize().ok()),
+            "{name}: builds on the base, deploy/kubernetes"
+        );
+
+        let patches = overlay_patches(&dir, &k);
+        let Some(configmap) = patches.iter().find(|p| {
+            at(p, &["kind"]).and_then(Value::as_str) == Some("ConfigMap")
+                && at(p, &["data", CONFIG_KEY]).is_some()
+        }) else {
+            continue;
+        };
+        assert_eq!(
+            s(configmap, &["metadata", "name"]),
+            s(base.one("ConfigMap", None), &["metadata", "name"]),
+            "{name}: the ConfigMap patch names the base's ConfigMap"
+        );
+        let text = s(configmap, &["data", CONFIG_KEY]);
+        let raw: RawConfig =
+            toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {CONFIG_KEY}: {e}"));
+
+        // The password's variable comes from a Secret through the gateway
+        // container's env, and must be set for the config to load.
+        let password_env = raw
+            .cluster
+            .as_ref()
+            .map(|c| c.password_env.clone())
+            .unwrap_or_default();
+        if !password_env.is_empty() {
+            let from_secret = patches
+                .iter()
+                .filter(|p| {
+                    at(p, &["kind"]).and_then(Value::as_str) == Some("Deployment")
+                        && at(p, &["metadata", "name"]).and_then(Value::as_str) == Some(GATEWAY)
+                })
+                .flat_map(|d| seq(d, &["spec", "template", "spec", "containers"]))
+                .filter(|c| s(c, &["name"]) == s(base.container(), &["name"]))
+                .flat_map(|c| seq(c, &["env"]))
+                .any(|e| {
+                    s(e, &["name"]) == password_env
+                        && at(e, &["valueFrom", "secretKeyRef", "name"]).is_some()
+                });
+            assert!(
+                from_secret,
+                "{name}: cluster.password_env = {password_env:?}, which no secretKeyRef in the \
+                 gateway container's env sets"
+            );
+            // The pod gets it from the Secret; this test stands in for it.
+            // (No other test here reads this variable.)
+            std::env::set_var(&password_env, "a-test-password");
+        }
+        let config = Config::from_toml(text, &name)
+            .unwrap_or_else(|e| panic!("{name}: the ConfigMap's {CONFIG_KEY} does not load: {e}"));
+
+        // A patch replaces the whole file: outside [cluster], it must stay
+        // the base's.
+        let mut overlay_toml: toml::Table = toml::from_str(text).unwrap();
+        let mut base_rest = base_toml.clone();
+        overlay_toml.remove("cluster");
+        base_rest.remove("cluster");
+        assert_eq!(
+            overlay_toml, base_rest,
+            "{name}: its {CONFIG_KEY} differs from the base's configmap.yaml outside [cluster]"
+        );
+
+        // An overlay that points [cluster] elsewhere removes the base's Redis.
+        let (base_host, _) = redis_host_port(&base_gateway.raw.cluster.as_ref().unwrap().url);
+        let (host, _) = redis_host_port(&raw.cluster.as_ref().expect("[cluster]").url);
+        assert!(config.cluster.is_some());
+        if host != base_host {
+            let deleted: BTreeSet<(String, String)> = patches
+                .iter()
+                .filter(|p| at(p, &["$patch"]).and_then(Value::as_str) == Some("delete"))
+                .map(|p| {
+                    (
+                        s(p, &["kind"]).to_string(),
+                        s(p, &["metadata", "name"]).to_string(),
+                    )
+                })
+                .collect();
+            for (file, doc) in base.docs.iter().filter(|(f, _)| f == "redis.yaml") {
+                let id = (
+                    s(doc, &["kind"]).to_string(),
+                    s(doc, &["metadata", "name"]).to_string(),
+                );
+                assert!(
+                    deleted.contains(&id),
+                    "{name}: [cluster] no longer uses the in-cluster Redis, but {file}'s {id:?} \
+                     is not deleted"
+                );
+            }
+        }
+    }
 }

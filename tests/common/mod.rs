@@ -2,6 +2,8 @@
 //! emulator, and a generated tonic client.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use partner_events_gateway::{
     config::Config,
     emulator::{Emulator, EmulatorConfig, EmulatorHandle, SeedSource, SourceState},
