@@ -188,7 +188,16 @@ impl Shared {
                 }
                 return;
             }
-            tokio::time::sleep(grant.wait.clamp(Duration::from_micros(200), MAX_REDIS_WAIT)).await;
+            // Every replica whose calls wait was told the same time: each
+            // asks again at a random point of the token's interval after
+            // it, so that none wins every race (the bucket's burst keeps a
+            // token nobody asked for in time).
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            let jitter = interval.mul_f64(fastrand::f64());
+            tokio::time::sleep(
+                (grant.wait + jitter).clamp(Duration::from_micros(200), MAX_REDIS_WAIT),
+            )
+            .await;
         }
     }
 }

@@ -760,6 +760,14 @@ impl Spawned {
         }
     }
 
+    /// Every stderr line read so far, with those waiting taken in.
+    pub fn drain(&mut self) -> Vec<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log.clone()
+    }
+
     /// Sends SIGTERM and waits for the exit; gives its status and the
     /// whole log.
     pub async fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
