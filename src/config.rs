@@ -395,9 +395,10 @@ pub struct UpstreamSection {
     pub connect_timeout_ms: u64,
     /// Bound on one upstream call, SDK retries included.
     pub call_timeout_ms: u64,
-    /// Sends per entry, the first included, for retryable failures: per-entry
-    /// ThrottlingException and InternalFailure, and calls that failed whole
-    /// with throttling, a 5xx, an unreadable answer, or no connection.
+    /// Sends per entry, the first included, for retryable failures:
+    /// InternalFailure, and calls that failed whole with a 5xx, an
+    /// unreadable answer, or no connection. ThrottlingException is resent,
+    /// paced, until the caller's deadline or the retry budget says no.
     pub entry_max_attempts: u32,
     /// First backoff before resending failed entries; doubles each round,
     /// with full jitter.

@@ -37,6 +37,11 @@ impl RetryPolicy {
     /// Decides after `attempts` sends of an entry that ended in `outcome`.
     pub fn decide(&self, outcome: &Outcome, attempts: u32) -> Decision {
         match outcome {
+            // Throttling is EventBridge saying "slower", not failing: the
+            // entry was not taken and the pace is lowered (adaptive
+            // pacing), so it is resent, paced, until the caller's deadline
+            // or the retry budget says no, however often it was throttled.
+            Outcome::Failed { code, .. } if code == codes::THROTTLING => Decision::Retry,
             Outcome::Failed { code, .. }
                 if is_retryable_code(code)
                     || (self.resend_unknown && code == codes::OUTCOME_UNKNOWN) =>
@@ -83,7 +88,12 @@ mod tests {
         let p = policy();
         let throttled = Outcome::failed("ThrottlingException", "");
         assert_eq!(p.decide(&throttled, 1), Decision::Retry);
-        assert_eq!(p.decide(&throttled, 3), Decision::Exhausted);
+        // Throttled entries wait for the pace, not for a count of attempts.
+        assert_eq!(p.decide(&throttled, 30), Decision::Retry);
+        assert_eq!(
+            p.decide(&Outcome::failed("InternalFailure", ""), 3),
+            Decision::Exhausted
+        );
         assert_eq!(
             p.decide(&Outcome::failed("InternalFailure", ""), 2),
             Decision::Retry

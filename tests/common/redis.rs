@@ -44,7 +44,7 @@ impl RedisServer {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let mut redis = Self {
-            port: free_port(),
+            port: port_outside_the_ephemeral_range(),
             dir,
             server: None,
         };
@@ -111,6 +111,21 @@ impl Drop for RedisServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A free loopback port below Linux's ephemeral range (32768 and up):
+/// while the server is stopped, the kernel never hands its port to an
+/// outgoing connection (the gateways' own reconnects among them), so the
+/// restart finds it free.
+fn port_outside_the_ephemeral_range() -> u16 {
+    for _ in 0..1000 {
+        let port = fastrand::u16(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    // Crowded beyond belief: any free port will do.
+    free_port()
 }
 
 /// Sends a RESP `PING` to 127.0.0.1:`port` and gives the first 7 bytes of
