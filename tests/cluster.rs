@@ -523,3 +523,37 @@ async fn redis_stopping_loses_nothing_and_sharing_resumes_when_it_returns() {
     assert_eq!(failed, 0, "failed entries: {failures:?}");
     assert_eq!(counts.delivered, ok, "delivered vs acknowledged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_limit_is_shared_by_the_replicas() {
+    let _serial = SERIAL.lock().await;
+    let redis = RedisServer::start();
+    let toml = format!(
+        "[quotas]\ntenant_entries_per_second = 10.0\nburst_seconds = 1.0\n\
+         [cluster]\nurl = \"{}\"\nkey_prefix = \"{}\"\n",
+        redis.url(),
+        unique_prefix("limits")
+    );
+    let a = common::TestGateway::start(&toml).await;
+    let b = common::TestGateway::start(&toml).await;
+    for gw in [&a, &b] {
+        common::eventually_async("the replica joins", || async {
+            health(&gw.channel, "cluster").await.ok() == Some(ServingStatus::Serving)
+        })
+        .await;
+    }
+    // The tenant's 10 entries of burst, spent through replica a...
+    let ok = a
+        .put("acme", (0..10).map(|_| entry("T", "{}")).collect())
+        .await;
+    assert_eq!(ok.failed_entry_count, 0, "{ok:?}");
+    // ...are spent for replica b too: alone, b would take these.
+    let err = b
+        .client
+        .clone()
+        .put_partner_events(request("acme", (0..5).map(|_| entry("T", "{}")).collect()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("tenant"), "{err:?}");
+}
