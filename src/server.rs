@@ -319,6 +319,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
     // the replica paces alone because Redis is out of reach. The gateway's
     // own entries stay SERVING: it still works, at its fallback share.
     if let Some(cluster) = &cluster {
+        let mut joined = cluster.subscribe();
         let status = |joined: bool| {
             if joined {
                 ServingStatus::Serving
@@ -326,19 +327,17 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
                 ServingStatus::NotServing
             }
         };
-        health
-            .set_service_status(CLUSTER_HEALTH_NAME, status(cluster.joined()))
-            .await;
+        let now = status(*joined.borrow_and_update());
+        health.set_service_status(CLUSTER_HEALTH_NAME, now).await;
+        // One task follows the state, so the entry always ends on the
+        // latest one.
         let health = health.clone();
-        let handle = tokio::runtime::Handle::current();
-        cluster.set_state_hook(Arc::new(move |joined| {
-            let health = health.clone();
-            handle.spawn(async move {
-                health
-                    .set_service_status(CLUSTER_HEALTH_NAME, status(joined))
-                    .await;
-            });
-        }));
+        tokio::spawn(async move {
+            while joined.changed().await.is_ok() {
+                let now = status(*joined.borrow_and_update());
+                health.set_service_status(CLUSTER_HEALTH_NAME, now).await;
+            }
+        });
     }
     {
         let health = health.clone();

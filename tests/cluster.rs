@@ -504,13 +504,20 @@ async fn redis_stopping_loses_nothing_and_sharing_resumes_when_it_returns() {
         "used {:.1}% of the quota",
         100.0 * shared.used()
     );
+    // One outage: one fallback, logged once (a loaded machine may add one
+    // more around the rejoin, when an answer comes later than timeout_ms:
+    // each is counted and logged once).
     let fallbacks = cluster.replicas[0]
         .metric("partner_events_cluster_fallbacks_total")
-        .await;
-    assert_eq!(fallbacks, Some(1.0));
+        .await
+        .unwrap();
+    assert!((1.0..=2.0).contains(&fallbacks), "{fallbacks} fallbacks");
     let logs = cluster.replicas[0].log();
     let said = logs.iter().filter(|l| l.contains("pacing alone")).count();
-    assert_eq!(said, 1, "the fallback is logged once: {logs:#?}");
+    assert_eq!(
+        said as f64, fallbacks,
+        "each fallback is logged once: {logs:#?}"
+    );
 
     let (tallies, failures, counts) = cluster.finish().await;
     let ok: u64 = tallies.iter().map(|t| t.ok.load(Ordering::Relaxed)).sum();

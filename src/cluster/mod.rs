@@ -9,22 +9,21 @@ pub use settings::{redact, ClusterConfigError, ClusterSection, ClusterSettings};
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, OnceLock,
+        Arc,
     },
     time::Duration,
 };
 
 use redis::{aio::ConnectionManager, Script};
-use tokio::{sync::Notify, time::Instant};
+use tokio::{
+    sync::{watch, Notify},
+    time::Instant,
+};
 
 use crate::metrics::Metrics;
 
 /// How often a replica that fell back asks Redis whether it answers again.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
-
-/// Told of each change between sharing through Redis (true) and pacing
-/// alone (false): the health entry `cluster`.
-pub type StateHook = Arc<dyn Fn(bool) + Send + Sync>;
 
 /// Tokens granted by one round trip, or when to ask again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +51,8 @@ pub struct Cluster {
     joined: AtomicBool,
     /// Wakes the prober when the replica falls back.
     fell_back: Notify,
-    hook: OnceLock<StateHook>,
+    /// The same, for those who follow it (the health entry `cluster`).
+    state: watch::Sender<bool>,
     metrics: Arc<Metrics>,
 }
 
@@ -79,16 +79,17 @@ impl Cluster {
             script: Script::new(include_str!("gcra.lua")),
             joined: AtomicBool::new(false),
             fell_back: Notify::new(),
-            hook: OnceLock::new(),
+            state: watch::Sender::new(false),
             metrics,
         });
         tokio::spawn(probe(Arc::downgrade(&cluster)));
         Ok(cluster)
     }
 
-    /// Sets what is told of each change (health). Once.
-    pub fn set_state_hook(&self, hook: StateHook) {
-        let _ = self.hook.set(hook);
+    /// Follows the changes between sharing through Redis (true) and
+    /// pacing alone (false); it starts alone until Redis first answers.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.state.subscribe()
     }
 
     /// Whether the replica shares through Redis now.
@@ -187,9 +188,7 @@ impl Cluster {
             );
             self.metrics.cluster_joined.set(0);
             self.metrics.cluster_fallbacks.inc();
-            if let Some(hook) = self.hook.get() {
-                hook(false);
-            }
+            self.state.send_replace(false);
             self.fell_back.notify_one();
         }
     }
@@ -202,18 +201,20 @@ impl Cluster {
                 if first { "joined through" } else { "rejoined through" }
             );
             self.metrics.cluster_joined.set(1);
-            if let Some(hook) = self.hook.get() {
-                hook(true);
-            }
+            self.state.send_replace(true);
         }
     }
 
-    /// One PING, bounded by the timeout (or a connection's time at start).
+    /// One PING, then the script loaded (a Redis that restarted has none:
+    /// the first call after a rejoin would pay a second round trip), both
+    /// bounded by `within`.
     async fn ping(&self, within: Duration) -> Result<(), String> {
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(within, redis::cmd("PING").query_async::<String>(&mut conn))
-            .await
-        {
+        let ready = async {
+            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            self.script.load_async(&mut conn).await
+        };
+        match tokio::time::timeout(within, ready).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {} ms", within.as_millis())),
@@ -257,9 +258,6 @@ async fn probe(cluster: std::sync::Weak<Cluster>) {
                         share = c.settings.fallback_share,
                         "cluster: cannot reach Redis ({e}); pacing alone at the fallback share of the quotas until it answers"
                     );
-                    if let Some(hook) = c.hook.get() {
-                        hook(false);
-                    }
                     said = true;
                 }
                 drop(c);
