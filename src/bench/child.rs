@@ -186,6 +186,141 @@ impl Drop for GatewayChild {
     }
 }
 
+/// The Redis the cluster run's replicas share: Debian's package (and
+/// `scripts/redis.sh install`) puts it on PATH.
+const REDIS_PROGRAM: &str = "redis-server";
+
+/// How long Redis may take to answer its first PING.
+const REDIS_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `redis-server` on a free loopback port with no persistence (no RDB
+/// snapshots, no AOF), killed when dropped; its CPU time is read like a
+/// gateway's.
+pub struct RedisChild {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisChild {
+    /// Starts one and waits until it answers PING (blocking: milliseconds).
+    pub fn start() -> Result<Self, String> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!(
+            "peg-bench-redis-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let child = Command::new(REDIS_PROGRAM)
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "the cluster run needs {REDIS_PROGRAM} on PATH: run `scripts/redis.sh install` (as root it runs apt-get install redis-server), or leave the run out with --only"
+                ),
+                _ => format!("cannot run {REDIS_PROGRAM}: {e}"),
+            })?;
+        let mut this = Self { child, port, dir };
+        let deadline = std::time::Instant::now() + REDIS_START_TIMEOUT;
+        while !answers_ping(port) {
+            if let Ok(Some(status)) = this.child.try_wait() {
+                return Err(format!("{REDIS_PROGRAM} on port {port} exited: {status}"));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "{REDIS_PROGRAM} on port {port} did not answer PING within {REDIS_START_TIMEOUT:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // On every error above, `this` is dropped: killed, its dir removed.
+        Ok(this)
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its CPU time and memory now.
+    pub fn stats(&self) -> Result<ProcStats, String> {
+        proc_stats(&self.child.id().to_string())
+    }
+}
+
+impl Drop for RedisChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A loopback port free now (another process may take it before it is
+/// used: good enough on a machine running only the bench).
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+/// Whether 127.0.0.1:`port` answers a RESP `PING` with `+PONG`.
+fn answers_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut answer = [0u8; 7];
+    conn.write_all(b"*1\r\n$4\r\nPING\r\n").is_ok()
+        && conn.read_exact(&mut answer).is_ok()
+        && &answer == b"+PONG\r\n"
+}
+
+/// The sum of every sample of the counter `name` (all label sets) served at
+/// `http://<addr>/metrics`.
+pub async fn metrics_sum(addr: SocketAddr, name: &str) -> Result<f64, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let scrape = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await?;
+        Ok::<_, std::io::Error>(body)
+    };
+    let body = tokio::time::timeout(Duration::from_secs(5), scrape)
+        .await
+        .map_err(|_| format!("{addr}/metrics did not answer within 5 s"))?
+        .map_err(|e| format!("cannot scrape {addr}/metrics: {e}"))?;
+    Ok(sum_samples(&body, name))
+}
+
+/// The sum of the samples of `name` in a text exposition.
+fn sum_samples(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            // `name{labels} value` or `name value`, not `name_other ...`.
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.rsplit_once('}')?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum()
+}
+
 /// The listen address from the gateway's "serving" JSON log line.
 fn serving_addr(line: &str) -> Option<SocketAddr> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
@@ -212,6 +347,17 @@ mod tests {
             None
         );
         assert_eq!(serving_addr("not json"), None);
+    }
+
+    #[test]
+    fn samples_of_a_counter_are_summed_over_its_labels() {
+        let text = "# HELP c Calls.\n# TYPE c counter\n\
+                    c_total{op=\"pace\",outcome=\"ok\"} 40\n\
+                    c_total{op=\"pace\",outcome=\"timeout\"} 2\n\
+                    c_total_other 7\n\
+                    c_total 1\n";
+        assert_eq!(sum_samples(text, "c_total"), 43.0);
+        assert_eq!(sum_samples(text, "missing"), 0.0);
     }
 
     #[test]

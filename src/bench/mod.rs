@@ -27,6 +27,15 @@
 //! its p99 during the flood, the quota used and the calls throttled are
 //! judged.
 //!
+//! The cluster run is three gateway replicas sharing one quota through a
+//! `redis-server` the bench starts (and kills) itself: the emulator
+//! enforces 150 calls/s (burst 20) for that run only, each replica is paced
+//! at the same rate with `[cluster]` pointing at that Redis, and 1-entry
+//! requests flood all three. Run once per `cluster.lease_calls` (1 and 4),
+//! it reports the quota used, the calls throttled, and per upstream call
+//! the replicas' CPU, Redis's CPU and Redis round trips: what a lease of
+//! several call tokens saves.
+//!
 //! Every load loop is bounded in time (a window per run) and in count.
 //! Layout: `load` (what is sent and how), `child` (the gateway process and
 //! `/proc` figures), `report` (measurements, targets, table, JSON).
@@ -40,13 +49,15 @@ use std::{path::PathBuf, time::Duration};
 use tokio::time::Instant;
 
 use crate::config::UpstreamSection;
+use crate::domain::limits::MAX_ENTRIES_PER_CALL;
 use crate::emulator::{
     Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule, Quota, SeedSource, SourceState,
 };
-use child::{proc_stats, GatewayChild};
+use child::{free_port, metrics_sum, proc_stats, GatewayChild, RedisChild};
 use load::{GatewayClients, Tally, Window};
 use report::{
-    HalfLoad, Measurement, Noisy, Paired, Path, QuotaUse, Report, Stall, TenantRun, UpstreamTally,
+    Cluster, ClusterRun, HalfLoad, Measurement, Noisy, Paired, Path, QuotaUse, Report, Stall,
+    TenantRun, UpstreamTally,
 };
 
 /// The emulator's quota in every run: off, since the runs measure the
@@ -115,6 +126,27 @@ const QUIET_ANSWER_BOUND: Duration = Duration::from_secs(10);
 /// Each noisy phase with --quick, and at least, otherwise.
 const NOISY_QUICK_PHASE: Duration = Duration::from_secs(2);
 
+/// The cluster run: this many gateway replicas share one emulated quota
+/// through a Redis of the bench's own...
+const CLUSTER_REPLICAS: usize = 3;
+/// ...of this many calls/s and burst, for that run only (each replica is
+/// paced at the same rate, with a small burst)...
+const CLUSTER_QUOTA_CALLS_PER_SECOND: f64 = 150.0;
+const CLUSTER_QUOTA_BURST: u32 = 20;
+const CLUSTER_GATEWAY_BURST: u32 = 5;
+/// ...with this many 1-entry unary requests in flight through each, enough
+/// for full calls (a replica's share is 50 calls/s of 20 entries)...
+const CLUSTER_IN_FLIGHT_PER_REPLICA: usize = 150;
+/// ...for a warm-up and then the measured window (the noisy phase, at
+/// least this)...
+const CLUSTER_WARMUP: Duration = Duration::from_secs(1);
+const CLUSTER_MIN_PHASE: Duration = Duration::from_secs(3);
+/// ...once per `cluster.lease_calls`: one round trip per call, and the
+/// default of 4 (what the lease saves in Redis round trips and CPU).
+const CLUSTER_LEASES: [u32; 2] = [1, 4];
+/// The replicas' counter of Redis round trips (every op and outcome).
+const REDIS_CALLS_METRIC: &str = "partner_events_cluster_redis_calls_total";
+
 /// `partner-events-gateway bench`: gateway vs direct SDK, loopback only.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -151,7 +183,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub stall_secs: Option<u64>,
     /// Only scenarios whose name contains this (`unary-20`, `stream-1 `,
-    /// `x1000`, `stall`, `noisy`); the half-load run follows `unary-20`.
+    /// `x1000`, `stall`, `noisy`, `cluster`); the half-load run follows
+    /// `unary-20`.
     #[arg(long)]
     pub only: Option<String>,
     /// The gateway executable to run as the child (`serve`); default this one.
@@ -317,7 +350,7 @@ impl Plan {
 /// A gateway child's config: listening on any free port, no reload, metrics
 /// off, the harness emulator as its upstream; `server`, `upstream` and
 /// `quotas` add lines to those sections, and `tenants` is the tenant
-/// directory.
+/// directory (and any section after it).
 fn child_toml(
     title: &str,
     endpoint_url: &str,
@@ -325,6 +358,19 @@ fn child_toml(
     upstream: &str,
     quotas: &str,
     tenants: &str,
+) -> String {
+    child_toml_with_metrics(title, endpoint_url, server, upstream, quotas, tenants, "")
+}
+
+/// [`child_toml`] with metrics served at `metrics_listen` (empty: off).
+fn child_toml_with_metrics(
+    title: &str,
+    endpoint_url: &str,
+    server: &str,
+    upstream: &str,
+    quotas: &str,
+    tenants: &str,
+    metrics_listen: &str,
 ) -> String {
     format!(
         r#"# partner-events-gateway bench: {title}
@@ -338,7 +384,7 @@ kind = "emulator"
 endpoint_url = "{endpoint_url}"
 {upstream}
 [metrics]
-listen = ""
+listen = "{metrics_listen}"
 
 [quotas]
 {quotas}
@@ -392,6 +438,33 @@ fn noisy_gateway_toml(endpoint_url: &str) -> String {
             .iter()
             .map(|(tenant, source)| tenant_toml(tenant, source, Some(1)))
             .collect::<String>(),
+    )
+}
+
+/// A replica's config in the cluster run: paced at the emulated quota with a
+/// small burst, sharing it through the Redis at `redis_url` under
+/// `key_prefix`, taking at most `lease_calls` call tokens per round trip;
+/// metrics at `metrics_listen` (for its Redis round trips).
+fn cluster_gateway_toml(
+    endpoint_url: &str,
+    redis_url: &str,
+    key_prefix: &str,
+    lease_calls: u32,
+    metrics_listen: &str,
+) -> String {
+    let tenants = tenant_toml(load::TENANT, load::SOURCE, None);
+    child_toml_with_metrics(
+        &format!("cluster replica, lease_calls = {lease_calls}"),
+        endpoint_url,
+        "",
+        "",
+        &format!(
+            "upstream_calls_per_second = {CLUSTER_QUOTA_CALLS_PER_SECOND}\nupstream_burst = {CLUSTER_GATEWAY_BURST}"
+        ),
+        &format!(
+            "{tenants}\n[cluster]\nurl = \"{redis_url}\"\nkey_prefix = \"{key_prefix}\"\nlease_calls = {lease_calls}\n"
+        ),
+        metrics_listen,
     )
 }
 
@@ -582,6 +655,11 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     } else {
         None
     };
+    let cluster = if plan.wants("cluster") {
+        Some(cluster(h).await?)
+    } else {
+        None
+    };
     let mut notes = notes(plan);
     notes.push(format!(
         "1-minute load average before the run {load_before:.2}, after {:.2} (the run's own load included): anything else running on this machine competes for the same cores.",
@@ -602,6 +680,7 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
         half_load: half_loads,
         stall,
         noisy,
+        cluster,
         targets: Vec::new(),
     };
     report.judge(plan.latency_ms);
@@ -643,6 +722,9 @@ fn notes(plan: &Plan) -> Vec<String> {
     if plan.wants("noisy") {
         notes.push(noisy_note(plan));
     }
+    if plan.wants("cluster") {
+        notes.push(cluster_note(plan));
+    }
     notes
 }
 
@@ -671,6 +753,24 @@ fn noisy_note(plan: &Plan) -> String {
         report::thousands(NOISY_QUOTA_CALLS_PER_SECOND),
         QUIET_EVERY.as_millis(),
     )
+}
+
+/// The note on how the cluster run is made and measured.
+fn cluster_note(plan: &Plan) -> String {
+    format!(
+        "Cluster: {CLUSTER_REPLICAS} gateway children, each paced at {} calls/s (burst {CLUSTER_GATEWAY_BURST}) and sharing that quota through one redis-server (loopback, no persistence, started for this run; `[cluster]` with one key_prefix per lease size), in front of the emulator enforcing {} calls/s (burst {CLUSTER_QUOTA_BURST}) for this run only. {CLUSTER_IN_FLIGHT_PER_REPLICA} 1-entry unary requests in flight through each replica (closed loop), {:.0} s warm-up then {:.0} s measured, once per lease_calls in {CLUSTER_LEASES:?}. Quota used: delivered entries/s / ({} x 20). Throttled: calls the emulator's quota refused / calls. CPU per call: the replicas' utime+stime together, and redis-server's, over the window / the emulator's calls. Redis round trips: the replicas' {REDIS_CALLS_METRIC} over the window.",
+        report::thousands(CLUSTER_QUOTA_CALLS_PER_SECOND),
+        report::thousands(CLUSTER_QUOTA_CALLS_PER_SECOND),
+        CLUSTER_WARMUP.as_secs_f64(),
+        cluster_phase(plan).as_secs_f64(),
+        report::thousands(CLUSTER_QUOTA_CALLS_PER_SECOND),
+    )
+}
+
+/// The cluster run's measured window: the noisy phase, at least
+/// [`CLUSTER_MIN_PHASE`].
+fn cluster_phase(plan: &Plan) -> Duration {
+    plan.noisy_phase.max(CLUSTER_MIN_PHASE)
 }
 
 async fn sdk_client(url: &str) -> aws_sdk_eventbridge::Client {
@@ -1155,6 +1255,144 @@ async fn noisy(h: &Harness) -> Result<Noisy, String> {
     })
 }
 
+/// Replicas sharing one quota through Redis, under the emulator's quota of
+/// [`CLUSTER_QUOTA_CALLS_PER_SECOND`] for this run only: once per lease
+/// size, against one Redis started here and killed at the end.
+async fn cluster(h: &Harness) -> Result<Cluster, String> {
+    let phase = cluster_phase(&h.plan);
+    eprintln!(
+        "cluster: {CLUSTER_REPLICAS} replicas, emulator quota {CLUSTER_QUOTA_CALLS_PER_SECOND} calls/s (burst {CLUSTER_QUOTA_BURST}), {CLUSTER_IN_FLIGHT_PER_REPLICA} 1-entry requests in flight per replica, {CLUSTER_WARMUP:?} warm-up then {phase:?}, lease_calls {CLUSTER_LEASES:?}"
+    );
+    let redis = tokio::task::spawn_blocking(RedisChild::start)
+        .await
+        .map_err(|e| format!("redis start task failed: {e}"))??;
+    h.emulator.set_faults(Vec::new());
+    h.emulator
+        .set_quota(CLUSTER_QUOTA_CALLS_PER_SECOND, CLUSTER_QUOTA_BURST)
+        .map_err(|e| format!("cannot set the emulator's quota: {e}"))?;
+    let _restore = QuotaRestore(&h.emulator);
+    let mut runs = Vec::new();
+    let mut gateway_config = String::new();
+    for lease_calls in CLUSTER_LEASES {
+        let (run, config) = cluster_run(h, &redis, lease_calls, phase).await?;
+        eprintln!(
+            "cluster: lease_calls {lease_calls}: {:.1}% of the quota, {:.2}% throttled, {} Redis round trips for {} calls",
+            run.quota_used * 100.0,
+            run.throttled_share * 100.0,
+            run.redis_round_trips,
+            run.calls
+        );
+        runs.push(run);
+        if gateway_config.is_empty() {
+            gateway_config = config;
+        }
+    }
+    drop(redis);
+    Ok(Cluster {
+        replicas: CLUSTER_REPLICAS,
+        quota_calls_per_second: CLUSTER_QUOTA_CALLS_PER_SECOND,
+        quota_burst: CLUSTER_QUOTA_BURST,
+        gateway_burst: CLUSTER_GATEWAY_BURST,
+        in_flight_per_replica: CLUSTER_IN_FLIGHT_PER_REPLICA,
+        warmup_secs: CLUSTER_WARMUP.as_secs_f64(),
+        runs,
+        gateway_config,
+    })
+}
+
+/// The replicas' CPU seconds together, their Redis round trips, and
+/// Redis's CPU seconds, now.
+async fn cluster_reading(
+    replicas: &[(GatewayChild, std::net::SocketAddr)],
+    redis: &RedisChild,
+) -> Result<(f64, f64, f64), String> {
+    let mut cpu = 0.0;
+    let mut trips = 0.0;
+    for (gateway, metrics) in replicas {
+        cpu += gateway.stats()?.cpu_secs;
+        trips += metrics_sum(*metrics, REDIS_CALLS_METRIC).await?;
+    }
+    Ok((cpu, trips, redis.stats()?.cpu_secs))
+}
+
+/// One lease size: fresh replicas (a key prefix of their own), the load
+/// spread over them, the window measured; gives the first replica's config.
+async fn cluster_run(
+    h: &Harness,
+    redis: &RedisChild,
+    lease_calls: u32,
+    phase: Duration,
+) -> Result<(ClusterRun, String), String> {
+    let prefix = format!("bench-{}-lease-{lease_calls}", std::process::id());
+    let mut replicas = Vec::new();
+    let mut first_config = String::new();
+    for _ in 0..CLUSTER_REPLICAS {
+        let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let config = cluster_gateway_toml(
+            &h.emulator.endpoint_url(),
+            &redis.url(),
+            &prefix,
+            lease_calls,
+            &metrics.to_string(),
+        );
+        replicas.push((start_gateway(h, &config).await?, metrics));
+        if first_config.is_empty() {
+            first_config = config;
+        }
+    }
+    let start = Instant::now();
+    let window = Window {
+        start: start + CLUSTER_WARMUP,
+        end: start + CLUSTER_WARMUP + phase,
+    };
+    let mut loads = Vec::new();
+    for (gateway, _) in &replicas {
+        let clients =
+            GatewayClients::connect(gateway.addr(), CLUSTER_IN_FLIGHT_PER_REPLICA).await?;
+        loads.push(tokio::spawn(load::gateway_unary(
+            clients,
+            1,
+            CLUSTER_IN_FLIGHT_PER_REPLICA,
+            window,
+        )));
+    }
+    tokio::time::sleep_until(window.start).await;
+    let (before, started) = (h.emulator.counts(), Instant::now());
+    let (cpu_before, trips_before, redis_before) = cluster_reading(&replicas, redis).await?;
+    tokio::time::sleep_until(window.end).await;
+    let after = h.emulator.counts();
+    let secs = started.elapsed().as_secs_f64();
+    let (cpu_after, trips_after, redis_after) = cluster_reading(&replicas, redis).await?;
+    let mut tally = Tally::default();
+    for load in loads {
+        tally.merge(join_load(load).await?);
+    }
+    drop(replicas);
+    let calls = after.calls.saturating_sub(before.calls);
+    let throttled = after.throttled.saturating_sub(before.throttled);
+    let delivered = after.delivered.saturating_sub(before.delivered);
+    Ok((
+        ClusterRun {
+            lease_calls,
+            secs,
+            calls,
+            throttled,
+            delivered,
+            quota_used: delivered as f64
+                / secs.max(1e-3)
+                / (CLUSTER_QUOTA_CALLS_PER_SECOND * MAX_ENTRIES_PER_CALL as f64),
+            throttled_share: throttled as f64 / calls.max(1) as f64,
+            gateway_cpu_secs: cpu_after - cpu_before,
+            redis_cpu_secs: redis_after - redis_before,
+            redis_round_trips: (trips_after - trips_before).max(0.0) as u64,
+            requests: tally.batches,
+            failed: tally.entries_failed + tally.errors,
+            first_failure: tally.first_failure,
+        },
+        first_config,
+    ))
+}
+
 /// 1,000 streams against a hung upstream, the gateway's RSS every 500 ms.
 async fn stall(h: &Harness) -> Result<Stall, String> {
     let secs = h.plan.stall;
@@ -1240,9 +1478,48 @@ mod tests {
             NOISY_GATEWAY_CALLS_PER_SECOND
         );
         assert_eq!(noisy.tenants.len(), 2);
-        for c in [&throughput, &stall, &noisy] {
+        let cluster = Config::from_toml(
+            &cluster_gateway_toml(
+                url,
+                "redis://127.0.0.1:6390",
+                "bench-x",
+                1,
+                "127.0.0.1:9464",
+            ),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            cluster.pipeline.upstream_calls_per_second,
+            CLUSTER_QUOTA_CALLS_PER_SECOND
+        );
+        assert_eq!(cluster.quotas.upstream_burst, CLUSTER_GATEWAY_BURST);
+        let shared = cluster.cluster.as_ref().expect("[cluster]");
+        assert_eq!(shared.url, "redis://127.0.0.1:6390");
+        assert_eq!(
+            (shared.key_prefix.as_str(), shared.lease_calls),
+            ("bench-x", 1)
+        );
+        assert_eq!(
+            cluster.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        for c in [&throughput, &stall, &noisy, &cluster] {
             assert_eq!(c.sdk.endpoint_url.as_deref(), Some(url));
         }
+    }
+
+    #[test]
+    fn only_cluster_runs_the_cluster_run_alone_for_at_least_3_s() {
+        let plan = Plan::new(args(false, Some("cluster"))).unwrap();
+        assert!(plan.wants("cluster") && !plan.wants("noisy") && !plan.wants("stall"));
+        assert!(plan.shapes().is_empty());
+        assert_eq!(cluster_phase(&plan), Duration::from_secs(5));
+        let quick = Plan::new(args(true, None)).unwrap();
+        assert_eq!(cluster_phase(&quick), CLUSTER_MIN_PHASE);
+        assert!(!Plan::new(args(false, Some("noisy")))
+            .unwrap()
+            .wants("cluster"));
     }
 
     fn args(quick: bool, only: Option<&str>) -> BenchArgs {

@@ -321,6 +321,113 @@ pub struct Stall {
     pub upstream_calls: u64,
 }
 
+/// The cluster run: gateway replicas sharing one emulated EventBridge
+/// quota through a Redis of the bench's own, once per `cluster.lease_calls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub replicas: usize,
+    /// The emulator's quota in this run: calls per second and burst; each
+    /// replica is told the same rate (`quotas.upstream_calls_per_second`).
+    pub quota_calls_per_second: f64,
+    pub quota_burst: u32,
+    pub gateway_burst: u32,
+    /// 1-entry unary requests kept in flight through each replica.
+    pub in_flight_per_replica: usize,
+    pub warmup_secs: f64,
+    pub runs: Vec<ClusterRun>,
+    /// One replica's config (the first run's first replica).
+    pub gateway_config: String,
+}
+
+/// One lease size's measured window.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterRun {
+    pub lease_calls: u32,
+    pub secs: f64,
+    /// The emulator's counts over the window: calls (throttled included),
+    /// calls refused by the quota, entries delivered.
+    pub calls: u64,
+    pub throttled: u64,
+    pub delivered: u64,
+    /// Entries delivered per second over what the quota carries
+    /// (`quota x 20` entries/s).
+    pub quota_used: f64,
+    /// `throttled / calls`.
+    pub throttled_share: f64,
+    /// CPU seconds over the window: the replicas' together, and Redis's.
+    pub gateway_cpu_secs: f64,
+    pub redis_cpu_secs: f64,
+    /// Redis round trips of all replicas over the window
+    /// (`partner_events_cluster_redis_calls_total`, every op and outcome).
+    pub redis_round_trips: u64,
+    /// Requests answered in the window, and failed ones (an entry's error
+    /// code or a status).
+    pub requests: u64,
+    pub failed: u64,
+    pub first_failure: Option<String>,
+}
+
+impl ClusterRun {
+    /// Microseconds of `cpu_secs` per upstream call.
+    fn us_per_call(&self, cpu_secs: f64) -> f64 {
+        cpu_secs * 1e6 / self.calls.max(1) as f64
+    }
+
+    fn round_trips_per_call(&self) -> f64 {
+        self.redis_round_trips as f64 / self.calls.max(1) as f64
+    }
+}
+
+impl Cluster {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "
+cluster: {} replicas sharing the emulator's quota {}/s (burst {}) through Redis, each paced at {}/s (burst {}); {} 1-entry unary requests in flight per replica, {:.1} s warm-up",
+            self.replicas,
+            thousands(self.quota_calls_per_second),
+            self.quota_burst,
+            thousands(self.quota_calls_per_second),
+            self.gateway_burst,
+            self.in_flight_per_replica,
+            self.warmup_secs
+        );
+        let _ = writeln!(
+            out,
+            "  {:>5} {:>6} {:>8} {:>10} {:>11} {:>12} {:>14} {:>12} {:>13} {:>7}",
+            "lease",
+            "secs",
+            "calls/s",
+            "quota used",
+            "throttled",
+            "redis trips",
+            "trips/call",
+            "gw cpu/call",
+            "redis cpu/call",
+            "failed"
+        );
+        for r in &self.runs {
+            let _ = writeln!(
+                out,
+                "  {:>5} {:>6.2} {:>8.1} {:>9.1}% {:>10.2}% {:>12} {:>14.2} {:>9.0} µs {:>10.1} µs {:>7}",
+                r.lease_calls,
+                r.secs,
+                r.calls as f64 / r.secs.max(1e-3),
+                r.quota_used * 100.0,
+                r.throttled_share * 100.0,
+                thousands(r.redis_round_trips as f64),
+                r.round_trips_per_call(),
+                r.us_per_call(r.gateway_cpu_secs),
+                r.us_per_call(r.redis_cpu_secs),
+                r.failed
+            );
+            if let Some(f) = &r.first_failure {
+                let _ = writeln!(out, "        first failure (lease {}): {f}", r.lease_calls);
+            }
+        }
+    }
+}
+
 /// The noisy-neighbour run: a tenant flooding one region under an emulated
 /// EventBridge quota, and a quiet tenant's latency alone and during the
 /// flood.
@@ -623,6 +730,8 @@ pub struct Report {
     pub stall: Option<Stall>,
     /// The noisy-neighbour run, under an emulated quota.
     pub noisy: Option<Noisy>,
+    /// Replicas sharing one quota through Redis, per lease size.
+    pub cluster: Option<Cluster>,
     pub targets: Vec<Target>,
 }
 
@@ -790,7 +899,7 @@ impl Report {
     /// The human-readable table.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        // With --only stall or noisy, there is no table.
+        // With --only stall, noisy or cluster, there is no table.
         if !self.measurements.is_empty() {
             let _ = writeln!(
                 out,
@@ -904,6 +1013,9 @@ impl Report {
         }
         if let Some(n) = &self.noisy {
             n.render(&mut out);
+        }
+        if let Some(c) = &self.cluster {
+            c.render(&mut out);
         }
         if !self.targets.is_empty() {
             let _ = writeln!(out, "\ntargets (reported, not asserted)");
@@ -1096,6 +1208,7 @@ mod tests {
             half_load: Vec::new(),
             stall: None,
             noisy: None,
+            cluster: None,
             targets: vec![],
         }
     }
@@ -1416,5 +1529,53 @@ mod tests {
             out.contains("[PASS] noisy neighbour: quota used >= 95%"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn the_cluster_run_prints_figures_per_call_for_each_lease() {
+        let run = |lease_calls, redis_round_trips| ClusterRun {
+            lease_calls,
+            secs: 5.0,
+            calls: 750,
+            throttled: 3,
+            delivered: 15_000,
+            quota_used: 1.0,
+            throttled_share: 0.004,
+            gateway_cpu_secs: 1.5,
+            redis_cpu_secs: 0.15,
+            redis_round_trips,
+            requests: 15_000,
+            failed: 0,
+            first_failure: None,
+        };
+        let mut r = report(Vec::new());
+        r.cluster = Some(Cluster {
+            replicas: 3,
+            quota_calls_per_second: 150.0,
+            quota_burst: 20,
+            gateway_burst: 5,
+            in_flight_per_replica: 150,
+            warmup_secs: 1.0,
+            runs: vec![run(1, 1500), run(4, 750)],
+            gateway_config: String::new(),
+        });
+        let out = r.render();
+        assert!(out.contains("cluster: 3 replicas"), "{out}");
+        // 750 calls in 5 s; 2 and 1 round trips per call; 2,000 and 200 µs
+        // of CPU per call.
+        for lease in ["1", "4"] {
+            let line = out
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(lease))
+                .unwrap_or_else(|| panic!("no row for lease {lease}: {out}"));
+            assert!(line.contains("150.0") && line.contains("100.0%"), "{line}");
+            assert!(
+                line.contains("2000 µs") && line.contains("200.0 µs"),
+                "{line}"
+            );
+        }
+        assert!(out.contains(" 2.00 ") && out.contains(" 1.00 "), "{out}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["cluster"]["runs"][1]["redis_round_trips"], 750);
     }
 }
