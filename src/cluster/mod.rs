@@ -236,7 +236,21 @@ async fn probe(cluster: std::sync::Weak<Cluster>) {
             tokio::pin!(woken);
             woken.as_mut().enable();
             if c.joined() {
-                let _ = tokio::time::timeout(Duration::from_secs(1), woken).await;
+                // An idle replica makes no calls that would notice Redis
+                // going: a PING every second does (and the health entry
+                // follows).
+                if tokio::time::timeout(Duration::from_secs(1), woken)
+                    .await
+                    .is_err()
+                    && c.joined()
+                {
+                    if let Err(e) = c
+                        .ping(c.settings.timeout.max(Duration::from_millis(200)))
+                        .await
+                    {
+                        c.fall_back(&format!("Redis did not answer a PING ({e})"));
+                    }
+                }
                 continue;
             }
         }
