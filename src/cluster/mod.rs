@@ -4,21 +4,15 @@
 
 mod settings;
 
-pub use settings::{redact, ClusterConfigError, ClusterSection, ClusterSettings};
+pub use settings::{ClusterConfigError, ClusterSection, ClusterSettings};
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::{Arc, Weak},
     time::Duration,
 };
 
 use redis::{aio::ConnectionManager, Script};
-use tokio::{
-    sync::{watch, Notify},
-    time::Instant,
-};
+use tokio::{sync::watch, time::Instant};
 
 use crate::metrics::Metrics;
 
@@ -48,11 +42,8 @@ pub struct Cluster {
     conn: ConnectionManager,
     script: Script,
     /// Sharing through Redis now; false: alone, at `fallback_share`.
-    joined: AtomicBool,
-    /// Wakes the prober when the replica falls back.
-    fell_back: Notify,
-    /// The same, for those who follow it (the health entry `cluster`).
-    state: watch::Sender<bool>,
+    /// Followed by the prober (a fallback wakes it) and the health entry.
+    joined: watch::Sender<bool>,
     metrics: Arc<Metrics>,
 }
 
@@ -77,24 +68,29 @@ impl Cluster {
             settings,
             conn,
             script: Script::new(include_str!("gcra.lua")),
-            joined: AtomicBool::new(false),
-            fell_back: Notify::new(),
-            state: watch::Sender::new(false),
+            joined: watch::Sender::new(false),
             metrics,
         });
-        tokio::spawn(probe(Arc::downgrade(&cluster)));
+        tokio::spawn(probe(Arc::downgrade(&cluster), cluster.subscribe()));
         Ok(cluster)
     }
 
     /// Follows the changes between sharing through Redis (true) and
     /// pacing alone (false); it starts alone until Redis first answers.
     pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.state.subscribe()
+        self.joined.subscribe()
     }
 
     /// Whether the replica shares through Redis now.
     pub fn joined(&self) -> bool {
-        self.joined.load(Ordering::Acquire)
+        *self.joined.borrow()
+    }
+
+    /// Sets whether the replica shares through Redis; true when that
+    /// changed it (only a change is told to those who follow it).
+    fn set_joined(&self, joined: bool) -> bool {
+        self.joined
+            .send_if_modified(|now| std::mem::replace(now, joined) != joined)
     }
 
     /// The fraction of the quotas a replica uses alone.
@@ -180,7 +176,7 @@ impl Cluster {
 
     /// Goes alone (once per outage: the first failure says why).
     fn fall_back(&self, why: &str) {
-        if self.joined.swap(false, Ordering::AcqRel) {
+        if self.set_joined(false) {
             tracing::warn!(
                 redis = %self.settings.url_for_logs,
                 share = self.settings.fallback_share,
@@ -188,20 +184,17 @@ impl Cluster {
             );
             self.metrics.cluster_joined.set(0);
             self.metrics.cluster_fallbacks.inc();
-            self.state.send_replace(false);
-            self.fell_back.notify_one();
         }
     }
 
     fn join(&self, first: bool) {
-        if !self.joined.swap(true, Ordering::AcqRel) {
+        if self.set_joined(true) {
             tracing::info!(
                 redis = %self.settings.url_for_logs,
                 "cluster: {} Redis; pacing and limits are shared",
                 if first { "joined through" } else { "rejoined through" }
             );
             self.metrics.cluster_joined.set(1);
-            self.state.send_replace(true);
         }
     }
 
@@ -223,27 +216,23 @@ impl Cluster {
 }
 
 /// Joins at start, then, each time the replica falls back, asks Redis
-/// every [`PROBE_EVERY`] until it answers; until the cluster is dropped.
-async fn probe(cluster: std::sync::Weak<Cluster>) {
+/// every [`PROBE_EVERY`] until it answers; while joined, PINGs it every
+/// second, since an idle replica makes no calls that would notice Redis
+/// going (and the health entry follows). Ends with the cluster.
+async fn probe(cluster: Weak<Cluster>, mut joined: watch::Receiver<bool>) {
     let mut first = true;
     let mut said = false;
     loop {
         let Some(c) = cluster.upgrade() else { return };
         if c.joined() {
-            // Woken by a fallback; the timeout lets a dropped cluster end
-            // this task.
-            let woken = c.fell_back.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            if c.joined() {
-                // An idle replica makes no calls that would notice Redis
-                // going: a PING every second does (and the health entry
-                // follows).
-                if tokio::time::timeout(Duration::from_secs(1), woken)
-                    .await
-                    .is_err()
-                    && c.joined()
-                {
+            drop(c);
+            // Woken by a change (a fallback), or by the cluster going.
+            if tokio::time::timeout(Duration::from_secs(1), joined.changed())
+                .await
+                .is_err()
+            {
+                let Some(c) = cluster.upgrade() else { return };
+                if c.joined() {
                     if let Err(e) = c
                         .ping(c.settings.timeout.max(Duration::from_millis(200)))
                         .await
@@ -251,8 +240,8 @@ async fn probe(cluster: std::sync::Weak<Cluster>) {
                         c.fall_back(&format!("Redis did not answer a PING ({e})"));
                     }
                 }
-                continue;
             }
+            continue;
         }
         let within = if first {
             c.settings.timeout.max(Duration::from_secs(1))

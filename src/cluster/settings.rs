@@ -155,7 +155,7 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// `url` without any password, for logs and errors.
-pub fn redact(url: &str) -> String {
+fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

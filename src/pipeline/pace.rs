@@ -216,8 +216,6 @@ pub(super) struct Cubic {
     /// The rate before the last decrease, and when it came.
     last_max: f64,
     last_throttle: Instant,
-    /// Seconds the curve takes to climb back to `last_max`.
-    window: f64,
     rate: f64,
     /// Calls sent, smoothed per half second.
     measured: f64,
@@ -242,7 +240,6 @@ impl Cubic {
             active: false,
             last_max: 0.0,
             last_throttle: now,
-            window: 0.0,
             rate: 0.0,
             measured: 0.0,
             counted: 0,
@@ -307,7 +304,6 @@ impl Cubic {
         };
         self.active = true;
         self.last_max = base;
-        self.window = ((1.0 - BETA) / SCALE).cbrt();
         self.last_throttle = now;
         self.rate = (base * BETA).max(MIN_RATE);
         true
@@ -319,7 +315,9 @@ impl Cubic {
         if !self.active {
             return false;
         }
-        let t = now.duration_since(self.last_throttle).as_secs_f64() - self.window;
+        // K, the seconds the curve takes to climb back to `last_max`.
+        let k = ((1.0 - BETA) / SCALE).cbrt();
+        let t = now.duration_since(self.last_throttle).as_secs_f64() - k;
         let rate = self.last_max * (1.0 + SCALE * t.powi(3));
         if rate >= ceiling {
             // Back at the configured pace: adaptation ends until the next
