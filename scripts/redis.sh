@@ -18,6 +18,9 @@ set -euo pipefail
 
 die() { echo "redis.sh: $*" >&2; exit 1; }
 
+# shellcheck source=scripts/lib/loopback-server.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/loopback-server.sh"
+
 usage() {
     echo "usage: $0 install | start DIR | stop DIR" >&2
     exit 2
@@ -55,79 +58,23 @@ ping() {
     ) 2>/dev/null
 }
 
-# A port on 127.0.0.1 that nothing listens on now. redis-server exits if it
-# is taken by the time it binds, and `start` tries another.
-free_port() {
-    local port
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null; then
-            echo "${port}"
-            return 0
-        fi
-    done
-    die "found no free port on 127.0.0.1"
+# Runs redis-server on 127.0.0.1:$1 in the foreground, with no RDB
+# snapshots and no AOF (the tests' pacing state is worth nothing after the
+# run); `--dir` keeps anything Redis might still write in DIR ($2).
+launch() {
+    exec redis-server --bind 127.0.0.1 --port "$1" --save "" --appendonly no \
+        --daemonize no --dir "$2"
 }
+
+# server_start's probe: URL ($1) unused, the port ($2) is PINGed.
+probe() { ping "$2"; }
 
 cmd_start() {
-    local dir="$1"
     command -v redis-server >/dev/null || die "redis-server is not on PATH; run: $0 install"
-    mkdir -p "${dir}"
-    dir="$(cd "${dir}" && pwd)"
-    if [[ -f "${dir}/redis.pid" ]] && kill -0 "$(cat "${dir}/redis.pid")" 2>/dev/null; then
-        die "a redis-server is already running for ${dir} (pid $(cat "${dir}/redis.pid"))"
-    fi
-    rm -f "${dir}/redis.url" "${dir}/redis.pid"
-
-    local timeout="${REDIS_START_TIMEOUT:-10}" port url pid deadline
-    for _ in 1 2 3; do
-        port="$(free_port)"
-        url="redis://127.0.0.1:${port}"
-        # No RDB snapshots, no AOF: the tests' pacing state is worth nothing
-        # after the run. `--dir` keeps anything Redis might still write in DIR.
-        # Output to the log and stdin from /dev/null: a caller capturing our
-        # output is not held open.
-        nohup redis-server --bind 127.0.0.1 --port "${port}" --save "" --appendonly no \
-            --daemonize no --dir "${dir}" >"${dir}/redis.log" 2>&1 </dev/null &
-        pid=$!
-        deadline=$((SECONDS + timeout))
-        while ((SECONDS < deadline)); do
-            if ! kill -0 "${pid}" 2>/dev/null; then
-                break # exited (port taken in the meantime?): retry with another port
-            fi
-            if ping "${port}"; then
-                echo "${pid}" >"${dir}/redis.pid"
-                echo "${url}" >"${dir}/redis.url"
-                echo "${url}"
-                return 0
-            fi
-            sleep 0.1
-        done
-        kill "${pid}" 2>/dev/null || true
-        wait "${pid}" 2>/dev/null || true
-        if ((SECONDS >= deadline)); then
-            break
-        fi
-    done
-    echo "redis.sh: redis-server did not come up; log follows:" >&2
-    cat "${dir}/redis.log" >&2 || true
-    exit 1
+    server_start redis "$1" "${REDIS_START_TIMEOUT:-10}" redis launch probe
 }
 
-cmd_stop() {
-    local dir="$1" pid
-    [[ -f "${dir}/redis.pid" ]] || return 0
-    pid="$(cat "${dir}/redis.pid")"
-    if kill -0 "${pid}" 2>/dev/null; then
-        kill "${pid}" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "${pid}" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "${pid}" 2>/dev/null || true
-    fi
-    rm -f "${dir}/redis.pid" "${dir}/redis.url"
-}
+cmd_stop() { server_stop redis "$1"; }
 
 case "${1:-}" in
     install) [[ $# -eq 1 ]] || usage; cmd_install ;;
