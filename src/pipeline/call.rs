@@ -143,6 +143,8 @@ impl Inner {
             entries.len(),
             started.elapsed(),
         );
+        let throttled_whole = matches!(&answer, Ok(Err(e))
+            if e.kind == CallFailureKind::Rejected && e.code == codes::THROTTLING);
         // What counts against the region: calls that failed whole for
         // reasons of EventBridge's (not a refusal of ours, such as access).
         // A call throttled whole is EventBridge answering "slower", not
@@ -150,22 +152,18 @@ impl Inner {
         let healthy = match &answer {
             Ok(Ok(_)) => true,
             Ok(Err(e)) => {
-                e.kind == CallFailureKind::Rejected
-                    && (!is_retryable_code(&e.code) || e.code == codes::THROTTLING)
+                throttled_whole
+                    || (e.kind == CallFailureKind::Rejected && !is_retryable_code(&e.code))
             }
             Err(_) => false,
         };
         // Adaptive pacing: a call throttled whole slows the region's pace,
-        // any other answer lets it climb back.
+        // an answered call lets it climb back.
         if let Some(pace) = &region.pace {
-            match &answer {
-                Ok(Err(e))
-                    if e.kind == CallFailureKind::Rejected && e.code == codes::THROTTLING =>
-                {
-                    pace.throttled(started);
-                }
-                Ok(Ok(_)) => pace.answered(),
-                Ok(Err(_)) | Err(_) => {}
+            if throttled_whole {
+                pace.throttled(started);
+            } else if matches!(answer, Ok(Ok(_))) {
+                pace.answered();
             }
         }
         if let Some(open) = region.breaker.record(healthy) {
