@@ -161,7 +161,6 @@ impl Drop for Replica {
 /// What every producer's answers added up to.
 #[derive(Default)]
 struct Tally {
-    sent: AtomicU64,
     ok: AtomicU64,
     failed: AtomicU64,
 }
@@ -192,7 +191,6 @@ fn produce(
                     req.set_timeout(Duration::from_secs(30));
                     match client.put_partner_events(req).await {
                         Ok(r) => {
-                            tally.sent.fetch_add(1, Ordering::Relaxed);
                             let r = r.into_inner();
                             assert_eq!(r.entries.len(), 1, "one result per entry");
                             if r.entries[0].event_id.is_empty() {
@@ -321,6 +319,22 @@ impl Window {
         self.throttled as f64 / (self.calls.max(1)) as f64
     }
 
+    /// Fails unless at most `throttled` of the calls were throttled and at
+    /// least `used` of the quota was delivered.
+    fn assert_within(&self, what: &str, throttled: f64, used: f64) {
+        assert!(
+            self.throttled_share() <= throttled,
+            "{what}: throttled {} of {} calls",
+            self.throttled,
+            self.calls
+        );
+        assert!(
+            self.used() >= used,
+            "{what}: used {:.1}% of the quota",
+            100.0 * self.used()
+        );
+    }
+
     fn print(&self, what: &str) {
         println!(
             "{what}: {:.1} s, {} calls ({:.1}/s), {} throttled ({:.2}%), {} entries delivered \
@@ -350,17 +364,7 @@ async fn three_replicas_share_one_quota_and_a_stopped_one_leaves_its_share() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let all = Window::measure(&cluster.emulator, 5.0).await;
     all.print("three replicas");
-    assert!(
-        all.throttled_share() <= 0.01,
-        "throttled {} of {} calls",
-        all.throttled,
-        all.calls
-    );
-    assert!(
-        all.used() >= 0.95,
-        "used {:.1}% of the quota",
-        100.0 * all.used()
-    );
+    all.assert_within("three replicas", 0.01, 0.95);
     for (i, n) in all.per_source.iter().enumerate() {
         let share = *n as f64 / all.delivered as f64;
         assert!(
@@ -376,17 +380,7 @@ async fn three_replicas_share_one_quota_and_a_stopped_one_leaves_its_share() {
     let two = Window::measure(&cluster.emulator, 3.0).await;
     two.print("two replicas, 2 s after the third died");
     assert_eq!(two.per_source[2], 0, "the dead replica sent nothing");
-    assert!(
-        two.used() >= 0.95,
-        "used {:.1}% of the quota",
-        100.0 * two.used()
-    );
-    assert!(
-        two.throttled_share() <= 0.01,
-        "throttled {} of {}",
-        two.throttled,
-        two.calls
-    );
+    two.assert_within("two replicas", 0.01, 0.95);
 
     // It comes back (same port: its producers reconnect) and gets its
     // share back.
@@ -400,17 +394,7 @@ async fn three_replicas_share_one_quota_and_a_stopped_one_leaves_its_share() {
         "the returned replica got {:.1}%",
         100.0 * share
     );
-    assert!(
-        back.used() >= 0.95,
-        "used {:.1}% of the quota",
-        100.0 * back.used()
-    );
-    assert!(
-        back.throttled_share() <= 0.01,
-        "throttled {} of {}",
-        back.throttled,
-        back.calls
-    );
+    back.assert_within("three replicas again", 0.01, 0.95);
 
     let (tallies, failures, _) = cluster.finish().await;
     let failed: u64 = tallies
@@ -493,17 +477,7 @@ async fn redis_stopping_loses_nothing_and_sharing_resumes_when_it_returns() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let shared = Window::measure(&cluster.emulator, 4.0).await;
     shared.print("shared again");
-    assert!(
-        shared.throttled_share() <= 0.01,
-        "throttled {} of {}",
-        shared.throttled,
-        shared.calls
-    );
-    assert!(
-        shared.used() >= 0.9,
-        "used {:.1}% of the quota",
-        100.0 * shared.used()
-    );
+    shared.assert_within("shared again", 0.01, 0.9);
     // One outage: one fallback, logged once (a loaded machine may add one
     // more around the rejoin, when an answer comes later than timeout_ms:
     // each is counted and logged once).
