@@ -7,13 +7,16 @@ use std::{env, fs, path::PathBuf};
 use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/partnerevents/v1/partner_events.proto";
+    let protos = [
+        "proto/partnerevents/v1/partner_events.proto",
+        "proto/partnerevents/v1/admin.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
 
     let fds = protox::Compiler::new(["proto"])?
         .include_imports(true)
         .include_source_info(true)
-        .open_file(proto)?
+        .open_files(protos)?
         .file_descriptor_set();
 
     let out = PathBuf::from(env::var("OUT_DIR")?);

@@ -49,6 +49,10 @@ pub struct AuthSection {
     /// write for every tenant), unless this says that anyone on the network
     /// may (a network that authenticates for it, such as a service mesh).
     pub allow_anyone_on_network: bool,
+    /// Identities (as in `callers`) that may use the operators' API: the
+    /// dead letters of the durable queue. Empty: nobody, with authorization
+    /// required.
+    pub operators: Vec<String>,
 }
 
 /// One bearer token: exactly one of `sha256`, `file`, `env`.
@@ -98,6 +102,8 @@ pub enum AuthError {
     BadToken,
     #[error("caller `{caller}` may not write for tenant `{tenant}`")]
     Denied { caller: String, tenant: String },
+    #[error("caller `{caller}` is not an operator (`[auth] operators`)")]
+    NotOperator { caller: String },
 }
 
 /// A tenant pattern: exact, or with `*` standing for any run of characters.
@@ -138,6 +144,7 @@ pub struct AuthPolicy {
     pub mode: AuthMode,
     tokens: Vec<(String, [u8; 32])>,
     callers: BTreeMap<String, CallerRule>,
+    operators: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -223,6 +230,7 @@ impl AuthPolicy {
             mode: section.mode,
             tokens,
             callers,
+            operators: section.operators.clone(),
         })
     }
 
@@ -280,6 +288,25 @@ impl AuthPolicy {
             Err(AuthError::Denied {
                 caller: caller.name().to_string(),
                 tenant: tenant.to_string(),
+            })
+        }
+    }
+
+    /// Whether `caller` may use the operators' API. With auth off, everyone may.
+    pub fn authorize_operator(&self, caller: Option<&Caller>) -> Result<(), AuthError> {
+        if self.mode == AuthMode::Off {
+            return Ok(());
+        }
+        let caller = caller.ok_or(AuthError::Unauthenticated)?;
+        if caller
+            .identities
+            .iter()
+            .any(|id| self.operators.contains(id))
+        {
+            Ok(())
+        } else {
+            Err(AuthError::NotOperator {
+                caller: caller.name().to_string(),
             })
         }
     }

@@ -17,7 +17,7 @@ use crate::connections::{
     ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 };
-use crate::domain::lifecycle::InactivePolicy;
+use crate::domain::{delivery::Delivery, lifecycle::InactivePolicy};
 use crate::domain::{
     limits::{
         DEFAULT_MAX_CALL_BYTES, DEFAULT_MAX_ENTRIES_PER_REQUEST, MAX_CALL_BYTES_CEILING,
@@ -26,6 +26,7 @@ use crate::domain::{
     source::{is_valid_region, is_valid_source_name},
     tenant::{SourceRef, Tenant, TenantDirectory, DEFAULT_TENANT_WEIGHT},
 };
+pub use crate::durable::{DurableSection, DurableSettings};
 use crate::emulator::{
     Quota as EmulatorQuota, QuotaError as EmulatorQuotaError, SeedSource,
     SourceState as EmulatorSourceState, DEFAULT_MAX_RECORDED_EVENTS, DEFAULT_QUOTA_BURST,
@@ -86,6 +87,15 @@ impl From<crate::cluster::ClusterConfigError> for ConfigError {
     }
 }
 
+impl From<crate::durable::DurableConfigError> for ConfigError {
+    fn from(e: crate::durable::DurableConfigError) -> Self {
+        Self::Invalid {
+            field: format!("durable.{}", e.field),
+            problem: e.problem,
+        }
+    }
+}
+
 impl From<AuthConfigError> for ConfigError {
     fn from(e: AuthConfigError) -> Self {
         Self::Invalid {
@@ -137,6 +147,7 @@ pub struct RawConfig {
     pub quotas: QuotasSection,
     pub sources: SourcesSection,
     pub cluster: Option<ClusterSection>,
+    pub durable: DurableSection,
     pub tenants: BTreeMap<String, TenantSection>,
 }
 
@@ -168,6 +179,7 @@ impl Default for RawConfig {
                 sources: pending_sources,
                 on_inactive: None,
                 weight: DEFAULT_TENANT_WEIGHT,
+                delivery: None,
             },
         );
         tenants.insert(
@@ -177,6 +189,7 @@ impl Default for RawConfig {
                 sources,
                 on_inactive: None,
                 weight: DEFAULT_TENANT_WEIGHT,
+                delivery: None,
             },
         );
         Self {
@@ -189,6 +202,7 @@ impl Default for RawConfig {
             quotas: QuotasSection::default(),
             sources: SourcesSection::default(),
             cluster: None,
+            durable: DurableSection::default(),
             tenants,
         }
     }
@@ -525,6 +539,10 @@ pub struct TenantSection {
     /// tenant of weight 1. Reloadable.
     #[serde(default = "default_tenant_weight")]
     pub weight: u32,
+    /// Overrides `durable.default_delivery` for this tenant's batches that
+    /// do not choose (`sync` or `durable`).
+    #[serde(default)]
+    pub delivery: Option<Delivery>,
 }
 
 fn default_tenant_weight() -> u32 {
@@ -574,6 +592,8 @@ pub struct Config {
     pub sources: SourcesSettings,
     /// The Redis the replicas share; None: one replica, in-process pacing.
     pub cluster: Option<ClusterSettings>,
+    /// The durable queue: always there (DURABLE batches need it).
+    pub durable: DurableSettings,
     pub shutdown_grace: Duration,
     pub max_entries_per_request: usize,
     pub max_message_bytes: usize,
@@ -811,6 +831,7 @@ impl RawConfig {
                 .as_ref()
                 .map(ClusterSection::settings)
                 .transpose()?,
+            durable: self.durable.settings()?,
             sources,
             shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
             max_entries_per_request: self.server.max_entries_per_request,
@@ -1020,6 +1041,7 @@ fn build_directory(raw: &BTreeMap<String, TenantSection>) -> Result<TenantDirect
         tenants.push(
             Tenant::new(id.clone(), t.default_source.clone(), sources)
                 .with_inactive_policy(t.on_inactive)
+                .with_delivery(t.delivery)
                 .with_weight(t.weight),
         );
     }

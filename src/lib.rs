@@ -47,6 +47,7 @@ pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod domain;
+pub mod durable;
 pub mod emulator;
 pub mod metrics;
 pub mod pipeline;

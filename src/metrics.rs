@@ -24,7 +24,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::domain::outcome::codes;
+use crate::domain::{delivery::codes as delivery_codes, outcome::codes};
+
+/// The `code` label of DURABLE entries acknowledged with a receipt (their
+/// outcome is counted by the durable metrics later).
+pub const QUEUED: &str = "queued";
 
 /// Labels of the gRPC server metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -93,6 +97,162 @@ pub struct RedisCallLabels {
     pub outcome: &'static str,
 }
 
+/// How a durable queue commit ended: `ok` or `error`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// Why DURABLE entries were refused: `full` or `unavailable`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// How a durable delivery round ended for an entry: `delivered`,
+/// `dead_lettered` or `retried`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+/// The durable queue's metrics.
+pub struct DurableMetrics {
+    pub commits: Family<ResultLabels, Counter>,
+    pub commit_seconds: Histogram,
+    pub commit_changes: Histogram,
+    pub enqueued: Counter,
+    pub refused: Family<ReasonLabels, Counter>,
+    pub queued_entries: Gauge,
+    pub queued_bytes: Gauge,
+    pub dead_letters: Gauge,
+    pub oldest_age_seconds: Gauge<f64, AtomicU64>,
+    pub delivery_lag_seconds: Histogram,
+    pub outcomes: Family<OutcomeLabels, Counter>,
+    pub replayed: Counter,
+    pub unreadable_records: Counter,
+    pub damaged_files: Counter,
+}
+
+impl DurableMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            commits: Family::default(),
+            commit_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            commit_changes: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            enqueued: Counter::default(),
+            refused: Family::default(),
+            queued_entries: Gauge::default(),
+            queued_bytes: Gauge::default(),
+            dead_letters: Gauge::default(),
+            oldest_age_seconds: Gauge::default(),
+            // From a second to a day.
+            delivery_lag_seconds: Histogram::new(exponential_buckets(0.001, 2.5, 20)),
+            outcomes: Family::default(),
+            replayed: Counter::default(),
+            unreadable_records: Counter::default(),
+            damaged_files: Counter::default(),
+        };
+        for result in ["ok", "error"] {
+            let _ = m.commits.get_or_create(&ResultLabels { result });
+        }
+        for reason in ["full", "unavailable"] {
+            let _ = m.refused.get_or_create(&ReasonLabels { reason });
+        }
+        for outcome in ["delivered", "dead_lettered", "retried"] {
+            let _ = m.outcomes.get_or_create(&OutcomeLabels { outcome });
+        }
+        let r = registry;
+        r.register(
+            "partner_events_durable_commits",
+            "Durable queue commits (each one fsync), by result",
+            m.commits.clone(),
+        );
+        r.register(
+            "partner_events_durable_commit_seconds",
+            "Time per durable queue commit, fsync included",
+            m.commit_seconds.clone(),
+        );
+        r.register(
+            "partner_events_durable_commit_changes",
+            "Changes (batches, outcomes) per durable queue commit",
+            m.commit_changes.clone(),
+        );
+        r.register(
+            "partner_events_durable_enqueued",
+            "DURABLE entries acknowledged (on disk)",
+            m.enqueued.clone(),
+        );
+        r.register(
+            "partner_events_durable_refused",
+            "DURABLE entries refused whole with their batch, by reason",
+            m.refused.clone(),
+        );
+        r.register(
+            "partner_events_durable_queue_entries",
+            "DURABLE entries queued, not yet delivered or dead-lettered",
+            m.queued_entries.clone(),
+        );
+        r.register(
+            "partner_events_durable_queue_bytes",
+            "Bytes of queued entries and dead letters, against durable.max_bytes",
+            m.queued_bytes.clone(),
+        );
+        r.register(
+            "partner_events_durable_dead_letters",
+            "Dead letters held",
+            m.dead_letters.clone(),
+        );
+        r.register(
+            "partner_events_durable_oldest_age_seconds",
+            "Age of the oldest queued entry (0 when none)",
+            m.oldest_age_seconds.clone(),
+        );
+        r.register(
+            "partner_events_durable_delivery_lag_seconds",
+            "From acknowledgement to delivery, per DURABLE entry",
+            m.delivery_lag_seconds.clone(),
+        );
+        r.register(
+            "partner_events_durable_outcomes",
+            "Ends of durable delivery rounds per entry, by outcome",
+            m.outcomes.clone(),
+        );
+        r.register(
+            "partner_events_durable_replayed",
+            "Dead letters put back in the queue",
+            m.replayed.clone(),
+        );
+        r.register(
+            "partner_events_durable_unreadable_records",
+            "Queue records that did not decode at start-up (kept aside, not delivered)",
+            m.unreadable_records.clone(),
+        );
+        r.register(
+            "partner_events_durable_damaged_files",
+            "Queue files that did not open at start-up (moved aside, salvaged)",
+            m.damaged_files.clone(),
+        );
+        m
+    }
+
+    /// Counts DURABLE entries refused for `reason`.
+    pub fn refused(&self, reason: &'static str, n: u64) {
+        self.refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(n);
+    }
+
+    /// Counts `n` entries' rounds ending with `outcome`.
+    pub fn outcome(&self, outcome: &'static str, n: u64) {
+        if n > 0 {
+            self.outcomes
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(n);
+        }
+    }
+}
+
 /// Client connections open now, by listener.
 pub const OPEN_CONNECTIONS: &str = "partner_events_open_connections";
 /// Connections refused at accept (`server.max_connections` reached); the
@@ -137,6 +297,7 @@ pub struct Metrics {
     pub cluster_fallbacks: Counter,
     pub cluster_redis_calls: Family<RedisCallLabels, Counter>,
     pub cluster_redis_seconds: Histogram,
+    pub durable: DurableMetrics,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -300,7 +461,9 @@ impl Metrics {
             cluster_redis_seconds.clone(),
         );
 
+        let durable = DurableMetrics::register(&mut registry);
         Self {
+            durable,
             registry,
             tenant_label,
             grpc_started,
@@ -429,6 +592,10 @@ pub fn code_label(code: &str) -> &'static str {
         "InternalException",
         "ValidationException",
         "OperationDisabledException",
+        QUEUED,
+        delivery_codes::QUEUE_FULL,
+        delivery_codes::QUEUE_UNAVAILABLE,
+        delivery_codes::MAX_DELIVERY_AGE_EXCEEDED,
     ];
     if code.is_empty() {
         return "ok";

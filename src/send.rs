@@ -242,6 +242,7 @@ pub async fn run(args: SendArgs, out: &mut (dyn Write + Send)) -> Result<Summary
                         tenant_id: tenant.clone(),
                         entries: std::mem::take(entries),
                         batch_id: format!("send-{sequence}"),
+                        delivery: 0,
                     };
                     sequence += 1;
                     req_tx.blocking_send(req).is_ok()

@@ -14,17 +14,23 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
-    api::service::{Core, CoreSettings, Gauges, PartnerEventsService},
+    api::{
+        admin::DeadLettersService,
+        service::{Core, CoreSettings, Gauges, PartnerEventsService},
+    },
     cluster::Cluster,
     config::EMULATOR_ACCOUNT,
     config::{AuthMode, Config, TlsSection, UpstreamKind},
     connections::{CallTrackingLayer, Incoming, ListenerKind},
+    durable::Durable,
     emulator::{
         Emulator, EmulatorConfig, EmulatorHandle, SeedSource, SourceState as EmulatorSourceState,
     },
     metrics::Metrics,
     pipeline::Pipeline,
-    proto::{self, partner_events_server::PartnerEventsServer},
+    proto::{
+        self, dead_letters_server::DeadLettersServer, partner_events_server::PartnerEventsServer,
+    },
     sources::{refresh_all, run_refresher},
     upstream::eventbridge::EventBridgeUpstream,
     upstream::SourceAdmin,
@@ -68,6 +74,8 @@ pub enum ServeError {
     },
     #[error("cluster: cannot use the Redis at {0}")]
     Cluster(String),
+    #[error("durable queue: {0}")]
+    Durable(#[from] crate::durable::StoreError),
     #[error("reflection set-up failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
@@ -86,6 +94,9 @@ pub struct RunningGateway {
     grace: Duration,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Stops durable delivery, once the rest has stopped (or drained).
+    durable_stop: watch::Sender<bool>,
+    durable_task: JoinHandle<()>,
 }
 
 impl RunningGateway {
@@ -120,11 +131,19 @@ impl RunningGateway {
         self.core.gauges()
     }
 
+    /// The durable queue.
+    pub fn durable(&self) -> Arc<Durable> {
+        self.core.durable.clone()
+    }
+
     /// Stops accepting calls, tells open streams to finish (they answer
     /// every batch already read, then end with UNAVAILABLE), waits for
-    /// in-flight calls up to the grace period, and stops the in-process
+    /// in-flight calls up to the grace period, goes on delivering the
+    /// durable queue for what is left of it (what is still queued then
+    /// stays on disk for the next start), and stops the in-process
     /// emulator. Returns whether everything finished within the grace period.
     pub async fn shutdown(mut self) -> bool {
+        let started = tokio::time::Instant::now();
         for name in ["", SERVICE_NAME] {
             self.health
                 .set_service_status(name, ServingStatus::NotServing)
@@ -153,6 +172,17 @@ impl RunningGateway {
                 false
             }
         };
+        let durable = self.core.durable.clone();
+        let left = self.grace.saturating_sub(started.elapsed());
+        let drained = durable.drain(left).await;
+        if !drained {
+            tracing::warn!(
+                queued = durable.queued(),
+                "shutting down with DURABLE entries still queued: they stay on disk and are delivered after the next start"
+            );
+        }
+        let _ = self.durable_stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.durable_task).await;
         for t in self.side_tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
         }
@@ -240,11 +270,13 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         config.pipeline.clone(),
         cluster.clone(),
     );
+    let durable = open_durable(&config, metrics.clone()).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let core = Arc::new(Core::new(
         config.tenants.clone(),
         config.auth.clone(),
         pipeline,
+        durable.clone(),
         metrics.clone(),
         CoreSettings {
             max_entries_per_request: config.max_entries_per_request,
@@ -256,8 +288,16 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
             quotas: config.quotas.clone(),
             check_source_state: config.sources.check_state,
             on_inactive: config.sources.on_inactive,
+            default_delivery: config.durable.default_delivery,
         },
         shutdown_rx.clone(),
+    ));
+    let (durable_stop, durable_stop_rx) = watch::channel(false);
+    let directory_core = core.clone();
+    let durable_task = tokio::spawn(durable.clone().deliver(
+        core.pipeline.clone(),
+        Arc::new(move || directory_core.tenants()),
+        durable_stop_rx,
     ));
     if config.sources.check_state {
         // Learn every source's state before serving, so the first calls are
@@ -471,7 +511,10 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(service);
+        .add_service(service)
+        .add_service(DeadLettersServer::new(DeadLettersService::new(
+            core.clone(),
+        )));
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stop_rx.await;
     }));
@@ -487,7 +530,48 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         grace: config.shutdown_grace,
         stop: Some(stop_tx),
         task,
+        durable_stop,
+        durable_task,
     })
+}
+
+/// Opens the durable queue (reading it back) and says at start where it is
+/// and what it holds, and what was done about a damaged file.
+async fn open_durable(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Durable>, ServeError> {
+    let settings = config.durable.clone();
+    let started = std::time::Instant::now();
+    let (durable, opened) = tokio::task::spawn_blocking(move || Durable::open(settings, metrics))
+        .await
+        .map_err(|_| crate::durable::StoreError::Closed)??;
+    let r = &opened.recovery;
+    if let Some(aside) = &r.damaged_file {
+        tracing::error!(
+            damaged = %aside.display(),
+            damage = r.damage.as_deref().unwrap_or(""),
+            salvaged = r.salvaged,
+            held = r.expected.map_or_else(|| "unknown".to_string(), |n| n.to_string()),
+            "the durable queue file did not open: it was moved aside, and what could be read of it was copied into a new one"
+        );
+    }
+    if r.repaired {
+        tracing::warn!("the durable queue file was not closed cleanly (or was damaged); redb repaired it to its last intact commit");
+    }
+    if opened.unreadable > 0 {
+        tracing::error!(
+            records = opened.unreadable,
+            "durable queue records that do not decode were kept aside (the `unreadable` table) and will not be delivered"
+        );
+    }
+    tracing::info!(
+        path = %opened.path.display(),
+        queued = opened.queued,
+        dead_letters = opened.dead,
+        file_bytes = opened.file_bytes,
+        open_ms = started.elapsed().as_millis() as u64,
+        default_delivery = ?config.durable.default_delivery,
+        "durable queue open"
+    );
+    Ok(durable)
 }
 
 /// Binds `addr`; returns the listener and the address it got (port 0 picks one).

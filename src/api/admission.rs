@@ -19,14 +19,14 @@ use tokio::{
 };
 use tonic::Request;
 
-use super::status::ApiError;
+use super::{batch::requested_delivery, status::ApiError};
 use crate::{
     auth::{certificate_identities, AuthError, AuthPolicy, Caller},
     cluster::{Cluster, Take},
     config::{AuthMode, QuotasSection},
-    domain::tenant::TenantDirectory,
+    domain::{delivery::Delivery, tenant::TenantDirectory},
     pipeline::Pipeline,
-    proto::PutPartnerEventsRequest,
+    proto::{DeliveryMode, PutPartnerEventsRequest},
     quota::KeyedLimiter,
     sync::lock,
 };
@@ -44,6 +44,9 @@ pub struct AdmissionSettings {
     /// so that a flooding tenant leaves room for the others.
     pub max_in_flight_per_tenant: usize,
     pub quotas: QuotasSection,
+    /// For the batches that do not choose: a DURABLE batch is taken while
+    /// EventBridge is down.
+    pub default_delivery: Delivery,
 }
 
 /// A batch that passed every request-level check: the rest of its way is
@@ -132,6 +135,16 @@ impl Admission {
         self.settings.max_in_flight - self.in_flight.available_permits()
     }
 
+    /// Whether `caller` may write for (and so see the deliveries of) `tenant`.
+    pub fn authorize(&self, caller: Option<&Caller>, tenant: &str) -> Result<(), AuthError> {
+        self.auth.load().authorize(caller, tenant)
+    }
+
+    /// Whether `caller` may use the operators' API.
+    pub fn authorize_operator(&self, caller: Option<&Caller>) -> Result<(), AuthError> {
+        self.auth.load().authorize_operator(caller)
+    }
+
     /// Identifies the caller of a request from its metadata and TLS peer.
     pub fn caller<T>(&self, request: &Request<T>) -> Result<Option<Caller>, ApiError> {
         let authorization = request
@@ -179,6 +192,15 @@ impl Admission {
                     "{} entries; at most {} are allowed per request",
                     req.entries.len(),
                     self.settings.max_entries_per_request
+                ),
+            ));
+        }
+        if DeliveryMode::try_from(req.delivery).is_err() {
+            violations.push((
+                "delivery".to_string(),
+                format!(
+                    "{} is not a DeliveryMode (0 UNSPECIFIED, 1 SYNC, 2 DURABLE)",
+                    req.delivery
                 ),
             ));
         }
@@ -285,8 +307,17 @@ impl Admission {
         deadline: Instant,
     ) -> Result<(AdmittedBatch, InFlight), ApiError> {
         let tenants = self.check(&request, caller).await?;
-        if let Some(retry_after) = all_regions_down(pipeline, &request, &tenants) {
-            return Err(ApiError::RegionUnavailable { retry_after });
+        let delivery = Delivery::settle(
+            requested_delivery(request.delivery),
+            tenants.get(&request.tenant_id).and_then(|t| t.delivery()),
+            self.settings.default_delivery,
+        );
+        // A DURABLE batch is what a caller sends precisely while
+        // EventBridge is down: it is queued.
+        if delivery == Delivery::Sync {
+            if let Some(retry_after) = all_regions_down(pipeline, &request, &tenants) {
+                return Err(ApiError::RegionUnavailable { retry_after });
+            }
         }
         let n = request.entries.len() as u32;
         // The tenant's share first: a tenant over it waits (or is refused)

@@ -11,6 +11,12 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use crate::{
+    domain::delivery::Delivery,
+    durable::{Durable, EnqueueError},
+    proto::DeliveryMode,
+};
+
 use super::{
     admission::AdmittedBatch,
     convert::{entry_from_proto, result_to_proto},
@@ -35,11 +41,15 @@ pub struct BatchSettings {
     /// Act on partner event source states (refuse or flag inactive ones).
     pub check_source_state: bool,
     pub on_inactive: InactivePolicy,
+    /// How batches that do not choose are answered (a tenant's own
+    /// `delivery` comes first).
+    pub default_delivery: Delivery,
 }
 
 /// Answers admitted batches; shared by all calls.
 pub struct BatchProcessor {
     pipeline: Pipeline,
+    durable: Arc<Durable>,
     metrics: Arc<Metrics>,
     source_states: Arc<SourceStates>,
     settings: BatchSettings,
@@ -48,12 +58,14 @@ pub struct BatchProcessor {
 impl BatchProcessor {
     pub fn new(
         pipeline: Pipeline,
+        durable: Arc<Durable>,
         metrics: Arc<Metrics>,
         source_states: Arc<SourceStates>,
         settings: BatchSettings,
     ) -> Self {
         Self {
             pipeline,
+            durable,
             metrics,
             source_states,
             settings,
@@ -61,8 +73,10 @@ impl BatchProcessor {
     }
 
     /// Processes one admitted batch: per-entry validation, then the
-    /// pipeline. Never fails as a whole: every entry gets a result.
-    pub async fn answer(&self, batch: AdmittedBatch) -> PutPartnerEventsResponse {
+    /// pipeline (SYNC) or the durable queue (DURABLE). Every entry gets a
+    /// result; only a DURABLE batch the queue cannot take fails as a whole
+    /// (nothing of it was queued).
+    pub async fn answer(&self, batch: AdmittedBatch) -> Result<PutPartnerEventsResponse, ApiError> {
         let AdmittedBatch {
             request: req,
             tenants,
@@ -73,8 +87,13 @@ impl BatchProcessor {
         let Some(tenant) = tenants.get(&req.tenant_id) else {
             // Admission found it in this same directory.
             let err = ApiError::UnknownTenant(req.tenant_id.clone());
-            return refused(req, sequence, &err);
+            return Ok(refused(req, sequence, &err));
         };
+        let delivery = Delivery::settle(
+            requested_delivery(req.delivery),
+            tenant.delivery(),
+            self.settings.default_delivery,
+        );
         let n = req.entries.len();
         let mut results: Vec<Option<EntryResult>> = vec![None; n];
         let mut prepared = Vec::with_capacity(n);
@@ -116,12 +135,39 @@ impl BatchProcessor {
             });
         }
         let refused = n - prepared.len();
+        let mut receipts: Vec<(u32, String)> = Vec::new();
         if !prepared.is_empty() {
-            for (index, r) in self.pipeline.send(tenant.share(), prepared, deadline).await {
-                results[index as usize] = Some(r);
+            match delivery {
+                Delivery::Sync => {
+                    for (index, r) in self.pipeline.send(tenant.share(), prepared, deadline).await {
+                        results[index as usize] = Some(r);
+                    }
+                }
+                Delivery::Durable => {
+                    let indices: Vec<u32> = prepared.iter().map(|p| p.index).collect();
+                    let queued = self
+                        .durable
+                        .enqueue(&req.tenant_id, &req.batch_id, prepared)
+                        .await
+                        .map_err(|e| match e {
+                            EnqueueError::Full {
+                                max_bytes,
+                                retry_after,
+                            } => ApiError::QueueFull {
+                                max_bytes,
+                                retry_after,
+                            },
+                            EnqueueError::Store(e) => ApiError::QueueUnavailable(e.to_string()),
+                        })?;
+                    for (index, receipt) in indices.into_iter().zip(queued) {
+                        // Answered below with the receipt instead.
+                        results[index as usize] = Some(EntryResult::refused("", ""));
+                        receipts.push((index, receipt.to_text()));
+                    }
+                }
             }
         }
-        let entries: Vec<PartnerEventResult> = results
+        let mut entries: Vec<PartnerEventResult> = results
             .into_iter()
             .enumerate()
             .map(|(i, r)| {
@@ -137,14 +183,23 @@ impl BatchProcessor {
                 result_to_proto(i as u32, r)
             })
             .collect();
-        // Counted per run of equal codes: one metric update per batch as a rule.
-        for run in entries.chunk_by(|a, b| a.error_code == b.error_code) {
-            self.metrics
-                .entries_with(&run[0].error_code, &req.tenant_id, run.len() as u64);
+        for (index, receipt) in receipts {
+            entries[index as usize].receipt_id = receipt;
         }
-        let mut entries = entries;
+        // Counted per run of equal codes: one metric update per batch as a rule.
+        fn label(r: &PartnerEventResult) -> &str {
+            if r.receipt_id.is_empty() {
+                r.error_code.as_str()
+            } else {
+                crate::metrics::QUEUED
+            }
+        }
+        for run in entries.chunk_by(|a, b| label(a) == label(b)) {
+            self.metrics
+                .entries_with(label(&run[0]), &req.tenant_id, run.len() as u64);
+        }
         for (i, warning) in warnings {
-            if !entries[i].event_id.is_empty() {
+            if !entries[i].event_id.is_empty() || !entries[i].receipt_id.is_empty() {
                 entries[i].warning = warning;
             }
         }
@@ -157,13 +212,31 @@ impl BatchProcessor {
         } else {
             tracing::debug!(tenant = %req.tenant_id, batch_id = %req.batch_id, sequence, entries = n, elapsed_ms, "batch answered");
         }
-        PutPartnerEventsResponse {
+        Ok(PutPartnerEventsResponse {
             batch_id: req.batch_id,
             sequence,
             failed_entry_count: failed as u32,
             entries,
             batch_error: None,
-        }
+            delivery: delivery_to_proto(delivery) as i32,
+        })
+    }
+}
+
+/// The request's choice; None for UNSPECIFIED (admission refuses values
+/// outside the enum).
+pub fn requested_delivery(value: i32) -> Option<Delivery> {
+    match DeliveryMode::try_from(value) {
+        Ok(DeliveryMode::Sync) => Some(Delivery::Sync),
+        Ok(DeliveryMode::Durable) => Some(Delivery::Durable),
+        _ => None,
+    }
+}
+
+fn delivery_to_proto(d: Delivery) -> DeliveryMode {
+    match d {
+        Delivery::Sync => DeliveryMode::Sync,
+        Delivery::Durable => DeliveryMode::Durable,
     }
 }
 
@@ -174,11 +247,20 @@ pub fn refused(
     sequence: u64,
     err: &ApiError,
 ) -> PutPartnerEventsResponse {
+    refused_batch(req.batch_id, sequence, req.entries.len(), err)
+}
+
+/// [`refused`], from the parts of the request it needs.
+pub fn refused_batch(
+    batch_id: String,
+    sequence: u64,
+    n: usize,
+    err: &ApiError,
+) -> PutPartnerEventsResponse {
     let (code, batch_code) = err.codes();
     let message = err.to_string();
-    let n = req.entries.len();
     PutPartnerEventsResponse {
-        batch_id: req.batch_id,
+        batch_id,
         sequence,
         failed_entry_count: n as u32,
         entries: (0..n)
@@ -188,5 +270,6 @@ pub fn refused(
             code: code as i32,
             message,
         }),
+        delivery: DeliveryMode::Unspecified as i32,
     }
 }

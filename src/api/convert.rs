@@ -118,6 +118,7 @@ pub fn result_to_proto(index: u32, r: EntryResult) -> PartnerEventResult {
             error_message: String::new(),
             attempts: r.attempts,
             warning: String::new(),
+            receipt_id: String::new(),
         },
         Outcome::Failed { code, message } => PartnerEventResult {
             index,
@@ -126,6 +127,7 @@ pub fn result_to_proto(index: u32, r: EntryResult) -> PartnerEventResult {
             error_message: message,
             attempts: r.attempts,
             warning: String::new(),
+            receipt_id: String::new(),
         },
     }
 }

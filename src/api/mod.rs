@@ -13,13 +13,17 @@
 //!   refused, and its one mapping to `tonic::Status`.
 //! - [`metrics_layer`]: the gRPC server metrics, as a tower layer around
 //!   every service the server hosts.
+//! - [`deliveries`]: `WatchDeliveries` and `GetDeliveries`, the outcomes of
+//!   DURABLE entries; [`admin`]: the `DeadLetters` operators' service.
 //! - [`convert`]: protobuf <-> domain types; [`deadline`]: the caller's
 //!   `grpc-timeout`.
 
+pub mod admin;
 pub mod admission;
 pub mod batch;
 pub mod convert;
 pub mod deadline;
+pub mod deliveries;
 pub mod metrics_layer;
 pub mod request_id;
 pub mod service;

@@ -25,6 +25,7 @@ use super::{
     admission::{Admission, AdmissionSettings},
     batch::{BatchProcessor, BatchSettings},
     deadline::budget,
+    deliveries::{run_watch, start_watch, WATCH_BUFFER},
     request_id::request_id,
     status::ApiError,
     stream::{run_stream, STREAM_RESPONSE_BUFFER},
@@ -33,13 +34,17 @@ use crate::{
     auth::{AuthPolicy, Caller},
     config::QuotasSection,
     domain::{
+        delivery::Delivery,
         lifecycle::{InactivePolicy, SourceStates},
         tenant::TenantDirectory,
     },
+    durable::Durable,
     metrics::Metrics,
     pipeline::Pipeline,
     proto::{
-        partner_events_server::PartnerEvents, PutPartnerEventsRequest, PutPartnerEventsResponse,
+        partner_events_server::PartnerEvents, DeliveryReport, GetDeliveriesRequest,
+        GetDeliveriesResponse, PutPartnerEventsRequest, PutPartnerEventsResponse,
+        WatchDeliveriesRequest,
     },
 };
 
@@ -57,6 +62,8 @@ pub struct CoreSettings {
     /// Act on partner event source states (refuse or flag inactive ones).
     pub check_source_state: bool,
     pub on_inactive: InactivePolicy,
+    /// For batches that do not choose and tenants that do not say.
+    pub default_delivery: Delivery,
 }
 
 /// What every request needs; shared by all calls.
@@ -64,6 +71,8 @@ pub struct Core {
     pub(super) admission: Admission,
     pub(super) batches: BatchProcessor,
     pub pipeline: Pipeline,
+    /// DURABLE batches go here; WatchDeliveries and GetDeliveries read it.
+    pub durable: Arc<Durable>,
     pub metrics: Arc<Metrics>,
     /// What the gateway knows of each partner event source's state.
     pub source_states: Arc<SourceStates>,
@@ -88,6 +97,7 @@ impl Core {
         tenants: TenantDirectory,
         auth: AuthPolicy,
         pipeline: Pipeline,
+        durable: Arc<Durable>,
         metrics: Arc<Metrics>,
         settings: CoreSettings,
         shutdown: watch::Receiver<bool>,
@@ -101,23 +111,27 @@ impl Core {
                 max_in_flight: settings.max_in_flight,
                 max_in_flight_per_tenant: settings.max_in_flight_per_tenant,
                 quotas: settings.quotas,
+                default_delivery: settings.default_delivery,
             },
             pipeline.cluster(),
         );
         let batches = BatchProcessor::new(
             pipeline.clone(),
+            durable.clone(),
             metrics.clone(),
             source_states.clone(),
             BatchSettings {
                 max_call_bytes: settings.max_call_bytes,
                 check_source_state: settings.check_source_state,
                 on_inactive: settings.on_inactive,
+                default_delivery: settings.default_delivery,
             },
         );
         Self {
             admission,
             batches,
             pipeline,
+            durable,
             metrics,
             source_states,
             default_deadline: settings.default_deadline,
@@ -158,7 +172,7 @@ impl Core {
             .admission
             .admit_call(&self.pipeline, req, caller, deadline)
             .await?;
-        Ok(self.batches.answer(batch).await)
+        self.batches.answer(batch).await
     }
 }
 
@@ -223,5 +237,30 @@ impl PartnerEvents for PartnerEventsService {
             run_stream(self.core.clone(), caller, request.into_inner(), tx).instrument(span),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type WatchDeliveriesStream = Pin<Box<dyn Stream<Item = Result<DeliveryReport, Status>> + Send>>;
+
+    async fn watch_deliveries(
+        &self,
+        request: Request<WatchDeliveriesRequest>,
+    ) -> Result<Response<Self::WatchDeliveriesStream>, Status> {
+        let caller = self.core.admission.caller(&request)?;
+        let req = request.into_inner();
+        let (after, tenants) = start_watch(&self.core, caller.as_ref(), &req)?;
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(run_watch(self.core.clone(), caller, after, tenants, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_deliveries(
+        &self,
+        request: Request<GetDeliveriesRequest>,
+    ) -> Result<Response<GetDeliveriesResponse>, Status> {
+        let caller = self.core.admission.caller(&request)?;
+        super::deliveries::get(self.core.clone(), caller, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
     }
 }

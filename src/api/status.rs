@@ -12,7 +12,10 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{auth::AuthError, domain::outcome::codes};
+use crate::{
+    auth::AuthError,
+    domain::{delivery::codes as delivery_codes, outcome::codes},
+};
 
 /// The delay a caller is told to wait after [`ApiError::Overloaded`]: the
 /// in-flight bound frees up as calls finish, which takes about a call's time.
@@ -57,6 +60,15 @@ pub enum ApiError {
     /// The gateway started shutting down before the call was admitted.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// DURABLE: the queue is at `durable.max_bytes`; nothing was queued.
+    #[error("the durable queue is full ({max_bytes} bytes on disk); nothing of this batch was queued: retry in {} ms, or send it SYNC", retry_after.as_millis())]
+    QueueFull {
+        max_bytes: u64,
+        retry_after: Duration,
+    },
+    /// DURABLE: the queue could not write the batch; nothing was queued.
+    #[error("the durable queue could not write this batch, nothing of it was queued: {0}")]
+    QueueUnavailable(String),
     /// How a stream ends when the gateway shuts down under it.
     #[error("the gateway is shutting down: every batch it read on this stream was answered; send the rest on a new stream")]
     StreamDrained,
@@ -83,6 +95,8 @@ impl ApiError {
                 (Code::ResourceExhausted, codes::RATE_LIMITED)
             }
             Self::ShuttingDown | Self::StreamDrained => (Code::Unavailable, codes::SHUTTING_DOWN),
+            Self::QueueFull { .. } => (Code::ResourceExhausted, delivery_codes::QUEUE_FULL),
+            Self::QueueUnavailable(_) => (Code::Unavailable, delivery_codes::QUEUE_UNAVAILABLE),
         }
     }
 
@@ -121,6 +135,18 @@ impl ApiError {
             Self::RegionUnavailable { retry_after } => {
                 Some(ErrorDetails::with_retry_info(Some(*retry_after)))
             }
+            Self::QueueFull {
+                max_bytes,
+                retry_after,
+            } => {
+                let mut details = ErrorDetails::with_retry_info(Some(*retry_after));
+                details.set_error_info(
+                    "DURABLE_QUEUE_FULL",
+                    "partnerevents.v1",
+                    [("max_bytes".to_string(), max_bytes.to_string())],
+                );
+                Some(details)
+            }
             Self::Overloaded { max_in_flight } => {
                 let mut details = ErrorDetails::with_retry_info(Some(OVERLOADED_RETRY_AFTER));
                 details.set_error_info(
@@ -149,6 +175,7 @@ impl ApiError {
             | Self::PermissionDenied(_)
             | Self::UnknownTenant(_)
             | Self::ShuttingDown
+            | Self::QueueUnavailable(_)
             | Self::StreamDrained => None,
         }
     }
@@ -160,7 +187,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Unauthenticated | AuthError::BadToken => Self::Unauthenticated(e),
-            AuthError::Denied { .. } => Self::PermissionDenied(e),
+            AuthError::Denied { .. } | AuthError::NotOperator { .. } => Self::PermissionDenied(e),
         }
     }
 }

@@ -16,7 +16,7 @@ use tonic::{Status, Streaming};
 
 use super::{
     admission::{AdmittedBatch, InFlight},
-    batch::refused,
+    batch::{refused, refused_batch},
     metrics_layer::STREAM_PARTNER_EVENTS,
     service::Core,
     status::ApiError,
@@ -168,7 +168,15 @@ pub async fn run_stream(
 /// permits are held until the answer is in the stream's buffer.
 async fn answer_batch(core: Arc<Core>, batch: AdmittedBatch, in_flight: InFlight, tx: Answers) {
     let _in_flight = in_flight;
-    let resp = core.batches.answer(batch).await;
+    let (batch_id, sequence, n) = (
+        batch.request.batch_id.clone(),
+        batch.sequence,
+        batch.request.entries.len(),
+    );
+    let resp = match core.batches.answer(batch).await {
+        Ok(resp) => resp,
+        Err(e) => refused_batch(batch_id, sequence, n, &e),
+    };
     send_answer(&core, &tx, resp).await;
 }
 

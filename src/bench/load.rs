@@ -160,6 +160,7 @@ pub fn grpc_batch_for(tenant: &str, entries: usize) -> PutPartnerEventsRequest {
         tenant_id: tenant.into(),
         entries: vec![entry; entries],
         batch_id: String::new(),
+        delivery: 0,
     }
 }
 

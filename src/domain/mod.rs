@@ -9,8 +9,10 @@
 //! - [`chunk`]: splitting entries into calls of at most 20 entries and the size limit.
 //! - [`lifecycle`]: partner event source states and the inactive-source policy.
 //! - [`outcome`]: per-entry results and the error codes callers see.
+//! - [`delivery`]: SYNC or DURABLE, and the durable queue's codes.
 
 pub mod chunk;
+pub mod delivery;
 pub mod entry;
 pub mod json_fast;
 pub mod lifecycle;

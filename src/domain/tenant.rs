@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, collections::HashMap, sync::Arc};
 
-use super::lifecycle::InactivePolicy;
+use super::{delivery::Delivery, lifecycle::InactivePolicy};
 
 /// One partner event source and its region. Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -70,6 +70,7 @@ pub struct Tenant {
     default_source: String,
     sources: BTreeMap<String, SourceRef>,
     on_inactive: Option<InactivePolicy>,
+    delivery: Option<Delivery>,
     share: TenantShare,
 }
 
@@ -83,6 +84,7 @@ impl Tenant {
             default_source,
             sources,
             on_inactive: None,
+            delivery: None,
         }
     }
 
@@ -105,6 +107,16 @@ impl Tenant {
 
     pub fn inactive_policy(&self) -> Option<InactivePolicy> {
         self.on_inactive
+    }
+
+    /// This tenant's own default delivery mode, overriding the global one.
+    pub fn with_delivery(mut self, delivery: Option<Delivery>) -> Self {
+        self.delivery = delivery;
+        self
+    }
+
+    pub fn delivery(&self) -> Option<Delivery> {
+        self.delivery
     }
     pub fn id(&self) -> &str {
         &self.id

@@ -49,13 +49,15 @@ pub struct TestGateway {
     pub gateway: RunningGateway,
     pub client: PartnerEventsClient<Channel>,
     pub channel: Channel,
+    /// The durable queue's directory, removed when the test ends.
+    pub state: Option<StateDir>,
 }
 
 impl TestGateway {
     /// Starts a gateway from TOML (the `[tenants]` above are appended when
     /// the text has none) on 127.0.0.1:0.
     pub async fn start(toml: &str) -> Self {
-        let (gateway, url) = Self::launch(toml).await;
+        let (gateway, url, state) = Self::launch(toml).await;
         let channel = Channel::from_shared(url)
             .unwrap()
             .connect()
@@ -65,22 +67,24 @@ impl TestGateway {
             client: PartnerEventsClient::new(channel.clone()),
             channel,
             gateway,
+            state,
         }
     }
 
     /// Like [`TestGateway::start`], for a gateway the test connects to
     /// itself (TLS): `client` and `channel` are lazy plaintext ones.
     pub async fn start_unconnected(toml: &str) -> Self {
-        let (gateway, url) = Self::launch(toml).await;
+        let (gateway, url, state) = Self::launch(toml).await;
         let channel = Channel::from_shared(url).unwrap().connect_lazy();
         Self {
             client: PartnerEventsClient::new(channel.clone()),
             channel,
             gateway,
+            state,
         }
     }
 
-    async fn launch(toml: &str) -> (RunningGateway, String) {
+    async fn launch(toml: &str) -> (RunningGateway, String, Option<StateDir>) {
         let text = if toml.contains("[tenants.") {
             toml.to_string()
         } else {
@@ -105,12 +109,17 @@ impl TestGateway {
         if !toml.contains("max_recorded_events") {
             config.emulator.max_recorded_events = RECORD_ALL;
         }
+        // Each gateway its own durable queue (one file may be open once).
+        let state = (!toml.contains("[durable]")).then(StateDir::new);
+        if let Some(state) = &state {
+            config.durable.dir = state.path.clone();
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway = server::start(config, listener)
             .await
             .expect("gateway starts");
         let url = format!("http://{}", gateway.local_addr());
-        (gateway, url)
+        (gateway, url, state)
     }
 
     /// A gateway whose upstream is an emulator of the test's own (the test
@@ -715,12 +724,49 @@ pub struct Spawned {
     lines: mpsc::UnboundedReceiver<String>,
     /// Every stderr line read so far.
     pub log: Vec<String>,
+    _state: Option<StateDir>,
+}
+
+/// A directory for a gateway's durable queue, removed on drop.
+pub struct StateDir {
+    pub path: std::path::PathBuf,
+}
+
+impl StateDir {
+    pub fn new() -> Self {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "peg-state-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path }
+    }
+}
+
+impl Default for StateDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 impl Spawned {
-    /// Starts `command` with stdout discarded and stderr read.
+    /// Starts `command` with stdout discarded and stderr read, and (unless
+    /// the test set `PEG_STATE_DIR`) a durable queue directory of its own.
     pub fn start(mut command: std::process::Command) -> Self {
         use std::io::BufRead;
+        let state = (!command.get_envs().any(|(k, _)| k == "PEG_STATE_DIR")).then(StateDir::new);
+        if let Some(state) = &state {
+            command.env("PEG_STATE_DIR", &state.path);
+        }
         let mut child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -740,6 +786,7 @@ impl Spawned {
             child: Some(child),
             lines,
             log: Vec::new(),
+            _state: state,
         }
     }
 

@@ -1,0 +1,967 @@
+//! The durable queue: DURABLE entries are acknowledged once they are on
+//! disk, then delivered in the background through the same [`Pipeline`]
+//! as SYNC batches (coalescing, fair share, pacing, breaker), resent with
+//! backoff for as long as `max_delivery_age` allows, and reported.
+//!
+//! An entry's way: [`Durable::enqueue`] (one commit with every batch that
+//! arrived meanwhile: [`writer`]) -> the receipt goes back to the caller ->
+//! [`Durable::deliver`] picks due entries, tenant by tenant, records that
+//! a round starts, and sends them through the pipeline -> each outcome is
+//! one commit: delivered (a report), given up (a report and a dead letter),
+//! or due again later (its progress).
+//!
+//! The guarantee: an acknowledged entry is on disk and is delivered at
+//! least once, or dead-lettered with its reason. An entry whose round was
+//! cut short (a crash, a send whose outcome is unknown) is sent again, and
+//! its report says `redelivered`. Order is not kept (EventBridge does not
+//! keep it either).
+//!
+//! # Layout
+//! - `settings`: `[durable]`.
+//! - `record`: the stored records and receipt ids.
+//! - `store`: the redb file, its tables, start-up recovery.
+//! - `writer`: the thread that commits, many changes at a time.
+
+mod record;
+mod settings;
+mod store;
+mod writer;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use tokio::{
+    sync::{watch, Notify},
+    time::Instant,
+};
+
+pub use self::{
+    record::{
+        now_ms, Receipt, StoredDead, StoredEntry, StoredReport, REPORT_DEAD, REPORT_DELIVERED,
+    },
+    settings::{DurableConfigError, DurableSection, DurableSettings, QUEUE_FILE},
+    store::{Recovery, StoreError},
+};
+use self::{
+    record::{Progress, Receipts},
+    store::{Change, Done, Finish, Store},
+    writer::Writer,
+};
+use crate::{
+    domain::{
+        delivery::codes as durable_codes,
+        entry::{entry_size, PreparedEntry},
+        outcome::{codes, is_retryable_code, EntryResult, Outcome},
+        tenant::{SourceRef, TenantDirectory, TenantShare},
+    },
+    metrics::Metrics,
+    pipeline::Pipeline,
+    sync::lock,
+};
+
+/// Bytes a queued entry takes beyond its encoded record: its key and its
+/// share of the tree's pages, roughly (the file's own figure is in
+/// docs/durable.md).
+const ENTRY_OVERHEAD_BYTES: u64 = 64;
+
+/// Entries picked from one tenant per pass of the delivery loop, so that
+/// tenants take turns.
+const PICK_PER_TENANT: usize = 200;
+
+/// Why a DURABLE batch was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("the durable queue is full ({max_bytes} bytes); nothing of the batch was queued")]
+    Full {
+        max_bytes: u64,
+        retry_after: Duration,
+    },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Where an entry stands now.
+pub enum Standing {
+    Queued {
+        entry: Box<StoredEntry>,
+        attempts: u32,
+        last_code: String,
+        last_message: String,
+        next_ms: u64,
+        in_flight: bool,
+        redelivered: bool,
+    },
+    Final(StoredReport),
+    NotFound,
+}
+
+/// What delivery knows of a queued entry (its body stays on disk).
+struct Pending {
+    tenant: Arc<str>,
+    bytes: u64,
+    accepted_ms: u64,
+    age_from_ms: u64,
+    progress: Progress,
+    in_flight: bool,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<Receipt, Pending>,
+    /// Per tenant, the entries not in flight, by when they are due.
+    ready: HashMap<Arc<str>, BTreeSet<(u64, Receipt)>>,
+    /// Per tenant, entries in flight.
+    delivering: HashMap<Arc<str>, usize>,
+    delivering_total: usize,
+    dead: u64,
+    /// Where the last pass stopped, so the next starts with another tenant.
+    turn: usize,
+}
+
+impl State {
+    fn make_ready(&mut self, receipt: Receipt, due_ms: u64) {
+        if let Some(p) = self.pending.get_mut(&receipt) {
+            if p.in_flight {
+                p.in_flight = false;
+                self.delivering_total -= 1;
+                if let Some(n) = self.delivering.get_mut(&p.tenant) {
+                    *n -= 1;
+                }
+            }
+            self.ready
+                .entry(p.tenant.clone())
+                .or_default()
+                .insert((due_ms, receipt));
+        }
+    }
+
+    fn remove(&mut self, receipt: Receipt) -> Option<Pending> {
+        let p = self.pending.remove(&receipt)?;
+        if p.in_flight {
+            self.delivering_total -= 1;
+            if let Some(n) = self.delivering.get_mut(&p.tenant) {
+                *n -= 1;
+            }
+        } else if let Some(set) = self.ready.get_mut(&p.tenant) {
+            set.retain(|(_, r)| *r != receipt);
+        }
+        Some(p)
+    }
+}
+
+/// The durable queue of one gateway.
+pub struct Durable {
+    settings: DurableSettings,
+    store: Arc<Store>,
+    writer: Writer,
+    receipts: Receipts,
+    state: Mutex<State>,
+    /// Told when entries become due now (new ones, replayed ones).
+    wake: Notify,
+    /// Bytes of queued entries and dead letters, against `max_bytes`.
+    bytes: AtomicU64,
+    reports: watch::Receiver<u64>,
+    metrics: Arc<Metrics>,
+    recovery: Recovery,
+}
+
+/// What the queue held at start-up.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub path: PathBuf,
+    /// The file's size on disk.
+    pub file_bytes: u64,
+    pub queued: u64,
+    pub dead: u64,
+    pub unreadable: u64,
+    pub recovery: Recovery,
+}
+
+impl Durable {
+    /// Opens the queue file (blocking: reads the whole file), recovering
+    /// from damage as [`Store::open`] says, and starts its writer.
+    pub fn open(
+        settings: DurableSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Arc<Durable>, Opened), StoreError> {
+        let (store, loaded, recovery) = Store::open(&settings.dir)?;
+        let store = Arc::new(store);
+        let (reports_tx, reports) = watch::channel(loaded.last_seq);
+        let writer = Writer::start(store.clone(), loaded.last_seq, reports_tx, metrics.clone());
+        let mut state = State {
+            dead: loaded.dead,
+            ..State::default()
+        };
+        let mut bytes = loaded.dead_bytes;
+        let mut tenants: HashMap<String, Arc<str>> = HashMap::new();
+        let queued = loaded.entries.len() as u64;
+        for e in loaded.entries {
+            let tenant = tenants
+                .entry(e.tenant.clone())
+                .or_insert_with(|| e.tenant.as_str().into())
+                .clone();
+            let mut progress = e.progress;
+            // A round that started and never ended: it may have reached
+            // EventBridge before the gateway stopped.
+            if progress.in_round {
+                progress.in_round = false;
+                progress.maybe_sent = true;
+            }
+            bytes += e.bytes + ENTRY_OVERHEAD_BYTES;
+            state
+                .ready
+                .entry(tenant.clone())
+                .or_default()
+                .insert((progress.next_ms, e.receipt));
+            state.pending.insert(
+                e.receipt,
+                Pending {
+                    tenant,
+                    bytes: e.bytes + ENTRY_OVERHEAD_BYTES,
+                    accepted_ms: e.accepted_ms,
+                    age_from_ms: e.age_from_ms,
+                    progress,
+                    in_flight: false,
+                },
+            );
+        }
+        let m = &metrics.durable;
+        m.unreadable_records.inc_by(loaded.unreadable);
+        if recovery.damaged_file.is_some() {
+            m.damaged_files.inc();
+        }
+        let opened = Opened {
+            path: store.path().to_path_buf(),
+            file_bytes: store.file_bytes(),
+            queued,
+            dead: loaded.dead,
+            unreadable: loaded.unreadable,
+            recovery: recovery.clone(),
+        };
+        let durable = Arc::new(Durable {
+            settings,
+            store,
+            writer,
+            receipts: Receipts::default(),
+            state: Mutex::new(state),
+            wake: Notify::new(),
+            bytes: AtomicU64::new(bytes),
+            reports,
+            metrics,
+            recovery,
+        });
+        durable.update_gauges();
+        Ok((durable, opened))
+    }
+
+    pub fn settings(&self) -> &DurableSettings {
+        &self.settings
+    }
+
+    /// What start-up did about a damaged file.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Queues `entries` of `tenant`'s batch in one commit (shared with
+    /// every batch that arrived meanwhile) and returns each one's receipt,
+    /// in order, once the commit is on disk. All or none.
+    pub async fn enqueue(
+        &self,
+        tenant: &str,
+        batch_id: &str,
+        entries: Vec<PreparedEntry>,
+    ) -> Result<Vec<Receipt>, EnqueueError> {
+        let now = now_ms();
+        let mut records = Vec::with_capacity(entries.len());
+        let mut sizes = Vec::with_capacity(entries.len());
+        for e in entries {
+            let record = StoredEntry {
+                tenant: tenant.to_string(),
+                batch_id: batch_id.to_string(),
+                index: e.index,
+                source: e.source.name().to_string(),
+                region: e.source.region().to_string(),
+                time: e.time,
+                detail_type: e.detail_type,
+                detail: e.detail,
+                resources: e.resources,
+                accepted_ms: now,
+                age_from_ms: now,
+            };
+            sizes.push(prost::Message::encoded_len(&record) as u64 + ENTRY_OVERHEAD_BYTES);
+            records.push((self.receipts.next(now), record));
+        }
+        let total: u64 = sizes.iter().sum();
+        self.reserve(total)?;
+        let receipts: Vec<Receipt> = records.iter().map(|(r, _)| *r).collect();
+        if let Err(e) = self.writer.commit(Change::Enqueue(records)).await {
+            self.bytes.fetch_sub(total, Ordering::Relaxed);
+            self.metrics
+                .durable
+                .refused("unavailable", receipts.len() as u64);
+            return Err(e.into());
+        }
+        {
+            let tenant: Arc<str> = tenant.into();
+            let mut state = lock(&self.state);
+            let ready = state.ready.entry(tenant.clone()).or_default();
+            for r in &receipts {
+                ready.insert((0, *r));
+            }
+            for (r, bytes) in receipts.iter().zip(sizes) {
+                state.pending.insert(
+                    *r,
+                    Pending {
+                        tenant: tenant.clone(),
+                        bytes,
+                        accepted_ms: now,
+                        age_from_ms: now,
+                        progress: Progress::default(),
+                        in_flight: false,
+                    },
+                );
+            }
+        }
+        self.metrics.durable.enqueued.inc_by(receipts.len() as u64);
+        self.update_gauges();
+        self.wake.notify_one();
+        Ok(receipts)
+    }
+
+    /// Takes `n` bytes of room under `max_bytes`, or says the queue is full.
+    fn reserve(&self, n: u64) -> Result<(), EnqueueError> {
+        let max = self.settings.max_bytes;
+        self.bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                (used + n <= max).then_some(used + n)
+            })
+            .map(|_| ())
+            .map_err(|_| {
+                self.metrics.durable.refused("full", 1);
+                EnqueueError::Full {
+                    max_bytes: max,
+                    // Room comes back as entries are delivered: a second is
+                    // a fair first guess at a paced queue's pace.
+                    retry_after: Duration::from_secs(1),
+                }
+            })
+    }
+
+    /// Where `receipt` stands.
+    pub fn standing(&self, receipt: Receipt) -> Result<Standing, StoreError> {
+        let pending = {
+            let state = lock(&self.state);
+            state
+                .pending
+                .get(&receipt)
+                .map(|p| (p.progress.clone(), p.in_flight))
+        };
+        if let Some((progress, in_flight)) = pending {
+            if let Some(entry) = self.store.entry(receipt)? {
+                return Ok(Standing::Queued {
+                    entry: Box::new(entry),
+                    attempts: progress.attempts,
+                    last_code: progress.last_code,
+                    last_message: progress.last_message,
+                    next_ms: progress.next_ms,
+                    in_flight,
+                    redelivered: progress.maybe_sent,
+                });
+            }
+        }
+        if let Some(dead) = self.store.dead_letter(receipt)? {
+            let entry = dead.entry.clone().unwrap_or_default();
+            return Ok(Standing::Final(StoredReport {
+                receipt: receipt.to_bytes(),
+                outcome: REPORT_DEAD,
+                tenant: entry.tenant,
+                batch_id: entry.batch_id,
+                index: entry.index,
+                event_id: String::new(),
+                error_code: dead.error_code,
+                error_message: dead.error_message,
+                attempts: dead.attempts,
+                accepted_ms: entry.accepted_ms,
+                completed_ms: dead.dead_ms,
+                redelivered: dead.redelivered,
+            }));
+        }
+        Ok(match self.store.report_of(receipt)? {
+            Some(r) => Standing::Final(r),
+            None => Standing::NotFound,
+        })
+    }
+
+    /// Reports committed after `after`, at most `limit`.
+    pub fn reports_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, StoredReport)>, StoreError> {
+        self.store.reports_after(after, limit)
+    }
+
+    /// The sequence of the last report committed, and its changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.reports.clone()
+    }
+
+    /// The id of the queue file: cursors carry it.
+    pub fn file_id(&self) -> u64 {
+        self.store.file_id()
+    }
+
+    /// Entries queued (not yet final) now.
+    pub fn queued(&self) -> usize {
+        lock(&self.state).pending.len()
+    }
+
+    /// Dead letters after `after` of `tenant` (all when empty), a page;
+    /// and how many match in all.
+    pub fn dead_letters(
+        &self,
+        tenant: &str,
+        after: Option<Receipt>,
+        limit: usize,
+    ) -> Result<(Vec<(Receipt, StoredDead)>, u64), StoreError> {
+        self.store.dead_letters(after, limit, |d| {
+            tenant.is_empty() || d.entry.as_ref().is_some_and(|e| e.tenant == tenant)
+        })
+    }
+
+    pub fn dead_letter(&self, receipt: Receipt) -> Result<Option<StoredDead>, StoreError> {
+        self.store.dead_letter(receipt)
+    }
+
+    /// Receipts of every dead letter that `keep` keeps.
+    pub fn select_dead(
+        &self,
+        keep: impl Fn(&StoredDead) -> bool,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        let (page, _) = self.store.dead_letters(None, usize::MAX, keep)?;
+        Ok(page.into_iter().map(|(r, _)| r).collect())
+    }
+
+    /// Puts dead letters back in the queue; returns how many, and the
+    /// receipts that were no dead letters.
+    pub async fn replay(&self, receipts: Vec<Receipt>) -> Result<(u64, Vec<Receipt>), StoreError> {
+        let Done::Replayed { entries, not_found } = self
+            .writer
+            .commit(Change::Replay {
+                receipts,
+                now_ms: now_ms(),
+            })
+            .await?
+        else {
+            return Err(StoreError::Closed);
+        };
+        let n = entries.len() as u64;
+        {
+            let mut state = lock(&self.state);
+            for (receipt, entry, progress) in entries {
+                let tenant: Arc<str> = entry.tenant.as_str().into();
+                let bytes = prost::Message::encoded_len(&entry) as u64 + ENTRY_OVERHEAD_BYTES;
+                state.dead = state.dead.saturating_sub(1);
+                state.pending.insert(
+                    receipt,
+                    Pending {
+                        tenant: tenant.clone(),
+                        bytes,
+                        accepted_ms: entry.accepted_ms,
+                        age_from_ms: entry.age_from_ms,
+                        progress,
+                        in_flight: false,
+                    },
+                );
+                state.ready.entry(tenant).or_default().insert((0, receipt));
+            }
+        }
+        self.metrics.durable.replayed.inc_by(n);
+        self.update_gauges();
+        self.wake.notify_one();
+        Ok((n, not_found))
+    }
+
+    /// Deletes dead letters; returns how many, and the receipts that were
+    /// no dead letters.
+    pub async fn purge(&self, receipts: Vec<Receipt>) -> Result<(u64, Vec<Receipt>), StoreError> {
+        let Done::Purged { freed, not_found } = self.writer.commit(Change::Purge(receipts)).await?
+        else {
+            return Err(StoreError::Closed);
+        };
+        let bytes: u64 = freed.iter().map(|(_, b)| b + ENTRY_OVERHEAD_BYTES).sum();
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(bytes))
+            });
+        {
+            let mut state = lock(&self.state);
+            state.dead = state.dead.saturating_sub(freed.len() as u64);
+        }
+        self.update_gauges();
+        Ok((freed.len() as u64, not_found))
+    }
+
+    /// Waits until nothing is queued or `within` passes; says which.
+    pub async fn drain(&self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        loop {
+            if self.queued() == 0 {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn update_gauges(&self) {
+        let m = &self.metrics.durable;
+        let (queued, dead, oldest) = {
+            let state = lock(&self.state);
+            let oldest = state.pending.values().map(|p| p.accepted_ms).min();
+            (state.pending.len(), state.dead, oldest)
+        };
+        m.queued_entries.set(queued as i64);
+        m.dead_letters.set(dead as i64);
+        m.queued_bytes
+            .set(self.bytes.load(Ordering::Relaxed) as i64);
+        let age = oldest.map_or(0.0, |o| now_ms().saturating_sub(o) as f64 / 1000.0);
+        m.oldest_age_seconds.set(age);
+    }
+
+    /// Delivers queued entries until `stop` turns true: picks due entries
+    /// tenant by tenant (each tenant at most its share of
+    /// `max_delivering_entries`), records the round's start, sends them
+    /// through `pipeline`, and commits each outcome. Also expires old
+    /// reports.
+    pub async fn deliver(
+        self: Arc<Self>,
+        pipeline: Pipeline,
+        directory: Arc<dyn Fn() -> Arc<TenantDirectory> + Send + Sync>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut expire_at = Instant::now();
+        let mut gauges_at = Instant::now();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= expire_at {
+                expire_at = now + Duration::from_secs(10);
+                self.expire_reports().await;
+            }
+            if now >= gauges_at {
+                gauges_at = now + Duration::from_secs(1);
+                self.update_gauges();
+            }
+            let (picked, next_due) = self.pick(now_ms());
+            if picked.is_empty() {
+                let wait = next_due
+                    .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
+                    .unwrap_or(Duration::from_secs(1))
+                    .clamp(Duration::from_millis(1), Duration::from_secs(1));
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            let dir = directory();
+            for (tenant, receipts) in picked {
+                let share = dir
+                    .get(&tenant)
+                    .map(|t| t.share().clone())
+                    .unwrap_or_else(|| TenantShare::new(&tenant, 1));
+                tokio::spawn(self.clone().round(pipeline.clone(), share, receipts));
+            }
+        }
+    }
+
+    /// Due entries to send now, grouped by tenant, marked in flight; and
+    /// when the next not-yet-due one is due.
+    fn pick(&self, now: u64) -> (Vec<(Arc<str>, Vec<Receipt>)>, Option<u64>) {
+        let max = self.settings.max_delivering_entries;
+        let mut state = lock(&self.state);
+        let mut tenants: Vec<Arc<str>> = state
+            .ready
+            .iter()
+            .filter(|(_, set)| !set.is_empty())
+            .map(|(t, _)| t.clone())
+            .collect();
+        if tenants.is_empty() {
+            return (Vec::new(), None);
+        }
+        tenants.sort();
+        let start = state.turn % tenants.len();
+        tenants.rotate_left(start);
+        state.turn = state.turn.wrapping_add(1);
+        // Each tenant with entries waiting may hold its share of the room.
+        let active = tenants
+            .len()
+            .max(state.delivering.values().filter(|n| **n > 0).count());
+        let share = (max / active).max(1);
+        let mut picked = Vec::new();
+        let mut next_due: Option<u64> = None;
+        for tenant in tenants {
+            let room_total = max.saturating_sub(state.delivering_total);
+            let holding = state.delivering.get(&tenant).copied().unwrap_or(0);
+            let room = room_total
+                .min(share.saturating_sub(holding))
+                .min(PICK_PER_TENANT);
+            let Some(set) = state.ready.get_mut(&tenant) else {
+                continue;
+            };
+            let mut mine = Vec::new();
+            while mine.len() < room {
+                let Some(&(due, receipt)) = set.first() else {
+                    break;
+                };
+                if due > now {
+                    next_due = Some(next_due.map_or(due, |n| n.min(due)));
+                    break;
+                }
+                set.pop_first();
+                mine.push(receipt);
+            }
+            if let Some(&(due, _)) = set.first() {
+                next_due = Some(next_due.map_or(due, |n| n.min(due)));
+            }
+            if mine.is_empty() {
+                continue;
+            }
+            for r in &mine {
+                if let Some(p) = state.pending.get_mut(r) {
+                    p.in_flight = true;
+                }
+            }
+            *state.delivering.entry(tenant.clone()).or_default() += mine.len();
+            state.delivering_total += mine.len();
+            picked.push((tenant, mine));
+        }
+        (picked, next_due)
+    }
+
+    /// One round for one tenant's entries: the start on disk, the send,
+    /// each outcome committed.
+    async fn round(
+        self: Arc<Self>,
+        pipeline: Pipeline,
+        share: TenantShare,
+        receipts: Vec<Receipt>,
+    ) {
+        let starts: Vec<(Receipt, Progress)> = {
+            let state = lock(&self.state);
+            receipts
+                .iter()
+                .filter_map(|r| state.pending.get(r).map(|p| (*r, p.progress.clone())))
+                .map(|(r, mut p)| {
+                    p.in_round = true;
+                    (r, p)
+                })
+                .collect()
+        };
+        if let Err(e) = self.writer.commit(Change::Progress(starts)).await {
+            tracing::warn!(error = %e, entries = receipts.len(), "could not record a delivery round's start; trying again in a second");
+            self.requeue(&receipts, now_ms() + 1_000);
+            return;
+        }
+        let store = self.store.clone();
+        let wanted = receipts.clone();
+        let read = tokio::task::spawn_blocking(move || store.entries(&wanted)).await;
+        let entries = match read {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not read queued entries; trying again in a second");
+                self.requeue(&receipts, now_ms() + 1_000);
+                return;
+            }
+            Err(_) => {
+                self.requeue(&receipts, now_ms() + 1_000);
+                return;
+            }
+        };
+        if entries.len() < receipts.len() {
+            // Finished or purged meanwhile: nothing to send for those.
+            let found: std::collections::HashSet<Receipt> =
+                entries.iter().map(|(r, _)| *r).collect();
+            let mut state = lock(&self.state);
+            for r in receipts.iter().filter(|r| !found.contains(r)) {
+                state.remove(*r);
+            }
+        }
+        let mut order = Vec::with_capacity(entries.len());
+        let mut prepared = Vec::with_capacity(entries.len());
+        for (i, (receipt, e)) in entries.into_iter().enumerate() {
+            let source = SourceRef::new(&e.source, &e.region);
+            let size = entry_size(e.time, &e.source, &e.detail_type, &e.detail, &e.resources);
+            prepared.push(PreparedEntry {
+                index: i as u32,
+                source,
+                time: e.time,
+                detail_type: e.detail_type,
+                detail: e.detail,
+                resources: e.resources,
+                size,
+            });
+            order.push((receipt, e.tenant, e.batch_id, e.index, e.accepted_ms));
+        }
+        if prepared.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + self.settings.attempt_timeout;
+        let results = pipeline.send(&share, prepared, deadline).await;
+        let mut by_index: Vec<Option<EntryResult>> = vec![None; order.len()];
+        for (i, r) in results {
+            if let Some(slot) = by_index.get_mut(i as usize) {
+                *slot = Some(r);
+            }
+        }
+        self.settle(order, by_index).await;
+    }
+
+    /// Commits each entry's outcome after a round.
+    async fn settle(
+        &self,
+        order: Vec<(Receipt, String, String, u32, u64)>,
+        results: Vec<Option<EntryResult>>,
+    ) {
+        let now = now_ms();
+        let max_age = self.settings.max_delivery_age.as_millis() as u64;
+        let mut finishes = Vec::new();
+        let mut retries = Vec::new();
+        let mut lags = Vec::new();
+        {
+            let state = lock(&self.state);
+            for ((receipt, tenant, batch_id, index, accepted_ms), result) in
+                order.into_iter().zip(results)
+            {
+                let Some(p) = state.pending.get(&receipt) else {
+                    continue;
+                };
+                let result = result.unwrap_or_else(|| {
+                    EntryResult::refused(codes::OUTCOME_UNKNOWN, "the round ended without a result")
+                });
+                let attempts = p.progress.attempts + result.attempts;
+                let report =
+                    |outcome, event_id: String, code: String, message: String, redelivered| {
+                        StoredReport {
+                            receipt: receipt.to_bytes(),
+                            outcome,
+                            tenant: tenant.clone(),
+                            batch_id: batch_id.clone(),
+                            index,
+                            event_id,
+                            error_code: code,
+                            error_message: message,
+                            attempts,
+                            accepted_ms,
+                            completed_ms: now,
+                            redelivered,
+                        }
+                    };
+                match result.outcome {
+                    Outcome::Accepted { event_id } => {
+                        lags.push(now.saturating_sub(accepted_ms));
+                        finishes.push(Finish {
+                            receipt,
+                            report: report(
+                                REPORT_DELIVERED,
+                                event_id,
+                                String::new(),
+                                String::new(),
+                                p.progress.maybe_sent,
+                            ),
+                            dead: None,
+                        });
+                    }
+                    Outcome::Failed { code, message } => {
+                        let maybe_sent = p.progress.maybe_sent || code == codes::OUTCOME_UNKNOWN;
+                        let retryable = is_retryable_code(&code)
+                            || matches!(
+                                code.as_str(),
+                                codes::OUTCOME_UNKNOWN
+                                    | codes::DEADLINE_EXCEEDED
+                                    | codes::SHUTTING_DOWN
+                                    | codes::REGION_UNAVAILABLE
+                            );
+                        let expired = now >= p.age_from_ms.saturating_add(max_age);
+                        if retryable && !expired {
+                            let rounds = p.progress.rounds + 1;
+                            let next_ms = now + self.backoff(rounds).as_millis() as u64;
+                            retries.push((
+                                receipt,
+                                Progress {
+                                    attempts,
+                                    maybe_sent,
+                                    in_round: false,
+                                    last_code: code,
+                                    last_message: message,
+                                    next_ms,
+                                    rounds,
+                                },
+                            ));
+                            continue;
+                        }
+                        let (code, message) = if retryable {
+                            (
+                                durable_codes::MAX_DELIVERY_AGE_EXCEEDED.to_string(),
+                                format!(
+                                    "still failing after durable.max_delivery_age_ms ({} s); the last failure: {code}: {message}",
+                                    max_age / 1000
+                                ),
+                            )
+                        } else {
+                            (code, message)
+                        };
+                        let entry_dead = StoredDead {
+                            entry: None,
+                            error_code: code.clone(),
+                            error_message: message.clone(),
+                            attempts,
+                            dead_ms: now,
+                            redelivered: maybe_sent,
+                        };
+                        finishes.push(Finish {
+                            receipt,
+                            report: report(REPORT_DEAD, String::new(), code, message, maybe_sent),
+                            dead: Some(entry_dead),
+                        });
+                    }
+                }
+            }
+        }
+        // The dead letters carry their entries: read them before the
+        // queue's copy goes in the same commit as the dead letter.
+        if finishes.iter().any(|f| f.dead.is_some()) {
+            let dead: Vec<Receipt> = finishes
+                .iter()
+                .filter(|f| f.dead.is_some())
+                .map(|f| f.receipt)
+                .collect();
+            if let Ok(entries) = self.store.entries(&dead) {
+                let by: HashMap<Receipt, StoredEntry> = entries.into_iter().collect();
+                for f in &mut finishes {
+                    if let Some(d) = &mut f.dead {
+                        d.entry = by.get(&f.receipt).cloned();
+                    }
+                }
+            }
+        }
+        let finished: Vec<(Receipt, bool)> = finishes
+            .iter()
+            .map(|f| (f.receipt, f.dead.is_some()))
+            .collect();
+        let finish = async {
+            if finishes.is_empty() {
+                return Ok(Done::Nothing);
+            }
+            self.commit_until_done(Change::Finish(finishes)).await
+        };
+        let retry = async {
+            if retries.is_empty() {
+                return Ok(Done::Nothing);
+            }
+            self.writer.commit(Change::Progress(retries.clone())).await
+        };
+        let (committed, retried) = tokio::join!(finish, retry);
+        if let Err(e) = &retried {
+            tracing::warn!(error = %e, "could not record delivery progress; the entries are resent as due");
+        }
+        let m = &self.metrics.durable;
+        let (mut delivered, mut dead) = (0, 0);
+        {
+            let mut state = lock(&self.state);
+            if committed.is_ok() {
+                for (receipt, is_dead) in &finished {
+                    let Some(p) = state.remove(*receipt) else {
+                        continue;
+                    };
+                    if *is_dead {
+                        // The dead letter keeps the entry's bytes on disk.
+                        state.dead += 1;
+                        dead += 1;
+                    } else {
+                        self.bytes.fetch_sub(p.bytes, Ordering::Relaxed);
+                        delivered += 1;
+                    }
+                }
+            }
+            for (receipt, progress) in &retries {
+                let due = progress.next_ms;
+                if let Some(p) = state.pending.get_mut(receipt) {
+                    p.progress = progress.clone();
+                }
+                state.make_ready(*receipt, due);
+            }
+        }
+        for lag in &lags {
+            m.delivery_lag_seconds.observe(*lag as f64 / 1000.0);
+        }
+        m.outcome("delivered", delivered);
+        m.outcome("dead_lettered", dead);
+        m.outcome("retried", retries.len() as u64);
+        self.update_gauges();
+    }
+
+    /// The wait before round `rounds + 1`: doubling, capped, jittered
+    /// between half and all of it.
+    fn backoff(&self, rounds: u32) -> Duration {
+        let base = self.settings.retry_base.as_millis() as u64;
+        let max = self.settings.retry_max.as_millis() as u64;
+        let full = base
+            .saturating_mul(1u64 << rounds.saturating_sub(1).min(20))
+            .min(max);
+        Duration::from_millis(full / 2 + fastrand::u64(0..=full / 2))
+    }
+
+    fn requeue(&self, receipts: &[Receipt], due_ms: u64) {
+        let mut state = lock(&self.state);
+        for r in receipts {
+            state.make_ready(*r, due_ms);
+        }
+    }
+
+    /// Commits a change that must not be lost (final outcomes: the entry
+    /// reached EventBridge, and sending it again would duplicate it),
+    /// trying again each second while the store refuses.
+    async fn commit_until_done(&self, change: Change) -> Result<Done, StoreError> {
+        loop {
+            match self.writer.commit(change.clone()).await {
+                Ok(done) => return Ok(done),
+                Err(StoreError::Closed) => return Err(StoreError::Closed),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not record final delivery outcomes; trying again in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn expire_reports(&self) {
+        let before = now_ms().saturating_sub(self.settings.report_retention.as_millis() as u64);
+        match self
+            .writer
+            .commit(Change::Expire { before_ms: before })
+            .await
+        {
+            Ok(Done::Expired(n)) if n > 0 => {
+                tracing::debug!(reports = n, "delivery reports past their retention deleted");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not expire old delivery reports"),
+        }
+    }
+}
