@@ -382,8 +382,27 @@ mod tests {
             }],
             callers,
             allow_anyone_on_network: false,
+            operators: vec!["ops".into()],
         })
         .unwrap()
+    }
+
+    #[test]
+    fn only_operators_may_use_the_operators_api() {
+        let p = policy();
+        let ops = Caller {
+            identities: vec!["ops".into()],
+        };
+        let other = Caller {
+            identities: vec!["billing".into()],
+        };
+        assert!(p.authorize_operator(Some(&ops)).is_ok());
+        assert!(matches!(
+            p.authorize_operator(Some(&other)),
+            Err(AuthError::NotOperator { .. })
+        ));
+        assert_eq!(p.authorize_operator(None), Err(AuthError::Unauthenticated));
+        assert!(AuthPolicy::default().authorize_operator(None).is_ok());
     }
 
     #[test]

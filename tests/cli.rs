@@ -86,6 +86,7 @@ async fn serve_with_no_config_accepts_demo_events_and_exits_0_on_sigterm() {
                 )),
                 ..Default::default()
             }],
+            delivery: 0,
         })
         .await
         .unwrap()

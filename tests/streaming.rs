@@ -23,6 +23,7 @@ fn batch(tenant: &str, id: usize, entries: usize) -> PutPartnerEventsRequest {
         entries: (0..entries)
             .map(|i| entry("Tick", &format!(r#"{{"batch":{id},"i":{i}}}"#)))
             .collect(),
+        delivery: 0,
     }
 }
 

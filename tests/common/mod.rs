@@ -269,6 +269,7 @@ pub fn request(tenant: &str, entries: Vec<PartnerEventEntry>) -> PutPartnerEvent
         tenant_id: tenant.to_string(),
         entries,
         batch_id: "b-1".to_string(),
+        delivery: 0,
     }
 }
 
