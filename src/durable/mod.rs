@@ -75,6 +75,9 @@ const ENTRY_OVERHEAD_BYTES: u64 = 64;
 /// tenants take turns.
 const PICK_PER_TENANT: usize = 200;
 
+/// What one pass of the delivery loop sends: receipts per tenant.
+type Picked = Vec<(Arc<str>, Vec<Receipt>)>;
+
 /// Why a DURABLE batch was not queued.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
@@ -331,7 +334,7 @@ impl Durable {
             }
         }
         self.metrics.durable.enqueued.inc_by(receipts.len() as u64);
-        self.update_gauges();
+        self.update_counts();
         self.wake.notify_one();
         Ok(receipts)
     }
@@ -485,7 +488,7 @@ impl Durable {
             }
         }
         self.metrics.durable.replayed.inc_by(n);
-        self.update_gauges();
+        self.update_counts();
         self.wake.notify_one();
         Ok((n, not_found))
     }
@@ -507,7 +510,7 @@ impl Durable {
             let mut state = lock(&self.state);
             state.dead = state.dead.saturating_sub(freed.len() as u64);
         }
-        self.update_gauges();
+        self.update_counts();
         Ok((freed.len() as u64, not_found))
     }
 
@@ -525,19 +528,30 @@ impl Durable {
         }
     }
 
-    fn update_gauges(&self) {
+    /// The queue's counts, for the metrics: cheap, after every change.
+    fn update_counts(&self) {
         let m = &self.metrics.durable;
-        let (queued, dead, oldest) = {
+        let (queued, dead) = {
             let state = lock(&self.state);
-            let oldest = state.pending.values().map(|p| p.accepted_ms).min();
-            (state.pending.len(), state.dead, oldest)
+            (state.pending.len(), state.dead)
         };
         m.queued_entries.set(queued as i64);
         m.dead_letters.set(dead as i64);
         m.queued_bytes
             .set(self.bytes.load(Ordering::Relaxed) as i64);
+    }
+
+    /// The counts and the oldest entry's age: a pass over the queue, so
+    /// once a second.
+    fn update_gauges(&self) {
+        self.update_counts();
+        let oldest = lock(&self.state)
+            .pending
+            .values()
+            .map(|p| p.accepted_ms)
+            .min();
         let age = oldest.map_or(0.0, |o| now_ms().saturating_sub(o) as f64 / 1000.0);
-        m.oldest_age_seconds.set(age);
+        self.metrics.durable.oldest_age_seconds.set(age);
     }
 
     /// Delivers queued entries until `stop` turns true: picks due entries
@@ -592,7 +606,7 @@ impl Durable {
 
     /// Due entries to send now, grouped by tenant, marked in flight; and
     /// when the next not-yet-due one is due.
-    fn pick(&self, now: u64) -> (Vec<(Arc<str>, Vec<Receipt>)>, Option<u64>) {
+    fn pick(&self, now: u64) -> (Picked, Option<u64>) {
         let max = self.settings.max_delivering_entries;
         let mut state = lock(&self.state);
         let mut tenants: Vec<Arc<str>> = state
@@ -636,8 +650,12 @@ impl Durable {
                 set.pop_first();
                 mine.push(receipt);
             }
+            // Due later: the loop sleeps until then. Due now but no room:
+            // a round that ends wakes the loop.
             if let Some(&(due, _)) = set.first() {
-                next_due = Some(next_due.map_or(due, |n| n.min(due)));
+                if due > now {
+                    next_due = Some(next_due.map_or(due, |n| n.min(due)));
+                }
             }
             if mine.is_empty() {
                 continue;
@@ -913,7 +931,9 @@ impl Durable {
         m.outcome("delivered", delivered);
         m.outcome("dead_lettered", dead);
         m.outcome("retried", retries.len() as u64);
-        self.update_gauges();
+        self.update_counts();
+        // Room freed (and retries may be due): the loop picks again.
+        self.wake.notify_one();
     }
 
     /// The wait before round `rounds + 1`: doubling, capped, jittered
@@ -952,6 +972,15 @@ impl Durable {
 
     async fn expire_reports(&self) {
         let before = now_ms().saturating_sub(self.settings.report_retention.as_millis() as u64);
+        // A read first: no commit (no fsync) while nothing has expired.
+        let oldest = self
+            .store
+            .reports_after(0, 1)
+            .ok()
+            .and_then(|r| r.into_iter().next());
+        if oldest.is_none_or(|(_, r)| r.completed_ms >= before) {
+            return;
+        }
         match self
             .writer
             .commit(Change::Expire { before_ms: before })
