@@ -25,6 +25,8 @@
 mod record;
 mod settings;
 mod store;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::{
