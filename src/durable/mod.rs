@@ -437,9 +437,10 @@ impl Durable {
         after: Option<Receipt>,
         limit: usize,
     ) -> Result<(Vec<(Receipt, StoredDead)>, u64), StoreError> {
-        self.store.dead_letters(after, limit, |d| {
-            tenant.is_empty() || d.entry.as_ref().is_some_and(|e| e.tenant == tenant)
-        })
+        self.store
+            .dead_letters(after, limit, tenant.is_empty(), |d| {
+                tenant.is_empty() || d.entry.as_ref().is_some_and(|e| e.tenant == tenant)
+            })
     }
 
     pub fn dead_letter(&self, receipt: Receipt) -> Result<Option<StoredDead>, StoreError> {
@@ -451,7 +452,7 @@ impl Durable {
         &self,
         keep: impl Fn(&StoredDead) -> bool,
     ) -> Result<Vec<Receipt>, StoreError> {
-        let (page, _) = self.store.dead_letters(None, usize::MAX, keep)?;
+        let (page, _) = self.store.dead_letters(None, usize::MAX, false, keep)?;
         Ok(page.into_iter().map(|(r, _)| r).collect())
     }
 

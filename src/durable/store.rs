@@ -492,18 +492,28 @@ impl Store {
     }
 
     /// Dead letters after `after` (oldest first) that `keep` keeps, at most
-    /// `limit`; and how many `keep` keeps in all.
+    /// `limit`; and how many `keep` keeps in all. With `all`, `keep` keeps
+    /// every one: the page is read from `after` on and the total is the
+    /// table's length, so listing page by page costs a page each.
     pub fn dead_letters(
         &self,
         after: Option<Receipt>,
         limit: usize,
+        all: bool,
         keep: impl Fn(&StoredDead) -> bool,
     ) -> Result<(Vec<(Receipt, StoredDead)>, u64), StoreError> {
         let txn = self.db.begin_read().map_err(read_err)?;
         let dead = txn.open_table(DEAD).map_err(read_err)?;
+        let from = after.map_or(0, |a| a.0.saturating_add(1));
         let mut page = Vec::new();
         let mut total = 0;
-        for row in dead.iter().map_err(read_err)? {
+        let rows = if all {
+            total = dead.len().map_err(read_err)?;
+            dead.range(from..).map_err(read_err)?
+        } else {
+            dead.iter().map_err(read_err)?
+        };
+        for row in rows {
             let (k, v) = row.map_err(read_err)?;
             let Ok(letter) = StoredDead::decode(v.value()) else {
                 continue;
@@ -511,10 +521,14 @@ impl Store {
             if !keep(&letter) {
                 continue;
             }
-            total += 1;
             let receipt = Receipt(k.value());
-            if after.is_none_or(|a| receipt > a) && page.len() < limit {
+            if !all {
+                total += 1;
+            }
+            if receipt.0 >= from && page.len() < limit {
                 page.push((receipt, letter));
+            } else if all && page.len() >= limit {
+                break;
             }
         }
         Ok((page, total))

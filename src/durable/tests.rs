@@ -224,3 +224,61 @@ fn a_file_that_is_not_a_queue_is_moved_aside_and_a_new_one_serves() {
         .unwrap();
     assert!(store.entry(r).unwrap().is_some());
 }
+
+#[test]
+fn dead_letters_come_a_page_at_a_time() {
+    let dir = Dir::new("pages");
+    let receipts = Receipts::default();
+    let r: Vec<Receipt> = (0..5).map(|i| receipts.next(10 + i)).collect();
+    let (store, _, _) = Store::open(&dir.0).unwrap();
+    let mut seq = 0;
+    let tenant = |i: usize| if i % 2 == 0 { "even" } else { "odd" };
+    store
+        .apply(
+            &[
+                Change::Enqueue(
+                    r.iter()
+                        .enumerate()
+                        .map(|(i, r)| (*r, entry(tenant(i), 0)))
+                        .collect(),
+                ),
+                Change::Finish(
+                    r.iter()
+                        .enumerate()
+                        .map(|(i, r)| Finish {
+                            receipt: *r,
+                            report: report(*r, 1),
+                            dead: Some(StoredDead {
+                                entry: Some(entry(tenant(i), 0)),
+                                ..StoredDead::default()
+                            }),
+                        })
+                        .collect(),
+                ),
+            ],
+            &mut seq,
+        )
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, total) = store.dead_letters(after, 2, true, |_| true).unwrap();
+        assert_eq!(total, 5);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|(r, _)| *r);
+        seen.extend(page.into_iter().map(|(r, _)| r));
+    }
+    assert_eq!(seen, r, "every one once, oldest first");
+    let (page, total) = store
+        .dead_letters(Some(r[0]), 10, false, |d| {
+            d.entry.as_ref().unwrap().tenant == "even"
+        })
+        .unwrap();
+    assert_eq!(total, 3, "the filter's total counts every page");
+    assert_eq!(
+        page.into_iter().map(|(r, _)| r).collect::<Vec<_>>(),
+        vec![r[2], r[4]]
+    );
+}
