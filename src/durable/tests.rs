@@ -232,7 +232,7 @@ fn dead_letters_come_a_page_at_a_time() {
     let r: Vec<Receipt> = (0..5).map(|i| receipts.next(10 + i)).collect();
     let (store, _, _) = Store::open(&dir.0).unwrap();
     let mut seq = 0;
-    let tenant = |i: usize| if i % 2 == 0 { "even" } else { "odd" };
+    let tenant = |i: usize| if i.is_multiple_of(2) { "even" } else { "odd" };
     store
         .apply(
             &[
