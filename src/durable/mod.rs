@@ -592,6 +592,7 @@ impl Durable {
 
     /// Due entries to send now, grouped by tenant, marked in flight; and
     /// when the next not-yet-due one is due.
+    #[allow(clippy::type_complexity)] // one private caller destructures it at once
     fn pick(&self, now: u64) -> (Vec<(Arc<str>, Vec<Receipt>)>, Option<u64>) {
         let max = self.settings.max_delivering_entries;
         let mut state = lock(&self.state);
