@@ -3,7 +3,8 @@
 //! so DURABLE entries become dead letters within `max_delivery_age_ms`;
 //! then list, show, purge and replay through the CLI, with their output
 //! and exit codes, and the replayed entries delivered once the upstream
-//! (an emulator on the same port) is up.
+//! (an emulator on the same port) is up. And the operator's client
+//! certificate over mutual TLS, with `send`'s flags.
 
 use std::process::Command;
 
@@ -429,4 +430,65 @@ async fn dead_letters_are_listed_shown_purged_and_replayed_from_the_shell() {
 
     let (status, _) = gateway.terminate().await;
     assert_eq!(status.code(), Some(0));
+}
+
+/// The operator named by its client certificate, over mutual TLS, with the
+/// same flags as `send`; a certificate the CA signed for someone else is
+/// refused with the gateway's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_speaks_mutual_tls_with_the_operators_certificate() {
+    let pki = common::pki();
+    let d = pki.dir.display().to_string();
+    let gw = common::TestGateway::start_unconnected(&format!(
+        r#"
+[tls]
+cert_file = "{d}/server.pem"
+key_file = "{d}/server.key"
+client_ca_file = "{d}/ca.pem"
+[auth]
+mode = "required"
+operators = ["{billing}"]
+[auth.callers."{billing}"]
+tenants = ["acme"]
+"#,
+        billing = common::BILLING
+    ))
+    .await;
+    let port = gw.gateway.local_addr().port();
+    let dir = pki.dir.clone();
+    let run = move |cert: &str| {
+        let out = Command::new(BIN)
+            .args(["dead-letters", "list", "--addr"])
+            .arg(format!("https://localhost:{port}"))
+            .arg("--ca-cert")
+            .arg(dir.join("ca.pem"))
+            .arg("--client-cert")
+            .arg(dir.join(format!("{cert}.pem")))
+            .arg("--client-key")
+            .arg(dir.join(format!("{cert}.key")))
+            .env_remove("PEG_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run("billing")
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("RECEIPT"), "{out}");
+    assert!(err.contains("0 of 0 dead letters"), "{err}");
+    let (code, _, err) = tokio::task::spawn_blocking(move || run("intruder"))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("ListDeadLetters: PermissionDenied"), "{err}");
+    gw.stop().await;
+    std::fs::remove_dir_all(&pki.dir).unwrap();
 }
