@@ -29,7 +29,10 @@
 //!   idle timeouts.
 //! - [`server`]: assembles the gRPC server (reflection, health, shutdown).
 //! - [`sources`]: the source-state refresher and the `sources` commands.
-//! - [`send`]: the `send` subcommand, a streaming client for the shell.
+//! - [`send`]: the `send` subcommand, a streaming client for the shell, and
+//!   the connection code (address, TLS, bearer token) its siblings share.
+//! - [`dead_letters`]: the `dead-letters` subcommand, the operators' client
+//!   of the DeadLetters service (list, show, replay, purge).
 //! - [`emulator`]: a local EventBridge speaking the same wire protocol, used by
 //!   default and by the tests.
 //! - [`auth`]: caller identity (mTLS, bearer tokens) and the tenant table.
@@ -46,6 +49,7 @@ pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod connections;
+pub mod dead_letters;
 pub mod domain;
 pub mod durable;
 pub mod emulator;

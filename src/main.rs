@@ -2,8 +2,9 @@
 //!
 //! Each command is a function returning `Result<_, CliError>`; `main` turns
 //! the result into an exit code in one place: 0 when the command did what it
-//! was asked, 1 when it failed (or `send` had entries that failed), 2 when
-//! `send` could not stream to the gateway.
+//! was asked, 1 when it failed (or `send` had entries that failed, or
+//! `dead-letters` did not find what it was asked for), 2 when `send` could
+//! not stream to the gateway or `dead-letters` could not do its call.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -11,6 +12,7 @@ use clap::{Parser, Subcommand};
 use partner_events_gateway::{
     bench,
     config::{Config, ConfigError},
+    dead_letters,
     emulator::{self, Emulator, EmulatorConfig, FaultFileError, Quota, QuotaError},
     send, server, sources,
     telemetry::{self, LogFormat},
@@ -49,6 +51,10 @@ enum Command {
     /// shape) through StreamPartnerEvents; prints one JSON result line per
     /// input line and exits 1 if any entry failed.
     Send(SendArgs),
+    /// The durable queue's dead letters on a gateway (the DeadLetters
+    /// service): list, show, replay, purge. Exits 1 when a receipt asked
+    /// for is not a dead letter there, 2 on usage or connection errors.
+    DeadLetters(dead_letters::DeadLettersArgs),
     /// Partner event sources: their states, and onboarding new tenants.
     Sources {
         #[command(subcommand)]
@@ -188,30 +194,15 @@ struct SendArgs {
     /// JSON-lines file; stdin when absent or `-`.
     #[arg(long)]
     file: Option<PathBuf>,
-    /// The gateway's address.
-    #[arg(long, default_value = "127.0.0.1:50051", env = "PEG_ADDR")]
-    addr: String,
     /// Entries per stream message.
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
-    /// Use TLS (implied by an https:// address or any TLS flag).
+    /// DURABLE delivery: the gateway answers once the entries are on its
+    /// disk, and each accepted line carries a `receipt_id`.
     #[arg(long)]
-    tls: bool,
-    /// CA certificate (PEM) that signed the gateway's certificate.
-    #[arg(long)]
-    ca_cert: Option<PathBuf>,
-    /// Client certificate (PEM), for mutual TLS.
-    #[arg(long)]
-    client_cert: Option<PathBuf>,
-    /// Client private key (PEM), for mutual TLS.
-    #[arg(long)]
-    client_key: Option<PathBuf>,
-    /// The name expected in the gateway's certificate.
-    #[arg(long)]
-    tls_domain: Option<String>,
-    /// Bearer token (prefer the environment variable).
-    #[arg(long, env = "PEG_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    durable: bool,
+    #[command(flatten)]
+    connect: send::ConnectArgs,
 }
 
 /// The command failed (or `send` had entries that failed).
@@ -259,12 +250,15 @@ enum CliError {
     Sources(String),
     #[error("{0}")]
     Bench(String),
+    #[error(transparent)]
+    DeadLetters(#[from] dead_letters::DeadLettersError),
 }
 
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
             Self::SendStream(_) => EXIT_UNREACHABLE,
+            Self::DeadLetters(e) => e.exit_code(),
             _ => EXIT_FAILED,
         }
     }
@@ -276,6 +270,8 @@ enum Done {
     Complete,
     /// `send` streamed every line, and some entries failed.
     EntriesFailed,
+    /// `dead-letters` was asked for receipts that are not dead letters.
+    NotFound,
 }
 
 fn main() -> ExitCode {
@@ -288,7 +284,7 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
     match runtime.block_on(run(command)) {
         Ok(Done::Complete) => ExitCode::SUCCESS,
-        Ok(Done::EntriesFailed) => ExitCode::from(EXIT_FAILED),
+        Ok(Done::EntriesFailed | Done::NotFound) => ExitCode::from(EXIT_FAILED),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
@@ -305,6 +301,13 @@ async fn run(command: Command) -> Result<Done, CliError> {
             eprintln!("{summary}");
             if summary.failed > 0 {
                 return Ok(Done::EntriesFailed);
+            }
+        }
+        Command::DeadLetters(args) => {
+            if dead_letters::run(args, &mut std::io::stdout()).await?
+                == dead_letters::Found::SomeMissing
+            {
+                return Ok(Done::NotFound);
             }
         }
         Command::Sources { command } => cmd_sources(command).await?,
@@ -384,20 +387,14 @@ async fn cmd_send(args: SendArgs) -> Result<send::Summary, CliError> {
         path: args.file.clone().unwrap_or_default(),
         source,
     })?;
-    let tls = send::ClientTls {
-        ca_cert: args.ca_cert,
-        client_cert: args.client_cert,
-        client_key: args.client_key,
-        domain: args.tls_domain,
-    }
-    .wanted(args.tls, &args.addr);
     let args = send::SendArgs {
-        addr: args.addr,
+        tls: args.connect.client_tls(),
+        addr: args.connect.addr,
         tenant: args.tenant,
         batch_size: args.batch_size,
         input,
-        tls,
-        token: args.token,
+        token: args.connect.token,
+        durable: args.durable,
     };
     send::run(args, &mut std::io::stdout())
         .await

@@ -4,7 +4,8 @@
 //! `Detail`, `Resources`, `Time`, plus an optional `SourceKey`), streams
 //! them through `StreamPartnerEvents` in batches, and prints one JSON line
 //! per input line as answers arrive (so not always in input order): its
-//! line number and event id, or its error. A line that
+//! line number and event id (with `--durable`, its receipt id), or its
+//! error. A line that
 //! is not a valid entry is reported without being sent. `Source` is refused:
 //! the gateway picks the source from the tenant directory.
 
@@ -24,8 +25,8 @@ use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::proto::{
-    partner_event_entry::Body, partner_events_client::PartnerEventsClient, PartnerEventEntry,
-    PutPartnerEventsRequest,
+    partner_event_entry::Body, partner_events_client::PartnerEventsClient, DeliveryMode,
+    PartnerEventEntry, PutPartnerEventsRequest,
 };
 
 /// One input line, as the AWS CLI writes an entry.
@@ -106,6 +107,9 @@ pub struct SendArgs {
     pub tls: Option<ClientTls>,
     /// Sent as `authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Ask for DURABLE delivery: each accepted entry's line then carries its
+    /// `receipt_id` (no `event_id`: the gateway delivers it later).
+    pub durable: bool,
 }
 
 /// TLS towards the gateway (PEM files).
@@ -181,42 +185,126 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Streams the input and writes one result line per input line to `out`.
-pub async fn run(args: SendArgs, out: &mut (dyn Write + Send)) -> Result<Summary, String> {
-    let scheme = if args.tls.is_some() { "https" } else { "http" };
-    let endpoint = if args.addr.contains("://") {
-        args.addr.clone()
+/// How to reach the gateway, as `send` and `dead-letters` take it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectArgs {
+    /// The gateway's address (`host:port`: http, or https with TLS; or a URL).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:50051",
+        env = "PEG_ADDR",
+        global = true
+    )]
+    pub addr: String,
+    /// Use TLS (implied by an https:// address or any TLS flag).
+    #[arg(long, global = true)]
+    pub tls: bool,
+    /// CA certificate (PEM) that signed the gateway's certificate.
+    #[arg(long, global = true)]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), for mutual TLS.
+    #[arg(long, global = true)]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// Client private key (PEM), for mutual TLS.
+    #[arg(long, global = true)]
+    pub client_key: Option<std::path::PathBuf>,
+    /// The name expected in the gateway's certificate.
+    #[arg(long, global = true)]
+    pub tls_domain: Option<String>,
+    /// Bearer token (prefer the environment variable).
+    #[arg(long, env = "PEG_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+impl ConnectArgs {
+    /// The TLS settings, if TLS is wanted (see [`ClientTls::wanted`]).
+    pub fn client_tls(&self) -> Option<ClientTls> {
+        ClientTls {
+            ca_cert: self.ca_cert.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            domain: self.tls_domain.clone(),
+        }
+        .wanted(self.tls, &self.addr)
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call, when there is a token.
+#[derive(Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl BearerToken {
+    pub fn new(token: Option<&str>) -> Result<Self, String> {
+        match token {
+            Some(t) => format!("Bearer {t}")
+                .parse()
+                .map(|v| Self(Some(v)))
+                .map_err(|_| "the token has characters a header cannot carry".to_string()),
+            None => Ok(Self(None)),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(a) = &self.0 {
+            req.metadata_mut().insert("authorization", a.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel to the gateway whose calls carry the bearer token: give it to
+/// any generated client's `new`.
+pub type GatewayChannel = tonic::service::interceptor::InterceptedService<Channel, BearerToken>;
+
+/// Connects to the gateway at `addr` (`host:port`, http unless `tls`; or a
+/// URL), with TLS when `tls` is set, the token on every call.
+pub async fn connect(
+    addr: &str,
+    tls: Option<&ClientTls>,
+    token: Option<&str>,
+) -> Result<GatewayChannel, String> {
+    let bearer = BearerToken::new(token)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = if addr.contains("://") {
+        addr.to_string()
     } else {
-        format!("{scheme}://{}", args.addr)
+        format!("{scheme}://{addr}")
     };
     let mut builder = Channel::from_shared(endpoint.clone())
         .map_err(|e| format!("bad address {endpoint}: {e}"))?;
     if endpoint.starts_with("https://") {
         let _ = rustls::crypto::ring::default_provider().install_default();
         builder = builder
-            .tls_config(tls_config(&args.tls.clone().unwrap_or_default())?)
+            .tls_config(tls_config(&tls.cloned().unwrap_or_default())?)
             .map_err(|e| format!("TLS set-up failed: {e}"))?;
     }
     let channel = builder
         .connect()
         .await
-        .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
-    let authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
-        match &args.token {
-            Some(t) => Some(
-                format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| "the token has characters a header cannot carry".to_string())?,
-            ),
-            None => None,
-        };
-    let mut client =
-        PartnerEventsClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            if let Some(a) = &authorization {
-                req.metadata_mut().insert("authorization", a.clone());
-            }
-            Ok(req)
-        });
+        .map_err(|e| format!("cannot connect to {endpoint}: {}", with_causes(&e)))?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel, bearer,
+    ))
+}
+
+/// An error and its causes, `: `-separated (tonic's transport error alone
+/// says only "transport error").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+/// Streams the input and writes one result line per input line to `out`.
+pub async fn run(args: SendArgs, out: &mut (dyn Write + Send)) -> Result<Summary, String> {
+    let channel = connect(&args.addr, args.tls.as_ref(), args.token.as_deref()).await?;
+    let mut client = PartnerEventsClient::new(channel);
 
     // Lines are read on a blocking thread; batches go out as they fill.
     // `lines_by_batch` maps each batch in flight to its entries' line numbers.
@@ -228,6 +316,11 @@ pub async fn run(args: SendArgs, out: &mut (dyn Write + Send)) -> Result<Summary
         let batch_size = args.batch_size.max(1);
         let lines_by_batch = lines_by_batch.clone();
         let mut input = args.input;
+        let delivery = if args.durable {
+            DeliveryMode::Durable
+        } else {
+            DeliveryMode::Unspecified
+        } as i32;
         tokio::task::spawn_blocking(move || -> Result<(), String> {
             let mut entries = Vec::with_capacity(batch_size);
             let mut lines = Vec::with_capacity(batch_size);
@@ -242,7 +335,7 @@ pub async fn run(args: SendArgs, out: &mut (dyn Write + Send)) -> Result<Summary
                         tenant_id: tenant.clone(),
                         entries: std::mem::take(entries),
                         batch_id: format!("send-{sequence}"),
-                        delivery: 0,
+                        delivery,
                     };
                     sequence += 1;
                     req_tx.blocking_send(req).is_ok()
@@ -286,7 +379,7 @@ pub async fn run(args: SendArgs, out: &mut (dyn Write + Send)) -> Result<Summary
 
     let write = |out: &mut (dyn Write + Send), row: serde_json::Value, summary: &mut Summary| {
         summary.lines += 1;
-        if row.get("event_id").is_some() {
+        if row.get("error_code").is_none() {
             summary.accepted += 1;
         } else {
             summary.failed += 1;
@@ -314,10 +407,12 @@ pub async fn run(args: SendArgs, out: &mut (dyn Write + Send)) -> Result<Summary
                 Some(Ok(resp)) => {
                     let lines = lock(&lines_by_batch).remove(&resp.sequence).unwrap_or_default();
                     for (r, line) in resp.entries.iter().zip(lines) {
-                        let row = if r.error_code.is_empty() {
-                            json!({"line": line, "event_id": r.event_id})
-                        } else {
+                        let row = if !r.error_code.is_empty() {
                             json!({"line": line, "error_code": r.error_code, "error_message": r.error_message})
+                        } else if !r.receipt_id.is_empty() {
+                            json!({"line": line, "receipt_id": r.receipt_id})
+                        } else {
+                            json!({"line": line, "event_id": r.event_id})
                         };
                         write(out, row, &mut summary)?;
                     }

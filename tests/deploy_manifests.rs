@@ -1025,6 +1025,30 @@ fn the_cluster_url_reaches_the_in_cluster_redis() {
     }
 }
 
+/// What each overlay changes in the base's config file (dotted paths):
+/// the rest of the file must be the base's.
+fn overlay_changes(overlay: &str) -> &'static [&'static str] {
+    match overlay {
+        "elasticache" => &["cluster"],
+        "durable" => &["durable", "server.shutdown_grace_ms"],
+        other => panic!("deploy/overlays/{other}: say in overlay_changes what it changes"),
+    }
+}
+
+/// Removes the setting or table at a dotted path, if it is there.
+fn remove_setting(table: &mut toml::Table, path: &str) {
+    match path.split_once('.') {
+        None => {
+            table.remove(path);
+        }
+        Some((head, rest)) => {
+            if let Some(toml::Value::Table(t)) = table.get_mut(head) {
+                remove_setting(t, rest);
+            }
+        }
+    }
+}
+
 /// What an overlay's kustomization.yaml patches with: every document of its
 /// patch files and inline patches.
 fn overlay_patches(dir: &Path, k: &Value) -> Vec<Value> {
@@ -1140,15 +1164,18 @@ fn every_overlay_builds_on_the_base_and_its_config_loads() {
         let config = Config::from_toml(text, &name)
             .unwrap_or_else(|e| panic!("{name}: the ConfigMap's {CONFIG_KEY} does not load: {e}"));
 
-        // A patch replaces the whole file: outside [cluster], it must stay
-        // the base's.
+        // A patch replaces the whole file: outside what the overlay is
+        // for, it must stay the base's.
         let mut overlay_toml: toml::Table = toml::from_str(text).unwrap();
         let mut base_rest = base_toml.clone();
-        overlay_toml.remove("cluster");
-        base_rest.remove("cluster");
+        let changes = overlay_changes(&name);
+        for path in changes {
+            remove_setting(&mut overlay_toml, path);
+            remove_setting(&mut base_rest, path);
+        }
         assert_eq!(
             overlay_toml, base_rest,
-            "{name}: its {CONFIG_KEY} differs from the base's configmap.yaml outside [cluster]"
+            "{name}: its {CONFIG_KEY} differs from the base's configmap.yaml outside {changes:?}"
         );
 
         // An overlay that points [cluster] elsewhere removes the base's Redis.
@@ -1179,4 +1206,274 @@ fn every_overlay_builds_on_the_base_and_its_config_loads() {
             }
         }
     }
+}
+
+/// How much room a queue's volume needs beyond `[durable] max_bytes`: the
+/// queue file holds free pages and the commit in progress besides the live
+/// entries.
+const QUEUE_HEADROOM: f64 = 1.25;
+
+/// A Kubernetes quantity (`512Mi`, `10Gi`, `1G`, `1000`) in bytes.
+fn quantity_bytes(q: &str) -> u64 {
+    let units: [(&str, u64); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    for (suffix, unit) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<u64>().unwrap_or_else(|e| panic!("`{q}`: {e}")) * unit;
+        }
+    }
+    q.parse()
+        .unwrap_or_else(|e| panic!("`{q}` is not a quantity: {e}"))
+}
+
+#[test]
+fn quantities_parse() {
+    assert_eq!(quantity_bytes("512Mi"), 512 << 20);
+    assert_eq!(quantity_bytes("10Gi"), 10 << 30);
+    assert_eq!(quantity_bytes("2G"), 2_000_000_000);
+    assert_eq!(quantity_bytes("4096"), 4096);
+}
+
+/// The name of the volume `container` mounts read-write at `dir` (the
+/// `[durable]` directory): the root filesystem is read-only.
+fn queue_volume<'a>(container: &'a Value, dir: &std::path::Path) -> &'a str {
+    let dir = dir.to_str().unwrap().trim_end_matches('/');
+    let mount = seq(container, &["volumeMounts"])
+        .iter()
+        .find(|m| s(m, &["mountPath"]).trim_end_matches('/') == dir)
+        .unwrap_or_else(|| {
+            panic!("[durable] path = {dir:?} is no volume mount: the root filesystem is read-only")
+        });
+    assert_ne!(
+        at(mount, &["readOnly"]).and_then(Value::as_bool),
+        Some(true),
+        "the queue's volume at {dir} must be writable"
+    );
+    assert!(
+        at(mount, &["subPath"]).is_none(),
+        "the whole volume is the queue's"
+    );
+    s(mount, &["name"])
+}
+
+#[test]
+fn the_durable_queue_is_on_a_writable_volume_with_room_for_max_bytes() {
+    let m = Manifests::load();
+    let g = Gateway::from(&m);
+    let name = queue_volume(m.container(), &g.config.durable.dir);
+    let pod = get(m.deployment(), &["spec", "template", "spec"]);
+    let volume = seq(pod, &["volumes"])
+        .iter()
+        .find(|v| s(v, &["name"]) == name)
+        .unwrap_or_else(|| panic!("volume {name} is not in the pod"));
+    let limit = quantity_bytes(s(volume, &["emptyDir", "sizeLimit"]));
+    let max_bytes = g.config.durable.max_bytes;
+    assert!(
+        limit as f64 >= max_bytes as f64 * QUEUE_HEADROOM,
+        "the `{name}` emptyDir's sizeLimit ({limit} bytes) must be at least {QUEUE_HEADROOM} x \
+         durable.max_bytes ({max_bytes}): over it the kubelet evicts the pod"
+    );
+}
+
+/// Every YAML document of the overlay's own resource files (not the base).
+fn overlay_resources(dir: &Path, k: &Value) -> Vec<Value> {
+    let mut docs = Vec::new();
+    for r in seq(k, &["resources"]) {
+        let path = dir.join(r.as_str().expect("a resource path"));
+        if !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = Value::deserialize(doc).unwrap();
+            if !value.is_null() {
+                docs.push(value);
+            }
+        }
+    }
+    docs
+}
+
+fn kind_is(v: &Value, kind: &str) -> bool {
+    at(v, &["kind"]).and_then(Value::as_str) == Some(kind)
+}
+
+fn remove_key(v: &mut Value, path: &[&str]) {
+    let (last, parents) = path.split_last().unwrap();
+    if let Some(m) = parents
+        .iter()
+        .try_fold(v, |v, k| v.get_mut(*k))
+        .and_then(Value::as_mapping_mut)
+    {
+        m.remove(*last);
+    }
+}
+
+#[test]
+fn the_durable_overlay_keeps_each_replicas_queue_on_a_claim_of_its_own() {
+    let base = Manifests::load();
+    let dir = overlays_dir().join("durable");
+    let k: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    let patches = overlay_patches(&dir, &k);
+    let docs = overlay_resources(&dir, &k);
+
+    // The StatefulSet replaces the Deployment.
+    assert!(
+        patches.iter().any(|p| {
+            at(p, &["$patch"]).and_then(Value::as_str) == Some("delete")
+                && kind_is(p, "Deployment")
+                && s(p, &["metadata", "name"]) == GATEWAY
+        }),
+        "the overlay deletes the base's Deployment"
+    );
+    let sets: Vec<&Value> = docs.iter().filter(|d| kind_is(d, "StatefulSet")).collect();
+    assert_eq!(sets.len(), 1, "one StatefulSet");
+    let sts = sets[0];
+    assert_eq!(s(sts, &["metadata", "name"]), GATEWAY);
+    assert!(
+        at(sts, &["spec", "replicas"]).is_none(),
+        "the HPA owns the replica count: remove spec.replicas"
+    );
+    assert_eq!(s(sts, &["spec", "podManagementPolicy"]), "Parallel");
+    for when in ["whenScaled", "whenDeleted"] {
+        assert_eq!(
+            s(sts, &["spec", "persistentVolumeClaimRetentionPolicy", when]),
+            "Retain",
+            "a claim may hold entries not yet delivered: {when} must retain it"
+        );
+    }
+    let pod_labels = string_map(sts, &["spec", "template", "metadata", "labels"]);
+    assert!(selects(
+        &string_map(sts, &["spec", "selector", "matchLabels"]),
+        &pod_labels
+    ));
+
+    // The pod is the base's, but for what a StatefulSet's needs.
+    let base_template = get(base.deployment(), &["spec", "template"]);
+    let template = get(sts, &["spec", "template"]);
+    let containers = seq(template, &["spec", "containers"]);
+    assert_eq!(containers.len(), 1);
+    let container = &containers[0];
+    let mut ours = template.clone();
+    let mut theirs = base_template.clone();
+    for v in [&mut ours, &mut theirs] {
+        remove_key(v, &["spec", "terminationGracePeriodSeconds"]);
+        remove_key(v, &["spec", "topologySpreadConstraints"]);
+        remove_key(v, &["spec", "securityContext", "fsGroupChangePolicy"]);
+        remove_key(v, &["spec", "volumes"]);
+    }
+    assert_eq!(
+        ours, theirs,
+        "statefulset.yaml's pod differs from deployment.yaml's beyond the grace period, the \
+         spread, fsGroupChangePolicy and the queue's volume"
+    );
+    assert!(
+        !seq(template, &["spec", "topologySpreadConstraints"]).is_empty(),
+        "the replicas are still spread"
+    );
+
+    // The config: the base's with [durable] on the claim.
+    let configmap = patches
+        .iter()
+        .find(|p| kind_is(p, "ConfigMap"))
+        .expect("a ConfigMap patch");
+    let config = Config::from_toml(s(configmap, &["data", CONFIG_KEY]), "durable")
+        .unwrap_or_else(|e| panic!("durable: the ConfigMap's {CONFIG_KEY} does not load: {e}"));
+    assert_eq!(
+        config.durable.dir,
+        Path::new("/var/lib/partner-events-gateway")
+    );
+    let claim_name = queue_volume(container, &config.durable.dir);
+    let pod_volumes: Vec<&str> = seq(template, &["spec", "volumes"])
+        .iter()
+        .map(|v| s(v, &["name"]))
+        .collect();
+    assert!(
+        !pod_volumes.contains(&claim_name),
+        "the queue's volume `{claim_name}` must be the claim, not a pod volume"
+    );
+    let base_volumes: Vec<&Value> = seq(base_template, &["spec", "volumes"])
+        .iter()
+        .filter(|v| s(v, &["name"]) != claim_name)
+        .collect();
+    let volumes: Vec<&Value> = seq(template, &["spec", "volumes"]).iter().collect();
+    assert_eq!(volumes, base_volumes, "the other volumes are the base's");
+    let claim = seq(sts, &["spec", "volumeClaimTemplates"])
+        .iter()
+        .find(|c| s(c, &["metadata", "name"]) == claim_name)
+        .unwrap_or_else(|| panic!("no volumeClaimTemplate `{claim_name}`"));
+    let modes: Vec<&str> = seq(claim, &["spec", "accessModes"])
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(modes, ["ReadWriteOnce"]);
+    let storage = s(claim, &["spec", "resources", "requests", "storage"]);
+    assert_eq!(storage, "10Gi");
+    assert!(
+        quantity_bytes(storage) as f64 >= config.durable.max_bytes as f64 * QUEUE_HEADROOM,
+        "the claim ({storage}) must be at least {QUEUE_HEADROOM} x durable.max_bytes ({})",
+        config.durable.max_bytes
+    );
+
+    // On SIGTERM the gateway finishes its calls, then delivers its queue for
+    // what is left of shutdown_grace_ms: all of it before SIGKILL.
+    let termination_ms = u(template, &["spec", "terminationGracePeriodSeconds"]) * 1000;
+    let pre_stop_ms = at(container, &["lifecycle", "preStop", "sleep", "seconds"])
+        .map(|v| v.as_u64().expect("seconds") * 1000)
+        .unwrap_or(0);
+    let grace_ms = config.shutdown_grace.as_millis() as u64;
+    assert!(
+        termination_ms > pre_stop_ms + grace_ms,
+        "terminationGracePeriodSeconds ({termination_ms} ms) must exceed the preStop sleep \
+         ({pre_stop_ms} ms) plus server.shutdown_grace_ms ({grace_ms} ms)"
+    );
+    let base_grace = Gateway::from(&base).config.shutdown_grace;
+    assert!(
+        config.shutdown_grace > base_grace,
+        "the queue's drain needs a longer grace than the base's calls alone"
+    );
+
+    // Each replica has a DNS name through the headless Service.
+    let service_name = s(sts, &["spec", "serviceName"]);
+    let service = docs
+        .iter()
+        .find(|d| kind_is(d, "Service") && s(d, &["metadata", "name"]) == service_name)
+        .unwrap_or_else(|| panic!("serviceName {service_name}: no such Service in the overlay"));
+    assert_eq!(s(service, &["spec", "clusterIP"]), "None");
+    assert!(selects(
+        &string_map(service, &["spec", "selector"]),
+        &pod_labels
+    ));
+    let grpc = seq(service, &["spec", "ports"])
+        .iter()
+        .find(|p| s(p, &["name"]) == "grpc")
+        .expect("a grpc port");
+    assert_eq!(u(grpc, &["port"]), u64::from(config.listen.port()));
+    assert_eq!(s(grpc, &["targetPort"]), "grpc");
+
+    // The HPA scales the StatefulSet.
+    let hpa = patches
+        .iter()
+        .find(|p| kind_is(p, "HorizontalPodAutoscaler"))
+        .expect("the HPA is patched to the StatefulSet");
+    assert_eq!(
+        s(hpa, &["metadata", "name"]),
+        s(
+            base.one("HorizontalPodAutoscaler", None),
+            &["metadata", "name"]
+        )
+    );
+    assert_eq!(s(hpa, &["spec", "scaleTargetRef", "kind"]), "StatefulSet");
+    assert_eq!(s(hpa, &["spec", "scaleTargetRef", "name"]), GATEWAY);
+    assert_eq!(s(hpa, &["spec", "scaleTargetRef", "apiVersion"]), "apps/v1");
 }
