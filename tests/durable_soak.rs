@@ -476,6 +476,8 @@ async fn acknowledged_durable_entries_survive_sigkill_restarts_and_faults() {
     let mut seen = HashSet::new();
     for r in &reports {
         assert!(seen.insert(r.receipt_id.clone()), "two reports for {r:?}");
+        // Every fault is retryable: nothing may end dead-lettered.
+        assert_eq!(r.state(), DeliveryState::Delivered, "{r:?}");
         let id = format!("{}-i{}", r.batch_id, r.index);
         match acked.get(&r.receipt_id) {
             Some(acked_id) => assert_eq!(*acked_id, id, "the report names its entry: {r:?}"),
