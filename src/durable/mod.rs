@@ -60,6 +60,7 @@ use crate::{
     domain::{
         delivery::codes as durable_codes,
         entry::{entry_size, PreparedEntry},
+        limits::MAX_ENTRIES_PER_CALL,
         outcome::{codes, is_retryable_code, EntryResult, Outcome},
         tenant::{SourceRef, TenantDirectory, TenantShare},
     },
@@ -74,7 +75,7 @@ use crate::{
 const ENTRY_OVERHEAD_BYTES: u64 = 64;
 
 /// Entries picked from one tenant per pass of the delivery loop, so that
-/// tenants take turns.
+/// tenants take turns (sent in rounds of one call's worth each).
 const PICK_PER_TENANT: usize = 200;
 
 /// What one pass of the delivery loop sends: receipts per tenant.
@@ -670,7 +671,13 @@ impl Durable {
             }
             *state.delivering.entry(tenant.clone()).or_default() += mine.len();
             state.delivering_total += mine.len();
-            picked.push((tenant, mine));
+            // A round per call's worth: a round's outcomes are committed
+            // when its last entry is answered, so small rounds keep a slow
+            // entry from holding others' room, and after a crash only
+            // entries whose call may have gone out are sent again.
+            for round in mine.chunks(MAX_ENTRIES_PER_CALL) {
+                picked.push((tenant.clone(), round.to_vec()));
+            }
         }
         (picked, next_due)
     }

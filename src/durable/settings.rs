@@ -50,7 +50,7 @@ impl Default for DurableSection {
             max_bytes: 1 << 30,
             max_delivery_age_ms: 24 * 3_600_000,
             report_retention_ms: 3_600_000,
-            max_delivering_entries: 4_000,
+            max_delivering_entries: 2_000,
             attempt_timeout_ms: 30_000,
             retry_base_ms: 1_000,
             retry_max_ms: 60_000,
