@@ -1065,7 +1065,7 @@ async fn paired_runs(h: &Harness, measurements: &[Measurement]) -> Result<Vec<Pa
 /// Which path goes first in a round of turns: alternating, so that neither
 /// always meets the machine first.
 fn turn_order(round: u32) -> [Path; 2] {
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         [Path::Baseline, Path::Gateway]
     } else {
         [Path::Gateway, Path::Baseline]

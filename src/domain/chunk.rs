@@ -135,7 +135,7 @@ mod tests {
             index,
             source: SourceRef::new(
                 &format!("aws.partner/p/t/s{source}"),
-                if source % 2 == 0 {
+                if source.is_multiple_of(2) {
                     "us-east-1"
                 } else {
                     "eu-west-1"

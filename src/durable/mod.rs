@@ -75,6 +75,9 @@ const ENTRY_OVERHEAD_BYTES: u64 = 64;
 /// tenants take turns.
 const PICK_PER_TENANT: usize = 200;
 
+/// A tenant's entries picked for one delivery round.
+type TenantPick = (Arc<str>, Vec<Receipt>);
+
 /// Why a DURABLE batch was not queued.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
@@ -592,7 +595,7 @@ impl Durable {
 
     /// Due entries to send now, grouped by tenant, marked in flight; and
     /// when the next not-yet-due one is due.
-    fn pick(&self, now: u64) -> (Vec<(Arc<str>, Vec<Receipt>)>, Option<u64>) {
+    fn pick(&self, now: u64) -> (Vec<TenantPick>, Option<u64>) {
         let max = self.settings.max_delivering_entries;
         let mut state = lock(&self.state);
         let mut tenants: Vec<Arc<str>> = state
