@@ -334,7 +334,7 @@ impl Durable {
             }
         }
         self.metrics.durable.enqueued.inc_by(receipts.len() as u64);
-        self.update_gauges();
+        self.update_counts();
         self.wake.notify_one();
         Ok(receipts)
     }
@@ -488,7 +488,7 @@ impl Durable {
             }
         }
         self.metrics.durable.replayed.inc_by(n);
-        self.update_gauges();
+        self.update_counts();
         self.wake.notify_one();
         Ok((n, not_found))
     }
@@ -510,7 +510,7 @@ impl Durable {
             let mut state = lock(&self.state);
             state.dead = state.dead.saturating_sub(freed.len() as u64);
         }
-        self.update_gauges();
+        self.update_counts();
         Ok((freed.len() as u64, not_found))
     }
 
@@ -529,18 +529,30 @@ impl Durable {
     }
 
     fn update_gauges(&self) {
-        let m = &self.metrics.durable;
-        let (queued, dead, oldest) = {
+        self.update_counts();
+        // A pass over every queued entry: once a second from the delivery
+        // loop, never per batch (with a million entries queued it took
+        // the state lock for milliseconds on every acknowledgement).
+        let oldest = {
             let state = lock(&self.state);
-            let oldest = state.pending.values().map(|p| p.accepted_ms).min();
-            (state.pending.len(), state.dead, oldest)
+            state.pending.values().map(|p| p.accepted_ms).min()
+        };
+        let age = oldest.map_or(0.0, |o| now_ms().saturating_sub(o) as f64 / 1000.0);
+        self.metrics.durable.oldest_age_seconds.set(age);
+    }
+
+    /// The gauges that cost nothing to read: entries queued, dead letters,
+    /// bytes.
+    fn update_counts(&self) {
+        let m = &self.metrics.durable;
+        let (queued, dead) = {
+            let state = lock(&self.state);
+            (state.pending.len(), state.dead)
         };
         m.queued_entries.set(queued as i64);
         m.dead_letters.set(dead as i64);
         m.queued_bytes
             .set(self.bytes.load(Ordering::Relaxed) as i64);
-        let age = oldest.map_or(0.0, |o| now_ms().saturating_sub(o) as f64 / 1000.0);
-        m.oldest_age_seconds.set(age);
     }
 
     /// Delivers queued entries until `stop` turns true: picks due entries
@@ -916,7 +928,7 @@ impl Durable {
         m.outcome("delivered", delivered);
         m.outcome("dead_lettered", dead);
         m.outcome("retried", retries.len() as u64);
-        self.update_gauges();
+        self.update_counts();
     }
 
     /// The wait before round `rounds + 1`: doubling, capped, jittered
