@@ -549,3 +549,42 @@ async fn wait_released(file: &FsPath) -> Result<(), String> {
     .await
     .map_err(|e| format!("release wait failed: {e}"))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{tests::args, Plan};
+    use crate::{config::Config, domain::delivery::Delivery};
+
+    #[test]
+    fn the_durable_runs_config_loads_sync_by_default_with_metrics_and_the_port_given() {
+        let c = Config::from_toml(
+            &durable_toml("http://127.0.0.1:1", "127.0.0.1:4999", "127.0.0.1:9464"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.durable.default_delivery, Delivery::Sync);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.listen, "127.0.0.1:4999".parse().unwrap());
+        assert_eq!(c.max_in_flight_entries, 1_000_000);
+        assert_eq!(c.pipeline.upstream_calls_per_second, 0.0);
+    }
+
+    #[test]
+    fn quick_keeps_the_durable_run_tiny_and_only_durable_runs_it_alone() {
+        let quick = Plan::new(args(true, None)).unwrap();
+        assert!(quick.wants("durable"));
+        assert_eq!(quick.durable_fill, QUICK_FILL_ENTRIES);
+        assert_eq!(
+            quick.durable_fill_within,
+            Duration::from_secs(QUICK_FILL_SECS)
+        );
+        let full = Plan::new(args(false, Some("durable"))).unwrap();
+        assert_eq!(full.durable_fill, DEFAULT_FILL_ENTRIES);
+        assert!(full.shapes().is_empty());
+        assert!(!full.wants("stall") && !full.wants("noisy") && !full.wants("cluster"));
+        assert!(!Plan::new(args(false, Some("unary-20 ")))
+            .unwrap()
+            .wants("durable"));
+    }
+}

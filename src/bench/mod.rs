@@ -1604,7 +1604,7 @@ mod tests {
             .wants("cluster"));
     }
 
-    fn args(quick: bool, only: Option<&str>) -> BenchArgs {
+    pub(super) fn args(quick: bool, only: Option<&str>) -> BenchArgs {
         BenchArgs {
             duration_secs: 5,
             quick,

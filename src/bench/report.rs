@@ -1872,4 +1872,88 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["cluster"]["runs"][1]["redis_round_trips"], 750);
     }
+
+    #[test]
+    fn the_durable_run_gives_ratios_per_batch_size_and_prints_its_restarts() {
+        let run = |delivery: &str, round, entries, entries_per_sec: u64, p99_ms| {
+            let mut m = unary_run(Path::Gateway, entries_per_sec);
+            m.entries_per_batch = entries;
+            m.latency_ms.p99 = p99_ms;
+            DurableRun {
+                delivery: delivery.into(),
+                round,
+                measurement: m,
+                commits: CommitFigures {
+                    secs: 2.0,
+                    commits: 100,
+                    changes: 800,
+                    commit_seconds: 0.2,
+                    enqueued: 4_000,
+                    queued_at_end: 0,
+                },
+            }
+        };
+        let runs = vec![
+            run("sync", 1, 1, 2_000, 30.0),
+            run("durable", 1, 1, 6_000, 20.0),
+            run("durable", 2, 1, 9_000, 24.0),
+            run("sync", 2, 1, 3_000, 32.0),
+            run("sync", 1, 20, 40_000, 60.0),
+            run("durable", 1, 20, 20_000, 90.0),
+        ];
+        let restart = Restart {
+            fill: "grpc".into(),
+            target_entries: 1_000_000,
+            filled_entries: 1_000_000,
+            fill_secs: 50.0,
+            fill_batch_entries: 500,
+            fill_callers: 8,
+            detail_bytes: 228,
+            file_bytes: 450_000_000,
+            allocated_bytes: 450_000_000,
+            queued_at_open: 1_000_000,
+            stop_secs: Some(1.0),
+            open_ms: 2_000,
+            open_logged_ms: 2_050.0,
+            serving_ms: 2_100.0,
+            rss_mib: 300.0,
+            fill_failed: 0,
+            first_failure: None,
+        };
+        let d = DurableBench::new(20, 64, 228, runs, vec![restart], String::new());
+        assert_eq!(d.ratios.len(), 2);
+        // Each DURABLE run over the SYNC run of its own round.
+        assert_eq!(d.ratios[0].rounds, vec![3.0, 3.0]);
+        assert_eq!(d.ratios[0].median, 3.0);
+        assert_eq!(
+            (d.ratios[0].sync_p99_ms, d.ratios[0].durable_p99_ms),
+            (31.0, 22.0)
+        );
+        assert_eq!(d.ratios[1].rounds, vec![0.5]);
+        assert_eq!(d.restarts[0].bytes_per_entry(), 450.0);
+        let mut r = report(Vec::new());
+        r.durable = Some(d);
+        let out = r.render();
+        assert!(
+            out.contains("unary-1: DURABLE/SYNC acks/s 3.00x 3.00x median 3.00x"),
+            "{out}"
+        );
+        assert!(
+            out.contains("unary-20: DURABLE/SYNC acks/s 0.50x median 0.50x"),
+            "{out}"
+        );
+        // 100 commits in 2 s, 40 acks and 8 changes each, 2 ms each.
+        assert!(
+            out.contains(" 50.0 ") && out.contains(" 40.0 ") && out.contains(" 2.00 "),
+            "{out}"
+        );
+        assert!(
+            out.contains("450 bytes per entry for 228-byte details"),
+            "{out}"
+        );
+        assert!(out.contains("health SERVING at 2100 ms"), "{out}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["durable"]["restarts"][0]["open_ms"], 2_000);
+        assert_eq!(json["durable"]["ratios"][1]["median"], 0.5);
+    }
 }
