@@ -492,6 +492,12 @@ impl CommitFigures {
     pub fn mean_commit_ms(&self) -> f64 {
         self.commit_seconds * 1e3 / self.commits.max(1) as f64
     }
+
+    /// The share of the window the one writer thread spent committing:
+    /// near 1, acknowledgements wait for the writer, not for the disk alone.
+    pub fn writer_busy(&self) -> f64 {
+        self.commit_seconds / self.secs.max(1e-3)
+    }
 }
 
 /// DURABLE acks/s over SYNC's for one batch size.
@@ -616,7 +622,7 @@ impl DurableBench {
             out,
             "
 durable: unary, {} callers, emulator {} ms per call, detail {} bytes; SYNC and DURABLE taking turns, a fresh gateway per run
-  {:<10} {:>5} {:<8} {:>10} {:>8} {:>8} {:>10} {:>12} {:>12} {:>10} {:>14} {:>10} {:>6}",
+  {:<10} {:>5} {:<8} {:>10} {:>8} {:>8} {:>10} {:>12} {:>12} {:>10} {:>12} {:>14} {:>10} {:>6}",
             self.callers,
             self.emulator_latency_ms,
             self.detail_bytes,
@@ -630,6 +636,7 @@ durable: unary, {} callers, emulator {} ms per call, detail {} bytes; SYNC and D
             "acks/commit",
             "changes/com",
             "commit ms",
+            "writer busy",
             "upstream ent/s",
             "queued end",
             "errors"
@@ -639,7 +646,7 @@ durable: unary, {} callers, emulator {} ms per call, detail {} bytes; SYNC and D
             let c = &r.commits;
             let _ = writeln!(
                 out,
-                "  {:<10} {:>5} {:<8} {:>10} {:>8.2} {:>8.2} {:>10.1} {:>12.1} {:>12.1} {:>10.2} {:>14} {:>10} {:>6}",
+                "  {:<10} {:>5} {:<8} {:>10} {:>8.2} {:>8.2} {:>10.1} {:>12.1} {:>12.1} {:>10.2} {:>11.0}% {:>14} {:>10} {:>6}",
                 format!("unary-{}", m.entries_per_batch),
                 r.round,
                 r.delivery,
@@ -650,6 +657,7 @@ durable: unary, {} callers, emulator {} ms per call, detail {} bytes; SYNC and D
                 c.acks_per_commit(),
                 c.changes_per_commit(),
                 c.mean_commit_ms(),
+                c.writer_busy() * 100.0,
                 thousands(m.entries_per_call * m.upstream_calls_per_sec),
                 thousands(c.queued_at_end as f64),
                 m.errors + m.entries_failed
