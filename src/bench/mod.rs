@@ -36,9 +36,17 @@
 //! the replicas' CPU, Redis's CPU and Redis round trips: what a lease of
 //! several call tokens saves.
 //!
+//! The durable run compares DURABLE and SYNC acknowledgements side by
+//! side (unary 1 and 20, the emulator's latency), reads group commit from
+//! the child's metrics, and times a restart with a million entries queued
+//! (see `durable`). Every gateway child has a durable directory of its own
+//! (`PEG_STATE_DIR`), removed with it: redb lets one process open a queue
+//! file, and no run inherits another's queue.
+//!
 //! Every load loop is bounded in time (a window per run) and in count.
 //! Layout: `load` (what is sent and how), `child` (the gateway process and
-//! `/proc` figures), `report` (measurements, targets, table, JSON).
+//! `/proc` figures), `durable` (the durable run), `report` (measurements,
+//! targets, table, JSON).
 
 mod child;
 mod durable;
