@@ -25,6 +25,14 @@ const LOG_TAIL_LINES: usize = 30;
 /// The log message `server::start` writes once it serves, with `addr`.
 const SERVING_MESSAGE: &str = "partner-events-gateway serving";
 
+/// The log message `server::start` writes once the durable queue is open,
+/// with `open_ms` and `queued`.
+const DURABLE_OPEN_MESSAGE: &str = "durable queue open";
+
+/// How long a stopped gateway (SIGTERM) may take to exit: its shutdown
+/// grace and a margin.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// CPU time and memory of one process.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcStats {
@@ -87,31 +95,68 @@ pub fn proc_stats(pid: &str) -> Result<ProcStats, String> {
     })
 }
 
+/// What the gateway logged when its durable queue opened.
+#[derive(Debug, Clone, Copy)]
+pub struct DurableOpen {
+    /// From the process's start to the line's arrival here.
+    pub after: Duration,
+    /// The gateway's own figure: opening the file, checksums and all.
+    pub open_ms: u64,
+    pub queued: u64,
+}
+
 /// A gateway serving in a child process; killed when dropped.
 pub struct GatewayChild {
     child: Child,
     addr: SocketAddr,
     config_path: PathBuf,
     log_tail: Arc<Mutex<VecDeque<String>>>,
+    durable_open: Arc<Mutex<Option<DurableOpen>>>,
+    /// The durable queue's directory (`PEG_STATE_DIR`), and whether it is
+    /// this child's alone (removed when dropped).
+    state_dir: PathBuf,
+    own_state_dir: bool,
 }
 
 impl GatewayChild {
+    /// [`GatewayChild::start_in`] with a durable directory of its own,
+    /// removed when dropped: two children never share a queue file (redb
+    /// lets one process open it), and no run inherits another's queue.
+    pub fn start(bin: &Path, config_toml: &str) -> Result<Self, String> {
+        Self::start_in(bin, config_toml, None)
+    }
+
     /// Writes `config_toml` to a temporary file and runs
     /// `<bin> --log-format json serve --config <file>` with logs at warn
-    /// (plus the one line that tells where it listens).
-    pub fn start(bin: &Path, config_toml: &str) -> Result<Self, String> {
+    /// (plus the lines that tell where it listens and what its durable
+    /// queue held), with `PEG_STATE_DIR` at `state_dir` (kept when
+    /// dropped), or at a fresh directory of its own when `None`.
+    pub fn start_in(
+        bin: &Path,
+        config_toml: &str,
+        state_dir: Option<&Path>,
+    ) -> Result<Self, String> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let config_path = std::env::temp_dir().join(format!(
-            "peg-bench-{}-{}.toml",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let config_path =
+            std::env::temp_dir().join(format!("peg-bench-{}-{n}.toml", std::process::id()));
+        let (state_dir, own_state_dir) = match state_dir {
+            Some(dir) => (dir.to_path_buf(), false),
+            None => (
+                std::env::temp_dir().join(format!("peg-bench-state-{}-{n}", std::process::id())),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&state_dir)
+            .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
         std::fs::write(&config_path, config_toml)
             .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+        let spawned = std::time::Instant::now();
         let mut child = Command::new(bin)
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "warn,partner_events_gateway::server=info")
+            .env("PEG_STATE_DIR", &state_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -121,6 +166,8 @@ impl GatewayChild {
         let log_tail = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL_LINES)));
         let (addr_tx, addr_rx) = mpsc::channel();
         let tail = log_tail.clone();
+        let durable_open = Arc::new(Mutex::new(None));
+        let opened = durable_open.clone();
         // Reads the child's log to its end, so the pipe never fills.
         std::thread::spawn(move || {
             let mut addr_tx = Some(addr_tx);
@@ -129,6 +176,10 @@ impl GatewayChild {
                     if let Some(addr) = serving_addr(&line) {
                         let _ = addr_tx.take().expect("checked").send(addr);
                     }
+                }
+                if let Some(mut o) = durable_open_line(&line) {
+                    o.after = spawned.elapsed();
+                    *lock(&opened) = Some(o);
                 }
                 let mut tail = lock(&tail);
                 if tail.len() == LOG_TAIL_LINES {
@@ -142,6 +193,9 @@ impl GatewayChild {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             config_path,
             log_tail,
+            durable_open,
+            state_dir,
+            own_state_dir,
         };
         match addr_rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => {
@@ -176,6 +230,37 @@ impl GatewayChild {
         let tail = lock(&self.log_tail);
         tail.iter().cloned().collect::<Vec<_>>().join("\n")
     }
+
+    /// What it logged when its durable queue opened (it does before it
+    /// serves).
+    pub fn durable_open(&self) -> Option<DurableOpen> {
+        *lock(&self.durable_open)
+    }
+
+    /// Stops it as an operator would (SIGTERM: it drains and closes its
+    /// queue file) and waits for it to exit (blocking); how long it took.
+    pub fn stop(mut self) -> Result<Duration, String> {
+        let started = std::time::Instant::now();
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .map_err(|e| format!("cannot run kill -TERM {pid}: {e}"))?;
+        if !sent.success() {
+            return Err(format!("kill -TERM {pid}: {sent}"));
+        }
+        while started.elapsed() < STOP_TIMEOUT {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return Ok(started.elapsed()),
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+                Err(e) => return Err(format!("cannot wait for gateway {pid}: {e}")),
+            }
+        }
+        Err(format!(
+            "gateway {pid} did not exit within {STOP_TIMEOUT:?} of SIGTERM; its log:\n{}",
+            self.log()
+        ))
+    }
 }
 
 impl Drop for GatewayChild {
@@ -183,6 +268,9 @@ impl Drop for GatewayChild {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config_path);
+        if self.own_state_dir {
+            let _ = std::fs::remove_dir_all(&self.state_dir);
+        }
     }
 }
 
@@ -287,9 +375,8 @@ fn answers_ping(port: u16) -> bool {
         && &answer == b"+PONG\r\n"
 }
 
-/// The sum of every sample of the counter `name` (all label sets) served at
-/// `http://<addr>/metrics`.
-pub async fn metrics_sum(addr: SocketAddr, name: &str) -> Result<f64, String> {
+/// The text exposition served at `http://<addr>/metrics`.
+pub async fn metrics_scrape(addr: SocketAddr) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let scrape = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
@@ -299,15 +386,20 @@ pub async fn metrics_sum(addr: SocketAddr, name: &str) -> Result<f64, String> {
         s.read_to_string(&mut body).await?;
         Ok::<_, std::io::Error>(body)
     };
-    let body = tokio::time::timeout(Duration::from_secs(5), scrape)
+    tokio::time::timeout(Duration::from_secs(5), scrape)
         .await
         .map_err(|_| format!("{addr}/metrics did not answer within 5 s"))?
-        .map_err(|e| format!("cannot scrape {addr}/metrics: {e}"))?;
-    Ok(sum_samples(&body, name))
+        .map_err(|e| format!("cannot scrape {addr}/metrics: {e}"))
+}
+
+/// The sum of every sample of the counter `name` (all label sets) served at
+/// `http://<addr>/metrics`.
+pub async fn metrics_sum(addr: SocketAddr, name: &str) -> Result<f64, String> {
+    Ok(sum_samples(&metrics_scrape(addr).await?, name))
 }
 
 /// The sum of the samples of `name` in a text exposition.
-fn sum_samples(text: &str, name: &str) -> f64 {
+pub fn sum_samples(text: &str, name: &str) -> f64 {
     text.lines()
         .filter_map(|l| {
             let rest = l.strip_prefix(name)?;
@@ -319,6 +411,22 @@ fn sum_samples(text: &str, name: &str) -> f64 {
             value.split_whitespace().next()?.parse::<f64>().ok()
         })
         .sum()
+}
+
+/// The figures of the gateway's "durable queue open" JSON log line
+/// (`after` left at zero).
+fn durable_open_line(line: &str) -> Option<DurableOpen> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let field = |name: &str| v.get(name).or_else(|| v.get("fields")?.get(name));
+    if field("message")?.as_str()? != DURABLE_OPEN_MESSAGE {
+        return None;
+    }
+    let number = |name: &str| field(name).and_then(serde_json::Value::as_u64);
+    Some(DurableOpen {
+        after: Duration::ZERO,
+        open_ms: number("open_ms")?,
+        queued: number("queued").unwrap_or(0),
+    })
 }
 
 /// The listen address from the gateway's "serving" JSON log line.
@@ -347,6 +455,14 @@ mod tests {
             None
         );
         assert_eq!(serving_addr("not json"), None);
+    }
+
+    #[test]
+    fn the_durable_open_line_gives_its_figures() {
+        let line = r#"{"timestamp":"2025-01-01T00:00:00Z","level":"INFO","message":"durable queue open","path":"/tmp/q/queue.redb","queued":1000000,"dead_letters":0,"file_bytes":412000000,"open_ms":2345,"default_delivery":"Durable","target":"partner_events_gateway::server"}"#;
+        let o = durable_open_line(line).unwrap();
+        assert_eq!((o.open_ms, o.queued), (2345, 1_000_000));
+        assert!(durable_open_line(r#"{"message":"other","open_ms":1}"#).is_none());
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub const TENANT: &str = "bench";
 pub const SOURCE: &str = "aws.partner/example.com/bench/events";
 /// The source's region.
 pub const REGION: &str = "us-east-1";
-const DETAIL_TYPE: &str = "BenchEvent";
+/// The detail type of every bench entry.
+pub const DETAIL_TYPE: &str = "BenchEvent";
 
 /// Most batches one worker sends in a scenario, whatever the clock says.
 const MAX_BATCHES_PER_WORKER: u64 = 50_000_000;
@@ -137,7 +138,7 @@ impl Tally {
 }
 
 /// A JSON object of about 250 bytes: an invoice, as a service would send.
-fn detail() -> String {
+pub fn detail() -> String {
     r#"{"invoice":"in_1MtHbELkdIwHu7ixl4OzzPMv","customer":"cus_NffrFeUfNV2Hib","currency":"eur","amount_due":125000,"paid":true,"lines":[{"id":"il_00000001","amount":1000,"quantity":2},{"id":"il_00000002","amount":1500,"quantity":1}]}"#
         .to_string()
 }
@@ -427,6 +428,24 @@ pub async fn gateway_unary(
     tenant_unary(clients, TENANT, entries, workers, window).await
 }
 
+/// Unary calls of `entries` entries through the gateway, closed loop,
+/// each asking for delivery `mode` (SYNC: answered once EventBridge took
+/// the entries; DURABLE: once they are on the gateway's disk).
+pub async fn gateway_unary_as(
+    clients: GatewayClients,
+    entries: usize,
+    workers: usize,
+    window: Window,
+    mode: crate::proto::DeliveryMode,
+) -> Tally {
+    let mut req = grpc_batch(entries);
+    req.delivery = mode as i32;
+    closed_loop(workers, window, move |i| {
+        unary_once(clients.get(i), req.clone())
+    })
+    .await
+}
+
 /// Unary calls of `entries` entries for `tenant` through the gateway,
 /// closed loop.
 pub async fn tenant_unary(
@@ -496,6 +515,81 @@ pub async fn one_entry_every(
         });
     }
     join_tallies(set).await
+}
+
+/// What a fill of the durable queue got.
+#[derive(Debug, Default)]
+pub struct Fill {
+    /// Entries acknowledged with a receipt.
+    pub queued: u64,
+    /// Entries answered with an error, and calls failed whole.
+    pub failed: u64,
+    pub errors: u64,
+    pub first_failure: Option<String>,
+}
+
+/// Fills the durable queue: `workers` callers send DURABLE unary batches
+/// of `entries` entries until `target` entries are claimed (the last batch
+/// holds what is left) or `deadline` passes; a batch is claimed before it
+/// is sent, so the fill never sends more than `target`.
+pub async fn durable_fill(
+    clients: GatewayClients,
+    entries: usize,
+    workers: usize,
+    target: u64,
+    deadline: Instant,
+) -> Fill {
+    let claimed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut set = JoinSet::new();
+    for i in 0..workers {
+        let (claimed, client) = (claimed.clone(), clients.get(i));
+        set.spawn(async move {
+            let mut f = Fill::default();
+            let mut req = grpc_batch(entries);
+            req.delivery = crate::proto::DeliveryMode::Durable as i32;
+            for _ in 0..MAX_BATCHES_PER_WORKER {
+                let from = claimed.fetch_add(entries as u64, Ordering::Relaxed);
+                if from >= target || Instant::now() >= deadline {
+                    break;
+                }
+                let n = (target - from).min(entries as u64) as usize;
+                let mut batch = req.clone();
+                batch.entries.truncate(n);
+                match tokio::time::timeout_at(deadline, unary_once(client.clone(), batch)).await {
+                    Err(_elapsed) => break,
+                    Ok(Ok(a)) => {
+                        f.queued += a.ok;
+                        f.failed += a.failed;
+                        if let (None, Some(e)) = (&f.first_failure, a.failure) {
+                            f.first_failure = Some(e);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        f.errors += 1;
+                        f.first_failure.get_or_insert(e);
+                        // A refusing gateway must not turn this into a spin.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            f
+        });
+    }
+    let mut total = Fill::default();
+    while let Some(f) = set.join_next().await {
+        match f {
+            Ok(f) => {
+                total.queued += f.queued;
+                total.failed += f.failed;
+                total.errors += f.errors;
+                if total.first_failure.is_none() {
+                    total.first_failure = f.first_failure;
+                }
+            }
+            Err(_) => total.errors += 1,
+        }
+    }
+    total
 }
 
 /// Unary calls of `entries` entries through the gateway at a fixed rate.

@@ -36,11 +36,20 @@
 //! the replicas' CPU, Redis's CPU and Redis round trips: what a lease of
 //! several call tokens saves.
 //!
+//! The durable run compares DURABLE and SYNC acknowledgements side by
+//! side (unary 1 and 20, the emulator's latency), reads group commit from
+//! the child's metrics, and times a restart with a million entries queued
+//! (see `durable`). Every gateway child has a durable directory of its own
+//! (`PEG_STATE_DIR`), removed with it: redb lets one process open a queue
+//! file, and no run inherits another's queue.
+//!
 //! Every load loop is bounded in time (a window per run) and in count.
 //! Layout: `load` (what is sent and how), `child` (the gateway process and
-//! `/proc` figures), `report` (measurements, targets, table, JSON).
+//! `/proc` figures), `durable` (the durable run), `report` (measurements,
+//! targets, table, JSON).
 
 mod child;
+mod durable;
 mod load;
 mod report;
 
@@ -183,8 +192,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub stall_secs: Option<u64>,
     /// Only scenarios whose name contains this (`unary-20`, `stream-1 `,
-    /// `x1000`, `stall`, `noisy`, `cluster`); the half-load run follows
-    /// `unary-20`.
+    /// `x1000`, `stall`, `noisy`, `cluster`, `durable`); the half-load run
+    /// follows `unary-20`.
     #[arg(long)]
     pub only: Option<String>,
     /// The gateway executable to run as the child (`serve`); default this one.
@@ -199,6 +208,16 @@ pub struct BenchArgs {
     /// the gateway's default), to see what coalescing costs in latency.
     #[arg(long)]
     pub linger_ms: Option<u64>,
+    /// Entries queued before the durable run's restart (default 1000000,
+    /// 2000 with --quick).
+    #[arg(long)]
+    pub durable_fill: Option<u64>,
+    /// Seconds the durable run's gRPC fill may take (default 240, 20 with
+    /// --quick); when it queues fewer entries than --durable-fill, the
+    /// library fills another queue with that many directly, and that
+    /// restart is measured too.
+    #[arg(long)]
+    pub durable_fill_secs: Option<u64>,
 }
 
 /// What a scenario sends.
@@ -249,6 +268,10 @@ struct Plan {
     out: PathBuf,
     linger_ms: Option<u64>,
     load_fraction: f64,
+    quick: bool,
+    /// The durable run's restart: entries queued, and the gRPC fill's bound.
+    durable_fill: u64,
+    durable_fill_within: Duration,
 }
 
 impl Plan {
@@ -277,6 +300,23 @@ impl Plan {
         {
             return Err("--stream-entries-in-flight: each level must be 1 to 10000000".into());
         }
+        let durable_fill = args.durable_fill.unwrap_or(if args.quick {
+            durable::QUICK_FILL_ENTRIES
+        } else {
+            durable::DEFAULT_FILL_ENTRIES
+        });
+        if !(1..=10_000_000).contains(&durable_fill) {
+            return Err("--durable-fill must be 1 to 10000000".into());
+        }
+        let durable_fill_within = Duration::from_secs(
+            args.durable_fill_secs
+                .unwrap_or(if args.quick {
+                    durable::QUICK_FILL_SECS
+                } else {
+                    durable::DEFAULT_FILL_SECS
+                })
+                .clamp(1, 3_600),
+        );
         if !(args.load_fraction > 0.0 && args.load_fraction <= 1.0) {
             return Err("--load-fraction must be above 0 and at most 1".into());
         }
@@ -305,6 +345,9 @@ impl Plan {
             gateway_bin,
             out: args.out,
             linger_ms: args.linger_ms,
+            quick: args.quick,
+            durable_fill,
+            durable_fill_within,
         })
     }
 
@@ -372,10 +415,35 @@ fn child_toml_with_metrics(
     tenants: &str,
     metrics_listen: &str,
 ) -> String {
+    child_toml_at(
+        "127.0.0.1:0",
+        title,
+        endpoint_url,
+        server,
+        upstream,
+        quotas,
+        tenants,
+        metrics_listen,
+    )
+}
+
+/// [`child_toml_with_metrics`] listening on `listen` (a gateway restarted
+/// on the same port, as its clients would find it again).
+#[allow(clippy::too_many_arguments)]
+fn child_toml_at(
+    listen: &str,
+    title: &str,
+    endpoint_url: &str,
+    server: &str,
+    upstream: &str,
+    quotas: &str,
+    tenants: &str,
+    metrics_listen: &str,
+) -> String {
     format!(
         r#"# partner-events-gateway bench: {title}
 [server]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 reload_poll_ms = 0
 shutdown_grace_ms = 1000
 {server}
@@ -660,6 +728,11 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     } else {
         None
     };
+    let durable = if plan.wants("durable") {
+        Some(durable::durable(h).await?)
+    } else {
+        None
+    };
     let mut notes = notes(plan);
     notes.push(format!(
         "1-minute load average before the run {load_before:.2}, after {:.2} (the run's own load included): anything else running on this machine competes for the same cores.",
@@ -681,6 +754,7 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
         stall,
         noisy,
         cluster,
+        durable,
         targets: Vec::new(),
     };
     report.judge(plan.latency_ms);
@@ -725,7 +799,23 @@ fn notes(plan: &Plan) -> Vec<String> {
     if plan.wants("cluster") {
         notes.push(cluster_note(plan));
     }
+    if plan.wants("durable") {
+        notes.push(durable_note(plan));
+    }
     notes
+}
+
+/// The note on how the durable run is made and measured.
+fn durable_note(plan: &Plan) -> String {
+    format!(
+        "Durable: unary batches of 1 and 20 entries from {} callers (closed loop), the emulator at {} ms per call, SYNC and DURABLE taking turns (which goes first alternating), each run a fresh gateway child with a durable directory of its own (PEG_STATE_DIR) and the same config (the throughput runs', metrics on, default_delivery sync): only each request's `delivery` differs. acks/s: entries answered with a receipt (DURABLE: on disk, fsync'd) or an event id (SYNC) per second. Commits from the child's metrics over the window: partner_events_durable_commits_total (one fsync each; delivery rounds commit too), _commit_changes (batches and outcomes per commit), _enqueued_total, _commit_seconds; acks/commit = enqueued / commits; writer busy = commit seconds / the window (one thread commits: near 100%, acknowledgements queue behind it). Upstream entries/s in a DURABLE run is the background delivery. Restart: a gateway (same config, a fixed port) queues {} entries through the API as DURABLE batches of 500 from 8 callers (at most {:.0} s) while the emulator hangs every call (EventBridge out of reach), is stopped with SIGTERM, and a new one starts on the same directory: `open_ms` is its own log figure; `serving` is from the process's start until grpc.health.v1 answers SERVING on its port. When the API fill falls short, the library (Durable::open + enqueue, the same entries) fills another queue with the full count. Bytes per entry: queue.redb's size / entries queued, detail {} bytes. The queue files are on this machine's disk ({}).",
+        plan.unary_callers,
+        plan.latency_ms,
+        report::thousands(plan.durable_fill as f64),
+        plan.durable_fill_within.as_secs_f64(),
+        load::detail().len(),
+        std::env::temp_dir().display()
+    )
 }
 
 /// The note on the emulator's quota, printed with the report.
@@ -1522,7 +1612,7 @@ mod tests {
             .wants("cluster"));
     }
 
-    fn args(quick: bool, only: Option<&str>) -> BenchArgs {
+    pub(super) fn args(quick: bool, only: Option<&str>) -> BenchArgs {
         BenchArgs {
             duration_secs: 5,
             quick,
@@ -1537,6 +1627,8 @@ mod tests {
             gateway_bin: Some("gateway".into()),
             load_fraction: 0.5,
             linger_ms: None,
+            durable_fill: None,
+            durable_fill_secs: None,
         }
     }
 

@@ -428,6 +428,302 @@ cluster: {} replicas sharing the emulator's quota {}/s (burst {}) through Redis,
     }
 }
 
+/// The durable run: DURABLE and SYNC side by side, and restarts with a
+/// large queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct DurableBench {
+    pub emulator_latency_ms: u64,
+    pub callers: usize,
+    /// Bytes of each entry's detail (a JSON object).
+    pub detail_bytes: usize,
+    /// Every run, in the order run.
+    pub runs: Vec<DurableRun>,
+    /// Per batch size: DURABLE acks/s over SYNC's, each round and median.
+    pub ratios: Vec<DurableRatio>,
+    /// The restart after the gRPC fill, and after the library fill if the
+    /// gRPC fill fell short.
+    pub restarts: Vec<Restart>,
+    /// The gateway's config (the metrics port differs per run).
+    pub gateway_config: String,
+}
+
+/// One run of the durable comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct DurableRun {
+    /// `sync` or `durable`.
+    pub delivery: String,
+    pub round: u32,
+    pub measurement: Measurement,
+    pub commits: CommitFigures,
+}
+
+/// The gateway's durable commits over a window, from its metrics.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CommitFigures {
+    pub secs: f64,
+    /// Commits, one fsync each (enqueues and delivery progress alike).
+    pub commits: u64,
+    /// Changes they carried: a DURABLE batch, a delivery round's progress
+    /// or outcomes.
+    pub changes: u64,
+    /// Seconds spent committing, fsync included.
+    pub commit_seconds: f64,
+    /// DURABLE entries acknowledged.
+    pub enqueued: u64,
+    /// Entries still queued at the window's end.
+    pub queued_at_end: u64,
+}
+
+impl CommitFigures {
+    pub fn commits_per_sec(&self) -> f64 {
+        self.commits as f64 / self.secs.max(1e-3)
+    }
+
+    /// Acknowledged entries per commit (every commit counted: a lower
+    /// bound on entries per enqueue commit).
+    pub fn acks_per_commit(&self) -> f64 {
+        self.enqueued as f64 / self.commits.max(1) as f64
+    }
+
+    pub fn changes_per_commit(&self) -> f64 {
+        self.changes as f64 / self.commits.max(1) as f64
+    }
+
+    pub fn mean_commit_ms(&self) -> f64 {
+        self.commit_seconds * 1e3 / self.commits.max(1) as f64
+    }
+
+    /// The share of the window the one writer thread spent committing:
+    /// near 1, acknowledgements wait for the writer, not for the disk alone.
+    pub fn writer_busy(&self) -> f64 {
+        self.commit_seconds / self.secs.max(1e-3)
+    }
+}
+
+/// DURABLE acks/s over SYNC's for one batch size.
+#[derive(Debug, Clone, Serialize)]
+pub struct DurableRatio {
+    pub entries_per_batch: usize,
+    /// Per round, DURABLE/SYNC acks/s.
+    pub rounds: Vec<f64>,
+    pub median: f64,
+    /// Median p50 and p99 of each mode's runs, in ms.
+    pub sync_p50_ms: f64,
+    pub sync_p99_ms: f64,
+    pub durable_p50_ms: f64,
+    pub durable_p99_ms: f64,
+}
+
+/// A gateway's start on a large queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct Restart {
+    /// `grpc` (through the API, EventBridge out of reach) or `library`
+    /// (Durable::open + enqueue, no gateway).
+    pub fill: String,
+    pub target_entries: u64,
+    pub filled_entries: u64,
+    pub fill_secs: f64,
+    pub fill_batch_entries: usize,
+    /// gRPC callers, or library tasks.
+    pub fill_callers: usize,
+    pub detail_bytes: usize,
+    /// queue.redb's length, and the blocks it takes.
+    pub file_bytes: u64,
+    pub allocated_bytes: u64,
+    /// What the restarted gateway logged it found.
+    pub queued_at_open: u64,
+    /// SIGTERM to exit of the filling gateway (gRPC fill only).
+    pub stop_secs: Option<f64>,
+    /// The gateway's own `open_ms`.
+    pub open_ms: u64,
+    /// From the process's start to its "durable queue open" line.
+    pub open_logged_ms: f64,
+    /// From the process's start to health SERVING on its port.
+    pub serving_ms: f64,
+    /// RSS once serving.
+    pub rss_mib: f64,
+    /// Entries and calls of the fill that failed.
+    pub fill_failed: u64,
+    pub first_failure: Option<String>,
+}
+
+impl Restart {
+    pub fn bytes_per_entry(&self) -> f64 {
+        self.file_bytes as f64 / self.queued_at_open.max(1) as f64
+    }
+
+    pub fn fill_rate(&self) -> f64 {
+        self.filled_entries as f64 / self.fill_secs.max(1e-3)
+    }
+}
+
+impl DurableBench {
+    pub fn new(
+        emulator_latency_ms: u64,
+        callers: usize,
+        detail_bytes: usize,
+        runs: Vec<DurableRun>,
+        restarts: Vec<Restart>,
+        gateway_config: String,
+    ) -> Self {
+        let mut sizes: Vec<usize> = runs
+            .iter()
+            .map(|r| r.measurement.entries_per_batch)
+            .collect();
+        sizes.dedup();
+        let ratios = sizes
+            .into_iter()
+            .map(|entries| {
+                let of = |mode: &str| -> Vec<&DurableRun> {
+                    runs.iter()
+                        .filter(|r| {
+                            r.measurement.entries_per_batch == entries && r.delivery == mode
+                        })
+                        .collect()
+                };
+                let (sync, durable) = (of("sync"), of("durable"));
+                let rounds: Vec<f64> = durable
+                    .iter()
+                    .filter_map(|d| {
+                        let s = sync.iter().find(|s| s.round == d.round)?;
+                        Some(ratio(
+                            d.measurement.entries_per_sec,
+                            s.measurement.entries_per_sec,
+                        ))
+                    })
+                    .collect();
+                let p = |rs: &[&DurableRun], f: fn(&Percentiles) -> f64| {
+                    median(rs.iter().map(|r| f(&r.measurement.latency_ms)).collect())
+                };
+                DurableRatio {
+                    entries_per_batch: entries,
+                    median: median(rounds.clone()),
+                    rounds,
+                    sync_p50_ms: p(&sync, |l| l.p50),
+                    sync_p99_ms: p(&sync, |l| l.p99),
+                    durable_p50_ms: p(&durable, |l| l.p50),
+                    durable_p99_ms: p(&durable, |l| l.p99),
+                }
+            })
+            .collect();
+        Self {
+            emulator_latency_ms,
+            callers,
+            detail_bytes,
+            runs,
+            ratios,
+            restarts,
+            gateway_config,
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "
+durable: unary, {} callers, emulator {} ms per call, detail {} bytes; SYNC and DURABLE taking turns, a fresh gateway per run
+  {:<10} {:>5} {:<8} {:>10} {:>8} {:>8} {:>10} {:>12} {:>12} {:>10} {:>12} {:>14} {:>10} {:>6}",
+            self.callers,
+            self.emulator_latency_ms,
+            self.detail_bytes,
+            "scenario",
+            "round",
+            "mode",
+            "acks/s",
+            "p50 ms",
+            "p99 ms",
+            "commits/s",
+            "acks/commit",
+            "changes/com",
+            "commit ms",
+            "writer busy",
+            "upstream ent/s",
+            "queued end",
+            "errors"
+        );
+        for r in &self.runs {
+            let m = &r.measurement;
+            let c = &r.commits;
+            let _ = writeln!(
+                out,
+                "  {:<10} {:>5} {:<8} {:>10} {:>8.2} {:>8.2} {:>10.1} {:>12.1} {:>12.1} {:>10.2} {:>11.0}% {:>14} {:>10} {:>6}",
+                format!("unary-{}", m.entries_per_batch),
+                r.round,
+                r.delivery,
+                thousands(m.entries_per_sec),
+                m.latency_ms.p50,
+                m.latency_ms.p99,
+                c.commits_per_sec(),
+                c.acks_per_commit(),
+                c.changes_per_commit(),
+                c.mean_commit_ms(),
+                c.writer_busy() * 100.0,
+                thousands(m.entries_per_call * m.upstream_calls_per_sec),
+                thousands(c.queued_at_end as f64),
+                m.errors + m.entries_failed
+            );
+            if let Some(f) = &m.first_failure {
+                let _ = writeln!(out, "        first failure: {f}");
+            }
+        }
+        for q in &self.ratios {
+            let _ = writeln!(
+                out,
+                "  unary-{}: DURABLE/SYNC acks/s {} median {:.2}x; p50/p99 ms SYNC {:.2}/{:.2}, DURABLE {:.2}/{:.2}",
+                q.entries_per_batch,
+                q.rounds
+                    .iter()
+                    .map(|r| format!("{r:.2}x"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                q.median,
+                q.sync_p50_ms,
+                q.sync_p99_ms,
+                q.durable_p50_ms,
+                q.durable_p99_ms
+            );
+        }
+        for r in &self.restarts {
+            let _ = writeln!(
+                out,
+                "  restart, {} fill: {} of {} entries queued in {:.1} s ({}/s, batches of {}, {} {}, EventBridge out of reach){}",
+                r.fill,
+                thousands(r.filled_entries as f64),
+                thousands(r.target_entries as f64),
+                r.fill_secs,
+                thousands(r.fill_rate()),
+                r.fill_batch_entries,
+                r.fill_callers,
+                if r.fill == "grpc" { "callers" } else { "tasks" },
+                if r.fill_failed > 0 {
+                    format!(
+                        ", {} failed (first: {})",
+                        r.fill_failed,
+                        r.first_failure.as_deref().unwrap_or("?")
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            let _ = writeln!(
+                out,
+                "    queue file {:.1} MB ({:.1} MB allocated): {:.0} bytes per entry for {}-byte details; stop (SIGTERM) {}; start: {} entries, open_ms {}, logged at {:.0} ms, health SERVING at {:.0} ms; RSS {:.0} MiB",
+                r.file_bytes as f64 / 1e6,
+                r.allocated_bytes as f64 / 1e6,
+                r.bytes_per_entry(),
+                r.detail_bytes,
+                r.stop_secs
+                    .map_or("-".to_string(), |s| format!("{:.2} s", s)),
+                thousands(r.queued_at_open as f64),
+                r.open_ms,
+                r.open_logged_ms,
+                r.serving_ms,
+                r.rss_mib
+            );
+        }
+    }
+}
+
 /// The noisy-neighbour run: a tenant flooding one region under an emulated
 /// EventBridge quota, and a quiet tenant's latency alone and during the
 /// flood.
@@ -732,6 +1028,8 @@ pub struct Report {
     pub noisy: Option<Noisy>,
     /// Replicas sharing one quota through Redis, per lease size.
     pub cluster: Option<Cluster>,
+    /// DURABLE against SYNC, group commit, restart with a large queue.
+    pub durable: Option<DurableBench>,
     pub targets: Vec<Target>,
 }
 
@@ -1017,6 +1315,9 @@ impl Report {
         if let Some(c) = &self.cluster {
             c.render(&mut out);
         }
+        if let Some(d) = &self.durable {
+            d.render(&mut out);
+        }
         if !self.targets.is_empty() {
             let _ = writeln!(out, "\ntargets (reported, not asserted)");
             for t in &self.targets {
@@ -1209,6 +1510,7 @@ mod tests {
             stall: None,
             noisy: None,
             cluster: None,
+            durable: None,
             targets: vec![],
         }
     }
@@ -1577,5 +1879,89 @@ mod tests {
         assert!(out.contains(" 2.00 ") && out.contains(" 1.00 "), "{out}");
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["cluster"]["runs"][1]["redis_round_trips"], 750);
+    }
+
+    #[test]
+    fn the_durable_run_gives_ratios_per_batch_size_and_prints_its_restarts() {
+        let run = |delivery: &str, round, entries, entries_per_sec: u64, p99_ms| {
+            let mut m = unary_run(Path::Gateway, entries_per_sec);
+            m.entries_per_batch = entries;
+            m.latency_ms.p99 = p99_ms;
+            DurableRun {
+                delivery: delivery.into(),
+                round,
+                measurement: m,
+                commits: CommitFigures {
+                    secs: 2.0,
+                    commits: 100,
+                    changes: 800,
+                    commit_seconds: 0.2,
+                    enqueued: 4_000,
+                    queued_at_end: 0,
+                },
+            }
+        };
+        let runs = vec![
+            run("sync", 1, 1, 2_000, 30.0),
+            run("durable", 1, 1, 6_000, 20.0),
+            run("durable", 2, 1, 9_000, 24.0),
+            run("sync", 2, 1, 3_000, 32.0),
+            run("sync", 1, 20, 40_000, 60.0),
+            run("durable", 1, 20, 20_000, 90.0),
+        ];
+        let restart = Restart {
+            fill: "grpc".into(),
+            target_entries: 1_000_000,
+            filled_entries: 1_000_000,
+            fill_secs: 50.0,
+            fill_batch_entries: 500,
+            fill_callers: 8,
+            detail_bytes: 228,
+            file_bytes: 450_000_000,
+            allocated_bytes: 450_000_000,
+            queued_at_open: 1_000_000,
+            stop_secs: Some(1.0),
+            open_ms: 2_000,
+            open_logged_ms: 2_050.0,
+            serving_ms: 2_100.0,
+            rss_mib: 300.0,
+            fill_failed: 0,
+            first_failure: None,
+        };
+        let d = DurableBench::new(20, 64, 228, runs, vec![restart], String::new());
+        assert_eq!(d.ratios.len(), 2);
+        // Each DURABLE run over the SYNC run of its own round.
+        assert_eq!(d.ratios[0].rounds, vec![3.0, 3.0]);
+        assert_eq!(d.ratios[0].median, 3.0);
+        assert_eq!(
+            (d.ratios[0].sync_p99_ms, d.ratios[0].durable_p99_ms),
+            (31.0, 22.0)
+        );
+        assert_eq!(d.ratios[1].rounds, vec![0.5]);
+        assert_eq!(d.restarts[0].bytes_per_entry(), 450.0);
+        let mut r = report(Vec::new());
+        r.durable = Some(d);
+        let out = r.render();
+        assert!(
+            out.contains("unary-1: DURABLE/SYNC acks/s 3.00x 3.00x median 3.00x"),
+            "{out}"
+        );
+        assert!(
+            out.contains("unary-20: DURABLE/SYNC acks/s 0.50x median 0.50x"),
+            "{out}"
+        );
+        // 100 commits in 2 s, 40 acks and 8 changes each, 2 ms each.
+        assert!(
+            out.contains(" 50.0 ") && out.contains(" 40.0 ") && out.contains(" 2.00 "),
+            "{out}"
+        );
+        assert!(
+            out.contains("450 bytes per entry for 228-byte details"),
+            "{out}"
+        );
+        assert!(out.contains("health SERVING at 2100 ms"), "{out}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["durable"]["restarts"][0]["open_ms"], 2_000);
+        assert_eq!(json["durable"]["ratios"][1]["median"], 0.5);
     }
 }
