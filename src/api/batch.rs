@@ -151,10 +151,12 @@ impl BatchProcessor {
                         .await
                         .map_err(|e| match e {
                             EnqueueError::Full {
-                                max_bytes,
+                                limit,
+                                value,
                                 retry_after,
                             } => ApiError::QueueFull {
-                                max_bytes,
+                                limit,
+                                value,
                                 retry_after,
                             },
                             EnqueueError::Store(e) => ApiError::QueueUnavailable(e.to_string()),

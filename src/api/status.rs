@@ -60,10 +60,12 @@ pub enum ApiError {
     /// The gateway started shutting down before the call was admitted.
     #[error("the gateway is shutting down")]
     ShuttingDown,
-    /// DURABLE: the queue is at `durable.max_bytes`; nothing was queued.
-    #[error("the durable queue is full ({max_bytes} bytes on disk); nothing of this batch was queued: retry in {} ms, or send it SYNC", retry_after.as_millis())]
+    /// DURABLE: the queue is at `durable.max_bytes` or `max_entries`;
+    /// nothing was queued.
+    #[error("the durable queue is full (durable.{limit} = {value}); nothing of this batch was queued: retry in {} ms, or send it SYNC", retry_after.as_millis())]
     QueueFull {
-        max_bytes: u64,
+        limit: &'static str,
+        value: u64,
         retry_after: Duration,
     },
     /// DURABLE: the queue could not write the batch; nothing was queued.
@@ -136,14 +138,15 @@ impl ApiError {
                 Some(ErrorDetails::with_retry_info(Some(*retry_after)))
             }
             Self::QueueFull {
-                max_bytes,
+                limit,
+                value,
                 retry_after,
             } => {
                 let mut details = ErrorDetails::with_retry_info(Some(*retry_after));
                 details.set_error_info(
                     "DURABLE_QUEUE_FULL",
                     "partnerevents.v1",
-                    [("max_bytes".to_string(), max_bytes.to_string())],
+                    [(limit.to_string(), value.to_string())],
                 );
                 Some(details)
             }

@@ -84,9 +84,13 @@ type Picked = Vec<(Arc<str>, Vec<Receipt>)>;
 /// Why a DURABLE batch was not queued.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
-    #[error("the durable queue is full ({max_bytes} bytes); nothing of the batch was queued")]
+    #[error(
+        "the durable queue is full (durable.{limit} = {value}); nothing of the batch was queued"
+    )]
     Full {
-        max_bytes: u64,
+        /// `max_bytes` or `max_entries`.
+        limit: &'static str,
+        value: u64,
         retry_after: Duration,
     },
     #[error("{0}")]
@@ -173,6 +177,9 @@ pub struct Durable {
     wake: Notify,
     /// Bytes of queued entries and dead letters, against `max_bytes`.
     bytes: AtomicU64,
+    /// Entries queued or being queued, against `max_entries` (what the
+    /// queue's bookkeeping in memory is bounded by).
+    entries: AtomicU64,
     reports: watch::Receiver<u64>,
     metrics: Arc<Metrics>,
     recovery: Recovery,
@@ -214,6 +221,9 @@ impl Durable {
                 .or_insert_with(|| e.tenant.as_str().into())
                 .clone();
             let mut progress = e.progress;
+            // The last failure's words stay on disk (see `settle`).
+            progress.last_code = String::new();
+            progress.last_message = String::new();
             // A round that started and never ended: it may have reached
             // EventBridge before the gateway stopped.
             if progress.in_round {
@@ -259,6 +269,7 @@ impl Durable {
             state: Mutex::new(state),
             wake: Notify::new(),
             bytes: AtomicU64::new(bytes),
+            entries: AtomicU64::new(queued),
             reports,
             metrics,
             recovery,
@@ -306,10 +317,12 @@ impl Durable {
             records.push((self.receipts.next(now), record));
         }
         let total: u64 = sizes.iter().sum();
-        self.reserve(total)?;
+        let n = records.len() as u64;
+        self.reserve(n, total)?;
         let receipts: Vec<Receipt> = records.iter().map(|(r, _)| *r).collect();
         if let Err(e) = self.writer.commit(Change::Enqueue(records)).await {
             self.bytes.fetch_sub(total, Ordering::Relaxed);
+            self.entries.fetch_sub(n, Ordering::Relaxed);
             self.metrics
                 .durable
                 .refused("unavailable", receipts.len() as u64);
@@ -342,23 +355,37 @@ impl Durable {
         Ok(receipts)
     }
 
-    /// Takes `n` bytes of room under `max_bytes`, or says the queue is full.
-    fn reserve(&self, n: u64) -> Result<(), EnqueueError> {
-        let max = self.settings.max_bytes;
-        self.bytes
+    /// Takes room for `n` entries of `bytes` under `max_entries` and
+    /// `max_bytes`, or says which is full.
+    fn reserve(&self, n: u64, bytes: u64) -> Result<(), EnqueueError> {
+        let full = |limit, value| {
+            self.metrics.durable.refused("full", n);
+            EnqueueError::Full {
+                limit,
+                value,
+                // Room comes back as entries are delivered: a second is a
+                // fair first guess at a paced queue's pace.
+                retry_after: Duration::from_secs(1),
+            }
+        };
+        let max_entries = self.settings.max_entries;
+        self.entries
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                (used + n <= max).then_some(used + n)
+                (used + n <= max_entries).then_some(used + n)
             })
-            .map(|_| ())
-            .map_err(|_| {
-                self.metrics.durable.refused("full", 1);
-                EnqueueError::Full {
-                    max_bytes: max,
-                    // Room comes back as entries are delivered: a second is
-                    // a fair first guess at a paced queue's pace.
-                    retry_after: Duration::from_secs(1),
-                }
+            .map_err(|_| full("max_entries", max_entries))?;
+        let max_bytes = self.settings.max_bytes;
+        if self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                (used + bytes <= max_bytes).then_some(used + bytes)
             })
+            .is_err()
+        {
+            self.entries.fetch_sub(n, Ordering::Relaxed);
+            return Err(full("max_bytes", max_bytes));
+        }
+        Ok(())
     }
 
     /// Where `receipt` stands.
@@ -372,11 +399,12 @@ impl Durable {
         };
         if let Some((progress, in_flight)) = pending {
             if let Some(entry) = self.store.entry(receipt)? {
+                let stored = self.store.progress(receipt)?.unwrap_or_default();
                 return Ok(Standing::Queued {
                     entry: Box::new(entry),
                     attempts: progress.attempts,
-                    last_code: progress.last_code,
-                    last_message: progress.last_message,
+                    last_code: stored.last_code,
+                    last_message: stored.last_message,
                     next_ms: progress.next_ms,
                     in_flight,
                     redelivered: progress.maybe_sent,
@@ -491,6 +519,8 @@ impl Durable {
                 state.ready.entry(tenant).or_default().insert((0, receipt));
             }
         }
+        // Replayed entries take room again (an operator's act: not refused).
+        self.entries.fetch_add(n, Ordering::Relaxed);
         self.metrics.durable.replayed.inc_by(n);
         self.update_counts();
         self.wake.notify_one();
@@ -727,7 +757,10 @@ impl Durable {
                 entries.iter().map(|(r, _)| *r).collect();
             let mut state = lock(&self.state);
             for r in receipts.iter().filter(|r| !found.contains(r)) {
-                state.remove(*r);
+                if let Some(p) = state.remove(*r) {
+                    self.entries.fetch_sub(1, Ordering::Relaxed);
+                    self.bytes.fetch_sub(p.bytes, Ordering::Relaxed);
+                }
             }
         }
         let mut order = Vec::with_capacity(entries.len());
@@ -917,6 +950,7 @@ impl Durable {
                     let Some(p) = state.remove(*receipt) else {
                         continue;
                     };
+                    self.entries.fetch_sub(1, Ordering::Relaxed);
                     if *is_dead {
                         // The dead letter keeps the entry's bytes on disk.
                         state.dead += 1;
@@ -930,7 +964,13 @@ impl Durable {
             for (receipt, progress) in &retries {
                 let due = progress.next_ms;
                 if let Some(p) = state.pending.get_mut(receipt) {
-                    p.progress = progress.clone();
+                    // The last failure's words stay on disk (GetDeliveries
+                    // reads them there): memory holds counts and times.
+                    p.progress = Progress {
+                        last_code: String::new(),
+                        last_message: String::new(),
+                        ..progress.clone()
+                    };
                 }
                 state.make_ready(*receipt, due);
             }

@@ -25,6 +25,10 @@ pub struct DurableSection {
     /// batch that does not fit is refused (RESOURCE_EXHAUSTED), nothing
     /// older is dropped.
     pub max_bytes: u64,
+    /// Entries that may be queued (not yet delivered or dead-lettered): the
+    /// gateway keeps about 150 bytes of bookkeeping in memory per queued
+    /// entry, so this bounds that memory (1,000,000: about 150 MB).
+    pub max_entries: u64,
     /// How long after its acceptance an entry that keeps failing retryably
     /// is still resent; then it becomes a dead letter.
     pub max_delivery_age_ms: u64,
@@ -48,6 +52,7 @@ impl Default for DurableSection {
             path: String::new(),
             default_delivery: Delivery::Sync,
             max_bytes: 1 << 30,
+            max_entries: 1_000_000,
             max_delivery_age_ms: 24 * 3_600_000,
             report_retention_ms: 3_600_000,
             max_delivering_entries: 2_000,
@@ -65,6 +70,7 @@ pub struct DurableSettings {
     pub dir: PathBuf,
     pub default_delivery: Delivery,
     pub max_bytes: u64,
+    pub max_entries: u64,
     pub max_delivery_age: Duration,
     pub report_retention: Duration,
     pub max_delivering_entries: usize,
@@ -111,6 +117,9 @@ impl DurableSection {
         if self.max_bytes < 1 << 16 {
             return Err(bad("max_bytes", "must be at least 65536"));
         }
+        if self.max_entries == 0 {
+            return Err(bad("max_entries", "must be at least 1"));
+        }
         if self.max_delivery_age_ms < 1_000 {
             return Err(bad("max_delivery_age_ms", "must be at least 1000"));
         }
@@ -134,6 +143,7 @@ impl DurableSection {
             dir,
             default_delivery: self.default_delivery,
             max_bytes: self.max_bytes,
+            max_entries: self.max_entries,
             max_delivery_age: ms(self.max_delivery_age_ms),
             report_retention: ms(self.report_retention_ms),
             max_delivering_entries: self.max_delivering_entries,

@@ -37,6 +37,11 @@ const DEAD: TableDefinition<u128, &[u8]> = TableDefinition::new("dead");
 const UNREADABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("unreadable");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// redb's page cache. Its default (1 GiB) is filled by the integrity
+/// check at start-up with a large queue, more than a pod's memory; the
+/// queue is read mostly in receipt order, which a small cache serves.
+pub const CACHE_BYTES: usize = 32 << 20;
+
 /// Reports removed per commit when they pass their retention: redb's
 /// deletes are its slowest operation, so they go in bounded ranges.
 pub const EXPIRE_PER_COMMIT: usize = 10_000;
@@ -441,6 +446,14 @@ impl Store {
         Ok(out)
     }
 
+    /// The recorded progress of one queued entry.
+    pub fn progress(&self, receipt: Receipt) -> Result<Option<Progress>, StoreError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let progress = txn.open_table(PROGRESS).map_err(read_err)?;
+        let p = progress.get(receipt.0).map_err(read_err)?;
+        Ok(p.and_then(|v| Progress::decode(v.value()).ok()))
+    }
+
     /// One queued entry.
     pub fn entry(&self, receipt: Receipt) -> Result<Option<StoredEntry>, StoreError> {
         Ok(self.entries(&[receipt])?.pop().map(|(_, e)| e))
@@ -550,6 +563,7 @@ fn open_checked(path: &Path) -> Result<(Database, bool), DatabaseError> {
     let db = std::thread::spawn(move || {
         let mut builder = Database::builder();
         builder.set_check_integrity_on_open(true);
+        builder.set_cache_size(CACHE_BYTES);
         builder.set_repair_callback(move |_| {
             *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
         });
