@@ -157,6 +157,9 @@ pub struct Store {
     db: Database,
     path: PathBuf,
     file_id: u64,
+    /// Dropped after `db` (fields drop in order): its receivers learn
+    /// that the file is closed and may be opened again.
+    released: tokio::sync::watch::Sender<()>,
 }
 
 impl Store {
@@ -202,13 +205,23 @@ impl Store {
             }
         };
         let file_id = ensure_file_id(&db).map_err(|e| open_err(e.to_string()))?;
-        let store = Store { db, path, file_id };
+        let store = Store {
+            db,
+            path,
+            file_id,
+            released: tokio::sync::watch::channel(()).0,
+        };
         let loaded = store.load()?;
         Ok((store, loaded, recovery))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Ends (`changed()` fails) once the file is closed.
+    pub fn released(&self) -> tokio::sync::watch::Receiver<()> {
+        self.released.subscribe()
     }
 
     /// A random id fixed when the file was made.
