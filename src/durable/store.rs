@@ -539,7 +539,8 @@ impl Store {
     }
 }
 
-/// Opens with every page's checksum verified; says whether redb repaired.
+/// Opens with every page's checksum verified; says whether the file was
+/// not closed cleanly (and so redb repaired it).
 fn open_checked(path: &Path) -> Result<(Database, bool), DatabaseError> {
     let repaired = Arc::new(Mutex::new(false));
     let flag = repaired.clone();
@@ -547,11 +548,19 @@ fn open_checked(path: &Path) -> Result<(Database, bool), DatabaseError> {
     // A damaged file may make redb panic rather than fail: that is a
     // damaged file too.
     let db = std::thread::spawn(move || {
+        // The integrity check runs as a repair, so its callback fires for
+        // every file ever written: whether the file was closed cleanly is
+        // asked first, by a plain open that would have to repair (and
+        // refuses to).
+        if path.exists() {
+            let mut plain = Database::builder();
+            plain.set_repair_callback(|session| session.abort());
+            if matches!(plain.open(&path), Err(DatabaseError::RepairAborted)) {
+                *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            }
+        }
         let mut builder = Database::builder();
         builder.set_check_integrity_on_open(true);
-        builder.set_repair_callback(move |_| {
-            *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        });
         builder.create(&path)
     })
     .join()
