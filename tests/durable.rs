@@ -240,6 +240,22 @@ async fn durable_unary_gives_receipts_then_delivered_reports() {
     assert_eq!(r.failed_entry_count, 1, "{r:?}");
     assert_eq!(r.entries[1].error_code, "MalformedDetail", "{r:?}");
     assert!(r.entries[1].receipt_id.is_empty() && r.entries[1].event_id.is_empty());
+    // As in SYNC.
+    let sync = put(
+        &gw.client,
+        batch("acme", "b-sync", vec![entry("Order", "not json")], SYNC),
+    )
+    .await;
+    assert_eq!(
+        (
+            sync.entries[0].error_code.as_str(),
+            sync.entries[0].error_message.as_str()
+        ),
+        (
+            r.entries[1].error_code.as_str(),
+            r.entries[1].error_message.as_str()
+        )
+    );
     // Entry index -> receipt, for the three valid ones.
     let valid: Vec<(u32, String)> = [0usize, 2, 3]
         .iter()
@@ -1077,6 +1093,11 @@ async fn queued_entries_are_delivered_after_a_restart() {
     let (emulator, proxy) = stalled_upstream().await;
     let queued = queue_then_shut_down(&dir, &proxy, "restart", 2, 3, 0).await;
     let gw = restart(&dir, &proxy).await;
+    let recovery = gw.gateway.durable().recovery().clone();
+    assert!(
+        !recovery.repaired && recovery.damaged_file.is_none(),
+        "a clean shutdown leaves a clean file: {recovery:?}"
+    );
     proxy.resume();
     let ids: Vec<String> = queued.iter().map(|(r, _)| r.clone()).collect();
     let done = until_all(
@@ -1240,4 +1261,58 @@ async fn garbage_in_the_queue_file_is_set_aside_and_what_reads_back_is_delivered
         f.sync_all().unwrap();
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_file_left_open_by_a_crash_is_repaired_and_its_entries_delivered() {
+    let (emulator, proxy) = stalled_upstream().await;
+    let dir = StateDir::new();
+    let gw = TestGateway::start(&restartable(&dir, &proxy, "")).await;
+    proxy.pause();
+    let ids = receipts(
+        &put(
+            &gw.client,
+            batch("acme", "crash", marked("T", "crash", 3), DURABLE),
+        )
+        .await,
+    );
+    // Once the round's start is on disk, nothing more is written while
+    // EventBridge hangs: a copy of the open file is what a crash leaves.
+    until_all(
+        &gw.channel,
+        &ids,
+        DeliveryState::InFlight,
+        Duration::from_secs(20),
+    )
+    .await;
+    let crashed = StateDir::new();
+    std::fs::copy(dir.path.join("queue.redb"), crashed.path.join("queue.redb")).unwrap();
+    gw.gateway.shutdown().await;
+
+    let gw = TestGateway::start(&restartable(&crashed, &proxy, "")).await;
+    let recovery = gw.gateway.durable().recovery().clone();
+    eprintln!("crash: recovery {recovery:?}");
+    assert!(
+        recovery.repaired && recovery.damaged_file.is_none(),
+        "{recovery:?}"
+    );
+    proxy.resume();
+    let done = until_all(
+        &gw.channel,
+        &ids,
+        DeliveryState::Delivered,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        done.iter().all(|d| d.redelivered),
+        "a round cut by a crash may have reached EventBridge: {done:?}"
+    );
+    let at_eventbridge: HashSet<String> = emulator
+        .events()
+        .iter()
+        .map(|e| marker(&e.detail))
+        .collect();
+    assert!((0..3).all(|i| at_eventbridge.contains(&format!("crash-{i}"))));
+    gw.stop().await;
 }
