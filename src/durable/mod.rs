@@ -927,6 +927,11 @@ impl Durable {
         m.outcome("dead_lettered", dead);
         m.outcome("retried", retries.len() as u64);
         self.update_gauges();
+        if !retries.is_empty() {
+            // The loop may be asleep for up to a second (it had nothing
+            // ready when these went out): it wakes to wait for their due time.
+            self.wake.notify_one();
+        }
     }
 
     /// The wait before round `rounds + 1`: doubling, capped, jittered
@@ -941,10 +946,13 @@ impl Durable {
     }
 
     fn requeue(&self, receipts: &[Receipt], due_ms: u64) {
-        let mut state = lock(&self.state);
-        for r in receipts {
-            state.make_ready(*r, due_ms);
+        {
+            let mut state = lock(&self.state);
+            for r in receipts {
+                state.make_ready(*r, due_ms);
+            }
         }
+        self.wake.notify_one();
     }
 
     /// Commits a change that must not be lost (final outcomes: the entry
