@@ -189,6 +189,18 @@ impl RunningGateway {
         if let Some(e) = &self.emulator {
             e.shutdown();
         }
+        // Whoever still holds the queue (a connection task ending, the
+        // writer thread) lets go of it shortly: a gateway started on the
+        // same path once this returns finds the file free.
+        let mut released = durable.released();
+        drop(durable);
+        drop(self);
+        if tokio::time::timeout(Duration::from_secs(2), released.changed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the durable queue file is still open 2 s after shutdown");
+        }
         clean
     }
 }

@@ -448,6 +448,12 @@ impl Durable {
         self.reports.clone()
     }
 
+    /// Ends (`changed()` fails) once the queue file is closed: when the
+    /// last holder of this queue (and its writer thread) let go of it.
+    pub fn released(&self) -> watch::Receiver<()> {
+        self.store.released()
+    }
+
     /// The id of the queue file: cursors carry it.
     pub fn file_id(&self) -> u64 {
         self.store.file_id()
@@ -601,10 +607,17 @@ impl Durable {
     ) {
         let mut expire_at = Instant::now();
         let mut gauges_at = Instant::now();
+        // The rounds under way: each holds the queue (and so its file)
+        // until it ends, so they end with delivery (as a crash would end
+        // them: their entries are resent, `redelivered`, after the next
+        // start), and the file is free for the next open once this returns.
+        let mut rounds = tokio::task::JoinSet::new();
         loop {
             if *stop.borrow() {
+                rounds.shutdown().await;
                 return;
             }
+            while rounds.try_join_next().is_some() {}
             let now = Instant::now();
             if now >= expire_at {
                 expire_at = now + Duration::from_secs(10);
@@ -633,7 +646,7 @@ impl Durable {
                     .get(&tenant)
                     .map(|t| t.share().clone())
                     .unwrap_or_else(|| TenantShare::new(&tenant, 1));
-                tokio::spawn(self.clone().round(pipeline.clone(), share, receipts));
+                rounds.spawn(self.clone().round(pipeline.clone(), share, receipts));
             }
         }
     }
@@ -998,10 +1011,13 @@ impl Durable {
     }
 
     fn requeue(&self, receipts: &[Receipt], due_ms: u64) {
-        let mut state = lock(&self.state);
-        for r in receipts {
-            state.make_ready(*r, due_ms);
+        {
+            let mut state = lock(&self.state);
+            for r in receipts {
+                state.make_ready(*r, due_ms);
+            }
         }
+        self.wake.notify_one();
     }
 
     /// Commits a change that must not be lost (final outcomes: the entry

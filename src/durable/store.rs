@@ -162,6 +162,9 @@ pub struct Store {
     db: Database,
     path: PathBuf,
     file_id: u64,
+    /// Dropped after `db` (fields drop in order): its receivers learn
+    /// that the file is closed and may be opened again.
+    released: tokio::sync::watch::Sender<()>,
 }
 
 impl Store {
@@ -207,13 +210,23 @@ impl Store {
             }
         };
         let file_id = ensure_file_id(&db).map_err(|e| open_err(e.to_string()))?;
-        let store = Store { db, path, file_id };
+        let store = Store {
+            db,
+            path,
+            file_id,
+            released: tokio::sync::watch::channel(()).0,
+        };
         let loaded = store.load()?;
         Ok((store, loaded, recovery))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Ends (`changed()` fails) once the file is closed.
+    pub fn released(&self) -> tokio::sync::watch::Receiver<()> {
+        self.released.subscribe()
     }
 
     /// A random id fixed when the file was made.
@@ -553,7 +566,8 @@ impl Store {
     }
 }
 
-/// Opens with every page's checksum verified; says whether redb repaired.
+/// Opens with every page's checksum verified; says whether the file was
+/// not closed cleanly (and so redb repaired it).
 fn open_checked(path: &Path) -> Result<(Database, bool), DatabaseError> {
     let repaired = Arc::new(Mutex::new(false));
     let flag = repaired.clone();
@@ -561,12 +575,21 @@ fn open_checked(path: &Path) -> Result<(Database, bool), DatabaseError> {
     // A damaged file may make redb panic rather than fail: that is a
     // damaged file too.
     let db = std::thread::spawn(move || {
+        // The integrity check runs as a repair, so a repair callback would
+        // fire for every file ever written: whether the file was closed
+        // cleanly is asked first, by a read-only open (it writes nothing),
+        // which refuses a file that needs a repair.
+        if path.exists()
+            && matches!(
+                Database::builder().open_read_only(&path),
+                Err(DatabaseError::RepairAborted)
+            )
+        {
+            *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        }
         let mut builder = Database::builder();
         builder.set_check_integrity_on_open(true);
         builder.set_cache_size(CACHE_BYTES);
-        builder.set_repair_callback(move |_| {
-            *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        });
         builder.create(&path)
     })
     .join()
@@ -593,48 +616,76 @@ fn sync_dir(dir: &Path) {
 }
 
 /// Copies what reads back of the damaged file's queue and dead letters
-/// into `db`, in a thread of its own (reading a damaged file may panic).
-/// Returns how many were copied, and how many the file said it held.
+/// into `db`. Each table is read from both ends, each pass in a thread of
+/// its own (reading a damaged file may panic): rows come out as they are
+/// read, so a pass that stops at a damaged page (or panics there) keeps
+/// what came before it, and the pass from the other end reads what lies
+/// beyond. Returns how many were copied, and how many the file said it held.
 fn salvage(damaged: &Path, db: &Database) -> (u64, Option<u64>) {
-    type Rows = Vec<(u128, Vec<u8>)>;
-    let path = damaged.to_path_buf();
-    let read = std::thread::spawn(move || -> (Rows, Rows, Option<u64>) {
-        let mut queue_rows = Vec::new();
-        let mut dead_rows = Vec::new();
-        let Ok(file) = Database::builder().open_read_only(&path) else {
-            return (queue_rows, dead_rows, None);
-        };
-        let Ok(txn) = file.begin_read() else {
-            return (queue_rows, dead_rows, None);
-        };
-        let mut expected = None;
-        for (def, rows, decodes) in [
-            (
-                QUEUE,
-                &mut queue_rows,
-                (|b: &[u8]| StoredEntry::decode(b).is_ok()) as fn(&[u8]) -> bool,
-            ),
-            (DEAD, &mut dead_rows, |b: &[u8]| {
-                StoredDead::decode(b).is_ok()
-            }),
-        ] {
-            let Ok(table) = txn.open_table(def) else {
-                continue;
-            };
-            if let Ok(n) = table.len() {
-                *expected.get_or_insert(0) += n;
-            }
-            let Ok(iter) = table.iter() else { continue };
-            for row in iter {
-                let Ok((k, v)) = row else { break };
-                if decodes(v.value()) {
-                    rows.push((k.value(), v.value().to_vec()));
+    use std::collections::BTreeMap;
+    enum Row {
+        Queue(u128, Vec<u8>),
+        Dead(u128, Vec<u8>),
+        Held(u64),
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<Row>();
+    for dead_table in [false, true] {
+        for backwards in [false, true] {
+            let path = damaged.to_path_buf();
+            let tx = tx.clone();
+            let pass = std::thread::spawn(move || {
+                let Ok(file) = Database::builder().open_read_only(&path) else {
+                    return;
+                };
+                let Ok(txn) = file.begin_read() else { return };
+                let Ok(table) = txn.open_table(if dead_table { DEAD } else { QUEUE }) else {
+                    return;
+                };
+                if !backwards {
+                    if let Ok(n) = table.len() {
+                        let _ = tx.send(Row::Held(n));
+                    }
                 }
-            }
+                let Ok(iter) = table.iter() else { return };
+                let rows: Box<dyn Iterator<Item = _>> = if backwards {
+                    Box::new(iter.rev())
+                } else {
+                    Box::new(iter)
+                };
+                for row in rows {
+                    let Ok((k, v)) = row else { break };
+                    let (k, v) = (k.value(), v.value());
+                    let row = if dead_table {
+                        StoredDead::decode(v)
+                            .is_ok()
+                            .then(|| Row::Dead(k, v.to_vec()))
+                    } else {
+                        StoredEntry::decode(v)
+                            .is_ok()
+                            .then(|| Row::Queue(k, v.to_vec()))
+                    };
+                    if let Some(row) = row {
+                        let _ = tx.send(row);
+                    }
+                }
+            });
+            let _ = pass.join();
         }
-        (queue_rows, dead_rows, expected)
-    });
-    let (queue_rows, dead_rows, expected) = read.join().unwrap_or_default();
+    }
+    drop(tx);
+    let (mut queue_rows, mut dead_rows) = (BTreeMap::new(), BTreeMap::new());
+    let mut expected = None;
+    for row in rx {
+        match row {
+            Row::Queue(k, v) => {
+                queue_rows.insert(k, v);
+            }
+            Row::Dead(k, v) => {
+                dead_rows.insert(k, v);
+            }
+            Row::Held(n) => *expected.get_or_insert(0) += n,
+        }
+    }
     let copied = (|| -> Result<u64, redb::Error> {
         let txn = db.begin_write()?;
         {
@@ -655,7 +706,7 @@ fn salvage(damaged: &Path, db: &Database) -> (u64, Option<u64>) {
             }
             .encode(&mut buf)
             .expect("a Vec grows");
-            for (k, _) in &queue_rows {
+            for k in queue_rows.keys() {
                 progress.insert(*k, buf.as_slice())?;
             }
         }
