@@ -112,14 +112,50 @@ pub enum Standing {
     NotFound,
 }
 
-/// What delivery knows of a queued entry (its body stays on disk).
+/// What delivery knows of a queued entry: kept small, a million of them
+/// may be queued (its body and its last failure stay on disk; when it was
+/// accepted is in its receipt).
 struct Pending {
     tenant: Arc<str>,
-    bytes: u64,
-    accepted_ms: u64,
+    bytes: u32,
     age_from_ms: u64,
-    progress: Progress,
+    progress: Tally,
     in_flight: bool,
+}
+
+/// The counts and times of a [`Progress`], without its words.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    attempts: u32,
+    rounds: u32,
+    next_ms: u64,
+    maybe_sent: bool,
+}
+
+impl From<&Progress> for Tally {
+    fn from(p: &Progress) -> Self {
+        Self {
+            attempts: p.attempts,
+            rounds: p.rounds,
+            next_ms: p.next_ms,
+            maybe_sent: p.maybe_sent,
+        }
+    }
+}
+
+impl Tally {
+    /// As recorded on disk when a round starts.
+    fn starting_round(self) -> Progress {
+        Progress {
+            attempts: self.attempts,
+            maybe_sent: self.maybe_sent,
+            in_round: true,
+            last_code: String::new(),
+            last_message: String::new(),
+            next_ms: self.next_ms,
+            rounds: self.rounds,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -204,30 +240,22 @@ impl Durable {
         settings: DurableSettings,
         metrics: Arc<Metrics>,
     ) -> Result<(Arc<Durable>, Opened), StoreError> {
-        let (store, loaded, recovery) = Store::open(&settings.dir)?;
-        let store = Arc::new(store);
-        let (reports_tx, reports) = watch::channel(loaded.last_seq);
-        let writer = Writer::start(store.clone(), loaded.last_seq, reports_tx, metrics.clone());
-        let mut state = State {
-            dead: loaded.dead,
-            ..State::default()
-        };
-        let mut bytes = loaded.dead_bytes;
+        let mut state = State::default();
+        let mut bytes = 0;
         let mut tenants: HashMap<String, Arc<str>> = HashMap::new();
-        let queued = loaded.entries.len() as u64;
-        for e in loaded.entries {
-            let tenant = tenants
-                .entry(e.tenant.clone())
-                .or_insert_with(|| e.tenant.as_str().into())
-                .clone();
-            let mut progress = e.progress;
-            // The last failure's words stay on disk (see `settle`).
-            progress.last_code = String::new();
-            progress.last_message = String::new();
+        let mut on_entry = |e: store::LoadedEntry| {
+            let tenant = match tenants.get(&e.tenant) {
+                Some(t) => t.clone(),
+                None => {
+                    let t: Arc<str> = e.tenant.as_str().into();
+                    tenants.insert(e.tenant, t.clone());
+                    t
+                }
+            };
+            let mut progress = Tally::from(&e.progress);
             // A round that started and never ended: it may have reached
             // EventBridge before the gateway stopped.
-            if progress.in_round {
-                progress.in_round = false;
+            if e.progress.in_round {
                 progress.maybe_sent = true;
             }
             bytes += e.bytes + ENTRY_OVERHEAD_BYTES;
@@ -240,14 +268,20 @@ impl Durable {
                 e.receipt,
                 Pending {
                     tenant,
-                    bytes: e.bytes + ENTRY_OVERHEAD_BYTES,
-                    accepted_ms: e.accepted_ms,
+                    bytes: (e.bytes + ENTRY_OVERHEAD_BYTES) as u32,
                     age_from_ms: e.age_from_ms,
                     progress,
                     in_flight: false,
                 },
             );
-        }
+        };
+        let (store, loaded, recovery) = Store::open(&settings.dir, &mut on_entry)?;
+        state.dead = loaded.dead;
+        bytes += loaded.dead_bytes;
+        let queued = loaded.queued;
+        let store = Arc::new(store);
+        let (reports_tx, reports) = watch::channel(loaded.last_seq);
+        let writer = Writer::start(store.clone(), loaded.last_seq, reports_tx, metrics.clone());
         let m = &metrics.durable;
         m.unreadable_records.inc_by(loaded.unreadable);
         if recovery.damaged_file.is_some() {
@@ -340,10 +374,9 @@ impl Durable {
                     *r,
                     Pending {
                         tenant: tenant.clone(),
-                        bytes,
-                        accepted_ms: now,
+                        bytes: bytes as u32,
                         age_from_ms: now,
-                        progress: Progress::default(),
+                        progress: Tally::default(),
                         in_flight: false,
                     },
                 );
@@ -395,7 +428,7 @@ impl Durable {
             state
                 .pending
                 .get(&receipt)
-                .map(|p| (p.progress.clone(), p.in_flight))
+                .map(|p| (p.progress, p.in_flight))
         };
         if let Some((progress, in_flight)) = pending {
             if let Some(entry) = self.store.entry(receipt)? {
@@ -515,10 +548,9 @@ impl Durable {
                     receipt,
                     Pending {
                         tenant: tenant.clone(),
-                        bytes,
-                        accepted_ms: entry.accepted_ms,
+                        bytes: bytes as u32,
                         age_from_ms: entry.age_from_ms,
-                        progress,
+                        progress: Tally::from(&progress),
                         in_flight: false,
                     },
                 );
@@ -587,8 +619,8 @@ impl Durable {
         self.update_counts();
         let oldest = lock(&self.state)
             .pending
-            .values()
-            .map(|p| p.accepted_ms)
+            .keys()
+            .map(|r| r.issued_ms())
             .min();
         let age = oldest.map_or(0.0, |o| now_ms().saturating_sub(o) as f64 / 1000.0);
         self.metrics.durable.oldest_age_seconds.set(age);
@@ -737,10 +769,11 @@ impl Durable {
             let state = lock(&self.state);
             receipts
                 .iter()
-                .filter_map(|r| state.pending.get(r).map(|p| (*r, p.progress.clone())))
-                .map(|(r, mut p)| {
-                    p.in_round = true;
-                    (r, p)
+                .filter_map(|r| {
+                    state
+                        .pending
+                        .get(r)
+                        .map(|p| (*r, p.progress.starting_round()))
                 })
                 .collect()
         };
@@ -772,7 +805,7 @@ impl Durable {
             for r in receipts.iter().filter(|r| !found.contains(r)) {
                 if let Some(p) = state.remove(*r) {
                     self.entries.fetch_sub(1, Ordering::Relaxed);
-                    self.bytes.fetch_sub(p.bytes, Ordering::Relaxed);
+                    self.bytes.fetch_sub(u64::from(p.bytes), Ordering::Relaxed);
                 }
             }
         }
@@ -969,7 +1002,7 @@ impl Durable {
                         state.dead += 1;
                         dead += 1;
                     } else {
-                        self.bytes.fetch_sub(p.bytes, Ordering::Relaxed);
+                        self.bytes.fetch_sub(u64::from(p.bytes), Ordering::Relaxed);
                         delivered += 1;
                     }
                 }
@@ -979,11 +1012,7 @@ impl Durable {
                 if let Some(p) = state.pending.get_mut(receipt) {
                     // The last failure's words stay on disk (GetDeliveries
                     // reads them there): memory holds counts and times.
-                    p.progress = Progress {
-                        last_code: String::new(),
-                        last_message: String::new(),
-                        ..progress.clone()
-                    };
+                    p.progress = Tally::from(progress);
                 }
                 state.make_ready(*receipt, due);
             }

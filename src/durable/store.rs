@@ -121,7 +121,6 @@ pub enum Done {
 pub struct LoadedEntry {
     pub receipt: Receipt,
     pub tenant: String,
-    pub accepted_ms: u64,
     pub age_from_ms: u64,
     /// Bytes it takes in the queue table.
     pub bytes: u64,
@@ -131,7 +130,8 @@ pub struct LoadedEntry {
 /// What start-up found in the file.
 #[derive(Default)]
 pub struct Loaded {
-    pub entries: Vec<LoadedEntry>,
+    /// Entries handed to the caller's `on_entry`.
+    pub queued: u64,
     pub dead: u64,
     pub dead_bytes: u64,
     /// Records that did not decode, moved to `unreadable`.
@@ -171,7 +171,10 @@ impl Store {
     /// Opens (or creates) `dir/queue.redb`, checking every page. A file
     /// that does not open is moved aside and what can be read of it is
     /// copied into a new one: start-up never stops on a damaged file.
-    pub fn open(dir: &Path) -> Result<(Store, Loaded, Recovery), StoreError> {
+    pub fn open(
+        dir: &Path,
+        on_entry: &mut dyn FnMut(LoadedEntry),
+    ) -> Result<(Store, Loaded, Recovery), StoreError> {
         let path = dir.join(super::settings::QUEUE_FILE);
         let open_err = |message: String| StoreError::Open {
             path: path.display().to_string(),
@@ -216,7 +219,7 @@ impl Store {
             file_id,
             released: tokio::sync::watch::channel(()).0,
         };
-        let loaded = store.load()?;
+        let loaded = store.load(on_entry)?;
         Ok((store, loaded, recovery))
     }
 
@@ -234,9 +237,10 @@ impl Store {
         self.file_id
     }
 
-    /// Reads the queue's bookkeeping (not the entries' bodies); moves
-    /// records that do not decode to `unreadable`.
-    fn load(&self) -> Result<Loaded, StoreError> {
+    /// Reads the queue's bookkeeping (not the entries' bodies), handing
+    /// each entry to `on_entry` as it goes (a million entries are not held
+    /// twice); moves records that do not decode to `unreadable`.
+    fn load(&self, on_entry: &mut dyn FnMut(LoadedEntry)) -> Result<Loaded, StoreError> {
         let mut loaded = Loaded::default();
         let mut bad: Vec<(u128, Vec<u8>, &'static str)> = Vec::new();
         {
@@ -261,10 +265,10 @@ impl Store {
                         }
                     }),
                 };
-                loaded.entries.push(LoadedEntry {
+                loaded.queued += 1;
+                on_entry(LoadedEntry {
                     receipt: Receipt(receipt),
                     tenant: entry.tenant,
-                    accepted_ms: entry.accepted_ms,
                     age_from_ms: entry.age_from_ms,
                     bytes: bytes.len() as u64,
                     progress,

@@ -5,10 +5,17 @@ use super::{
     record::{
         Progress, Receipt, Receipts, StoredDead, StoredEntry, StoredReport, REPORT_DELIVERED,
     },
-    store::{Change, Done, Finish, Store},
+    store::{Change, Done, Finish, LoadedEntry, Store},
 };
 
 struct Dir(std::path::PathBuf);
+
+/// Opens the store, collecting the entries it reads back.
+fn open(dir: &Dir) -> (Store, Vec<LoadedEntry>, super::store::Recovery) {
+    let mut entries = Vec::new();
+    let (store, _, recovery) = Store::open(&dir.0, &mut |e| entries.push(e)).unwrap();
+    (store, entries, recovery)
+}
 
 impl Dir {
     fn new(name: &str) -> Self {
@@ -62,8 +69,8 @@ fn every_change_reads_back_after_a_reopen() {
     let r: Vec<Receipt> = (0..4).map(|i| receipts.next(1_000 + i)).collect();
     let file_id;
     {
-        let (store, loaded, recovery) = Store::open(&dir.0).unwrap();
-        assert!(loaded.entries.is_empty() && recovery.damaged_file.is_none());
+        let (store, loaded, recovery) = open(&dir);
+        assert!(loaded.is_empty() && recovery.damaged_file.is_none());
         file_id = store.file_id();
         let mut seq = 0;
         store
@@ -109,12 +116,13 @@ fn every_change_reads_back_after_a_reopen() {
             .unwrap();
         assert_eq!(seq, 2);
     }
-    let (store, loaded, _) = Store::open(&dir.0).unwrap();
+    let mut entries = Vec::new();
+    let (store, loaded, _) = Store::open(&dir.0, &mut |e| entries.push(e)).unwrap();
     assert_eq!(store.file_id(), file_id, "the file keeps its id");
-    let mut queued: Vec<Receipt> = loaded.entries.iter().map(|e| e.receipt).collect();
+    let mut queued: Vec<Receipt> = entries.iter().map(|e| e.receipt).collect();
     queued.sort();
     assert_eq!(queued, vec![r[2], r[3]]);
-    let in_round = loaded.entries.iter().find(|e| e.receipt == r[2]).unwrap();
+    let in_round = entries.iter().find(|e| e.receipt == r[2]).unwrap();
     assert!(in_round.progress.in_round && in_round.progress.attempts == 1);
     assert_eq!((loaded.dead, loaded.last_seq), (1, 2));
     assert_eq!(
@@ -139,7 +147,7 @@ fn replay_purge_and_expiry() {
     let dir = Dir::new("replay");
     let receipts = Receipts::default();
     let (a, b) = (receipts.next(1), receipts.next(2));
-    let (store, _, _) = Store::open(&dir.0).unwrap();
+    let (store, _, _) = open(&dir);
     let mut seq = 0;
     let dead = |r: Receipt| Finish {
         receipt: r,
@@ -200,8 +208,8 @@ fn replay_purge_and_expiry() {
 #[test]
 fn a_second_opener_is_refused_with_a_clear_error() {
     let dir = Dir::new("lock");
-    let _first = Store::open(&dir.0).unwrap();
-    let err = Store::open(&dir.0).err().expect("refused");
+    let _first = open(&dir);
+    let err = Store::open(&dir.0, &mut |_| {}).err().expect("refused");
     assert!(
         err.to_string().contains("in use by another process"),
         "{err}"
@@ -212,8 +220,8 @@ fn a_second_opener_is_refused_with_a_clear_error() {
 fn a_file_that_is_not_a_queue_is_moved_aside_and_a_new_one_serves() {
     let dir = Dir::new("garbage");
     std::fs::write(dir.0.join("queue.redb"), vec![0x5a; 64 * 1024]).unwrap();
-    let (store, loaded, recovery) = Store::open(&dir.0).unwrap();
-    assert!(loaded.entries.is_empty());
+    let (store, loaded, recovery) = open(&dir);
+    assert!(loaded.is_empty());
     let aside = recovery.damaged_file.expect("moved aside");
     assert!(aside.exists(), "kept for inspection");
     assert_eq!(recovery.salvaged, 0);
@@ -230,7 +238,7 @@ fn dead_letters_come_a_page_at_a_time() {
     let dir = Dir::new("pages");
     let receipts = Receipts::default();
     let r: Vec<Receipt> = (0..5).map(|i| receipts.next(10 + i)).collect();
-    let (store, _, _) = Store::open(&dir.0).unwrap();
+    let (store, _, _) = open(&dir);
     let mut seq = 0;
     let tenant = |i: usize| if i.is_multiple_of(2) { "even" } else { "odd" };
     store
