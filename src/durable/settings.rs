@@ -26,8 +26,8 @@ pub struct DurableSection {
     /// older is dropped.
     pub max_bytes: u64,
     /// Entries that may be queued (not yet delivered or dead-lettered): the
-    /// gateway keeps about 150 bytes of bookkeeping in memory per queued
-    /// entry, so this bounds that memory (1,000,000: about 150 MB).
+    /// gateway keeps their bookkeeping in memory (not their bodies), so this
+    /// bounds that memory (1,000,000 queued: about 400 MiB of RSS).
     pub max_entries: u64,
     /// How long after its acceptance an entry that keeps failing retryably
     /// is still resent; then it becomes a dead letter.
