@@ -768,6 +768,86 @@ async fn a_full_queue_refuses_durable_batches_and_loses_nothing() {
 }
 
 #[tokio::test]
+async fn max_entries_bounds_the_queue_by_count_and_names_the_bound() {
+    let dir = StateDir::new();
+    let toml = format!(
+        "{FAST_UPSTREAM}{}",
+        durable_dir_toml(
+            &dir,
+            "max_entries = 7\nretry_base_ms = 20\nretry_max_ms = 100\nattempt_timeout_ms = 1000"
+        )
+    );
+    let gw = TestGateway::start(&toml).await;
+    gw.emulator().set_faults(vec![FaultRule::new(
+        "Stuck",
+        entry_error("InternalFailure"),
+    )]);
+    let first = receipts(
+        &put(
+            &gw.client,
+            batch("acme", "count-1", marked("Stuck", "count1", 5), DURABLE),
+        )
+        .await,
+    );
+    assert_eq!(first.len(), 5);
+    // 5 queued + 3 would be 8, over 7: refused whole, by the entry bound.
+    let full = gw
+        .client
+        .clone()
+        .put_partner_events(batch(
+            "acme",
+            "count-2",
+            marked("Stuck", "count2", 3),
+            DURABLE,
+        ))
+        .await
+        .expect_err("over max_entries");
+    assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
+    assert!(full.message().contains("max_entries"), "{}", full.message());
+    let details = full.get_error_details();
+    assert!(details.retry_info().is_some(), "{full:?}");
+    let info = details.error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "DURABLE_QUEUE_FULL");
+    assert_eq!(
+        info.metadata.get("max_entries").map(String::as_str),
+        Some("7")
+    );
+    // Two more fit; nothing of the refused batch was queued.
+    let second = receipts(
+        &put(
+            &gw.client,
+            batch("acme", "count-3", marked("Stuck", "count3", 2), DURABLE),
+        )
+        .await,
+    );
+    assert_eq!(second.len(), 2);
+    // Room comes back as entries are delivered.
+    gw.emulator().set_faults(vec![]);
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    until_all(
+        &gw.channel,
+        &all,
+        DeliveryState::Delivered,
+        Duration::from_secs(20),
+    )
+    .await;
+    let again = receipts(
+        &put(
+            &gw.client,
+            batch("acme", "count-4", marked("T", "count4", 7), DURABLE),
+        )
+        .await,
+    );
+    assert_eq!(again.len(), 7);
+    let held = events_by_marker(gw.emulator());
+    assert!(
+        !held.keys().any(|m| m.starts_with("count2")),
+        "a refused batch reached EventBridge: {held:?}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn an_outage_longer_than_max_age_dead_letters_and_replay_delivers() {
     let dir = StateDir::new();
     let toml = format!(
