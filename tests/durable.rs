@@ -647,14 +647,15 @@ tenants = ["*"]
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn a_full_queue_refuses_durable_batches_and_loses_nothing() {
+/// A gateway whose `Stuck` entries keep failing retryably (resent every 20
+/// to 100 ms), so they stay queued; `bound` goes in its `[durable]`.
+async fn stuck_gateway(bound: &str) -> (TestGateway, StateDir) {
     let dir = StateDir::new();
     let toml = format!(
         "{FAST_UPSTREAM}{}",
         durable_dir_toml(
             &dir,
-            "max_bytes = 65536\nretry_base_ms = 20\nretry_max_ms = 100\nattempt_timeout_ms = 1000"
+            &format!("{bound}\nretry_base_ms = 20\nretry_max_ms = 100\nattempt_timeout_ms = 1000")
         )
     );
     let gw = TestGateway::start(&toml).await;
@@ -662,6 +663,12 @@ async fn a_full_queue_refuses_durable_batches_and_loses_nothing() {
         "Stuck",
         entry_error("InternalFailure"),
     )]);
+    (gw, dir)
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_durable_batches_and_loses_nothing() {
+    let (gw, _dir) = stuck_gateway("max_bytes = 65536").await;
     // ~2 KiB a detail: a 64 KiB queue holds a few batches of five.
     let pad = "x".repeat(2000);
     let stuck = |tag: &str| -> Vec<PartnerEventEntry> {
@@ -769,19 +776,7 @@ async fn a_full_queue_refuses_durable_batches_and_loses_nothing() {
 
 #[tokio::test]
 async fn max_entries_bounds_the_queue_by_count_and_names_the_bound() {
-    let dir = StateDir::new();
-    let toml = format!(
-        "{FAST_UPSTREAM}{}",
-        durable_dir_toml(
-            &dir,
-            "max_entries = 7\nretry_base_ms = 20\nretry_max_ms = 100\nattempt_timeout_ms = 1000"
-        )
-    );
-    let gw = TestGateway::start(&toml).await;
-    gw.emulator().set_faults(vec![FaultRule::new(
-        "Stuck",
-        entry_error("InternalFailure"),
-    )]);
+    let (gw, _dir) = stuck_gateway("max_entries = 7").await;
     let first = receipts(
         &put(
             &gw.client,
