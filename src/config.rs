@@ -87,6 +87,15 @@ impl From<crate::cluster::ClusterConfigError> for ConfigError {
     }
 }
 
+impl From<crate::idempotency::IdempotencyConfigError> for ConfigError {
+    fn from(e: crate::idempotency::IdempotencyConfigError) -> Self {
+        Self::Invalid {
+            field: format!("idempotency.{}", e.field),
+            problem: e.problem,
+        }
+    }
+}
+
 impl From<crate::durable::DurableConfigError> for ConfigError {
     fn from(e: crate::durable::DurableConfigError) -> Self {
         Self::Invalid {
@@ -148,6 +157,7 @@ pub struct RawConfig {
     pub sources: SourcesSection,
     pub cluster: Option<ClusterSection>,
     pub durable: DurableSection,
+    pub idempotency: crate::idempotency::IdempotencySection,
     pub tenants: BTreeMap<String, TenantSection>,
 }
 
@@ -203,6 +213,7 @@ impl Default for RawConfig {
             sources: SourcesSection::default(),
             cluster: None,
             durable: DurableSection::default(),
+            idempotency: Default::default(),
             tenants,
         }
     }
@@ -594,6 +605,7 @@ pub struct Config {
     pub cluster: Option<ClusterSettings>,
     /// The durable queue: always there (DURABLE batches need it).
     pub durable: DurableSettings,
+    pub idempotency: crate::idempotency::IdempotencySettings,
     pub shutdown_grace: Duration,
     pub max_entries_per_request: usize,
     pub max_message_bytes: usize,
@@ -832,6 +844,11 @@ impl RawConfig {
                 .map(ClusterSection::settings)
                 .transpose()?,
             durable: self.durable.settings()?,
+            // An entry may still be in a call this long after its
+            // caller's deadline.
+            idempotency: self
+                .idempotency
+                .settings(sdk.connect_timeout + sdk.call_timeout + Duration::from_secs(1))?,
             sources,
             shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
             max_entries_per_request: self.server.max_entries_per_request,

@@ -53,6 +53,7 @@ pub mod dead_letters;
 pub mod domain;
 pub mod durable;
 pub mod emulator;
+pub mod idempotency;
 pub mod metrics;
 pub mod pipeline;
 pub mod quota;

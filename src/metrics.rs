@@ -134,6 +134,72 @@ pub struct DurableMetrics {
     pub damaged_files: Counter,
 }
 
+/// Idempotency keys (`partner_events_idempotency_*`).
+pub struct IdempotencyMetrics {
+    /// Entries with a key, by what the key store said.
+    pub entries: Family<ResultLabels, Counter>,
+    /// Keys held in this replica's memory.
+    pub keys: Gauge,
+    pub evicted: Counter,
+    /// Keyed entries handled by this replica alone because, in cluster
+    /// mode, Redis could not be reached.
+    pub local_fallback: Counter,
+}
+
+/// The results `partner_events_idempotency_entries_total` counts.
+pub const IDEMPOTENCY_RESULTS: [&str; 6] = [
+    "new",
+    "deduplicated",
+    "unknown",
+    "reused",
+    "in_flight_timeout",
+    "forced",
+];
+
+impl IdempotencyMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            entries: Family::default(),
+            keys: Gauge::default(),
+            evicted: Counter::default(),
+            local_fallback: Counter::default(),
+        };
+        for result in IDEMPOTENCY_RESULTS {
+            let _ = m.entries.get_or_create(&ResultLabels { result });
+        }
+        registry.register(
+            "partner_events_idempotency_entries",
+            "Entries with an idempotency key, by what the key said: new (sent), deduplicated (answered from the first), unknown (the first's outcome is unknown), reused (another event's key), in_flight_timeout (the first was still being sent at the deadline), forced (resent with resend_if_unknown)",
+            m.entries.clone(),
+        );
+        registry.register(
+            "partner_events_idempotency_keys",
+            "Idempotency keys held in this replica's memory",
+            m.keys.clone(),
+        );
+        registry.register(
+            "partner_events_idempotency_evicted",
+            "Idempotency keys forgotten before their window ended, to stay within idempotency.max_keys",
+            m.evicted.clone(),
+        );
+        registry.register(
+            "partner_events_idempotency_local_fallback",
+            "Keyed entries this replica deduplicated alone because Redis could not be reached",
+            m.local_fallback.clone(),
+        );
+        m
+    }
+
+    /// Counts `n` keyed entries with `result` (one of [`IDEMPOTENCY_RESULTS`]).
+    pub fn count(&self, result: &'static str, n: u64) {
+        if n > 0 {
+            self.entries
+                .get_or_create(&ResultLabels { result })
+                .inc_by(n);
+        }
+    }
+}
+
 impl DurableMetrics {
     fn register(registry: &mut Registry) -> Self {
         let m = Self {
@@ -298,6 +364,7 @@ pub struct Metrics {
     pub cluster_redis_calls: Family<RedisCallLabels, Counter>,
     pub cluster_redis_seconds: Histogram,
     pub durable: DurableMetrics,
+    pub idempotency: IdempotencyMetrics,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -462,8 +529,10 @@ impl Metrics {
         );
 
         let durable = DurableMetrics::register(&mut registry);
+        let idempotency = IdempotencyMetrics::register(&mut registry);
         Self {
             durable,
+            idempotency,
             registry,
             tenant_label,
             grpc_started,

@@ -42,6 +42,11 @@ struct LineEntry {
     time: Option<serde_json::Value>,
     #[serde(default)]
     source_key: String,
+    /// The gateway's idempotency key (not an EventBridge field).
+    #[serde(default)]
+    idempotency_key: String,
+    #[serde(default)]
+    resend_if_unknown: bool,
     /// Refused with a clear message (see the module docs).
     source: Option<String>,
     /// Accepted and ignored: the AWS CLI's files may carry it.
@@ -95,6 +100,8 @@ pub fn parse_line(line: &str) -> Result<PartnerEventEntry, String> {
         body,
         resources: e.resources,
         source_key: e.source_key,
+        idempotency_key: e.idempotency_key,
+        resend_if_unknown: e.resend_if_unknown,
     })
 }
 

@@ -16,7 +16,7 @@ use tonic_health::{server::HealthReporter, ServingStatus};
 use crate::{
     api::{
         admin::DeadLettersService,
-        service::{Core, CoreSettings, Gauges, PartnerEventsService},
+        service::{Core, CoreSettings, Gauges, PartnerEventsService, Stores},
     },
     cluster::Cluster,
     config::EMULATOR_ACCOUNT,
@@ -26,6 +26,7 @@ use crate::{
     emulator::{
         Emulator, EmulatorConfig, EmulatorHandle, SeedSource, SourceState as EmulatorSourceState,
     },
+    idempotency::Idempotency,
     metrics::Metrics,
     pipeline::Pipeline,
     proto::{
@@ -282,13 +283,33 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         config.pipeline.clone(),
         cluster.clone(),
     );
-    let durable = open_durable(&config, metrics.clone()).await?;
+    let (durable, durable_keys) = open_durable(&config, metrics.clone()).await?;
+    let keys = Arc::new(Idempotency::new(
+        config.idempotency.clone(),
+        cluster.clone(),
+        metrics.clone(),
+    ));
+    let loaded_keys = keys.load(
+        durable_keys
+            .into_iter()
+            .map(|k| (k.hash, k.fingerprint, k.receipt, k.expires_ms)),
+    );
+    tracing::info!(
+        window_ms = config.idempotency.window.as_millis() as u64,
+        max_keys = config.idempotency.max_keys,
+        durable_keys = loaded_keys,
+        store = if cluster.is_some() { "redis" } else { "memory" },
+        "idempotency keys ready"
+    );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let core = Arc::new(Core::new(
         config.tenants.clone(),
         config.auth.clone(),
         pipeline,
-        durable.clone(),
+        Stores {
+            durable: durable.clone(),
+            keys,
+        },
         metrics.clone(),
         CoreSettings {
             max_entries_per_request: config.max_entries_per_request,
@@ -549,12 +570,18 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
 
 /// Opens the durable queue (reading it back) and says at start where it is
 /// and what it holds, and what was done about a damaged file.
-async fn open_durable(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Durable>, ServeError> {
+/// Opens the durable queue; also returns the idempotency keys of its
+/// entries.
+async fn open_durable(
+    config: &Config,
+    metrics: Arc<Metrics>,
+) -> Result<(Arc<Durable>, Vec<crate::durable::StoredKey>), ServeError> {
     let settings = config.durable.clone();
     let started = std::time::Instant::now();
-    let (durable, opened) = tokio::task::spawn_blocking(move || Durable::open(settings, metrics))
-        .await
-        .map_err(|_| crate::durable::StoreError::Closed)??;
+    let (durable, mut opened) =
+        tokio::task::spawn_blocking(move || Durable::open(settings, metrics))
+            .await
+            .map_err(|_| crate::durable::StoreError::Closed)??;
     let r = &opened.recovery;
     if let Some(aside) = &r.damaged_file {
         tracing::error!(
@@ -583,7 +610,7 @@ async fn open_durable(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Dura
         default_delivery = ?config.durable.default_delivery,
         "durable queue open"
     );
-    Ok(durable)
+    Ok((durable, std::mem::take(&mut opened.keys)))
 }
 
 /// Binds `addr`; returns the listener and the address it got (port 0 picks one).

@@ -119,6 +119,7 @@ pub fn result_to_proto(index: u32, r: EntryResult) -> PartnerEventResult {
             attempts: r.attempts,
             warning: String::new(),
             receipt_id: String::new(),
+            deduplicated: false,
         },
         Outcome::Failed { code, message } => PartnerEventResult {
             index,
@@ -128,6 +129,7 @@ pub fn result_to_proto(index: u32, r: EntryResult) -> PartnerEventResult {
             attempts: r.attempts,
             warning: String::new(),
             receipt_id: String::new(),
+            deduplicated: false,
         },
     }
 }

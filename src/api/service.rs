@@ -66,6 +66,13 @@ pub struct CoreSettings {
     pub default_delivery: Delivery,
 }
 
+/// What the gateway keeps beyond a call: the durable queue and the
+/// idempotency keys.
+pub struct Stores {
+    pub durable: Arc<Durable>,
+    pub keys: Arc<crate::idempotency::Idempotency>,
+}
+
 /// What every request needs; shared by all calls.
 pub struct Core {
     pub(super) admission: Admission,
@@ -97,11 +104,12 @@ impl Core {
         tenants: TenantDirectory,
         auth: AuthPolicy,
         pipeline: Pipeline,
-        durable: Arc<Durable>,
+        stores: Stores,
         metrics: Arc<Metrics>,
         settings: CoreSettings,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let Stores { durable, keys } = stores;
         let source_states = Arc::<SourceStates>::default();
         let admission = Admission::new(
             tenants,
@@ -118,6 +126,7 @@ impl Core {
         let batches = BatchProcessor::new(
             pipeline.clone(),
             durable.clone(),
+            keys,
             metrics.clone(),
             source_states.clone(),
             BatchSettings {

@@ -156,6 +156,8 @@ pub fn grpc_batch_for(tenant: &str, entries: usize) -> PutPartnerEventsRequest {
         body: Some(Body::Detail(detail())),
         resources: vec![],
         source_key: String::new(),
+        idempotency_key: String::new(),
+        resend_if_unknown: false,
     };
     PutPartnerEventsRequest {
         tenant_id: tenant.into(),

@@ -131,7 +131,6 @@ impl Cluster {
             return None;
         }
         let interval_us = (1e6 / rate).max(1.0);
-        let mut conn = self.conn.clone();
         let mut invocation = self.script.key(key);
         invocation
             .arg(format!("{interval_us:.3}"))
@@ -141,22 +140,44 @@ impl Cluster {
                 Take::Some => "some",
                 Take::All => "all",
             });
+        let (granted, wait_us) = self.invoke::<(u64, u64)>(op, &invocation).await?;
+        Some(Grant {
+            granted: granted.min(u64::from(u32::MAX)) as u32,
+            wait: Duration::from_micros(wait_us),
+        })
+    }
+
+    /// The key of an idempotency key's record (`hash` names the tenant
+    /// and the caller's key together).
+    pub fn idempotency_key(&self, hash: u128) -> String {
+        format!("{{{}}}:idem:{hash:032x}", self.settings.key_prefix)
+    }
+
+    /// Runs a script invocation within `timeout_ms`. None when Redis did
+    /// not answer in time or failed: the replica has fallen back (logged
+    /// once per outage), and the caller goes on alone.
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Option<T> {
+        if !self.joined() {
+            return None;
+        }
+        let mut conn = self.conn.clone();
         let started = Instant::now();
         let answer = tokio::time::timeout(
             self.settings.timeout,
-            invocation.invoke_async::<(u64, u64)>(&mut conn),
+            invocation.invoke_async::<T>(&mut conn),
         )
         .await;
         self.metrics
             .cluster_redis_seconds
             .observe(started.elapsed().as_secs_f64());
         match answer {
-            Ok(Ok((granted, wait_us))) => {
+            Ok(Ok(value)) => {
                 self.metrics.cluster_redis_call(op, "ok");
-                Some(Grant {
-                    granted: granted.min(u64::from(u32::MAX)) as u32,
-                    wait: Duration::from_micros(wait_us),
-                })
+                Some(value)
             }
             Ok(Err(e)) => {
                 self.metrics.cluster_redis_call(op, "error");

@@ -51,6 +51,13 @@ pub mod codes {
     /// The entry's partner event source does not exist in EventBridge.
     pub const SOURCE_NOT_FOUND: &str = "SourceNotFound";
 
+    /// The entry's idempotency_key was used, within the idempotency window,
+    /// for an event with another detail type, detail, resources or source.
+    pub const IDEMPOTENCY_KEY_REUSED: &str = "IdempotencyKeyReused";
+    /// An earlier entry with the same idempotency_key was still being sent
+    /// when this one's deadline came: resend to get that entry's result.
+    pub const IDEMPOTENCY_KEY_IN_FLIGHT: &str = "IdempotencyKeyInFlight";
+
     /// EventBridge's per-entry codes that are worth resending.
     pub const THROTTLING: &str = "ThrottlingException";
     pub const INTERNAL_FAILURE: &str = "InternalFailure";

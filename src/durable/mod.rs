@@ -49,7 +49,7 @@ pub use self::{
         now_ms, Receipt, StoredDead, StoredEntry, StoredReport, REPORT_DEAD, REPORT_DELIVERED,
     },
     settings::{DurableConfigError, DurableSection, DurableSettings, QUEUE_FILE},
-    store::{Recovery, StoreError},
+    store::{Recovery, StoreError, StoredKey},
 };
 use self::{
     record::{Progress, Receipts},
@@ -231,6 +231,8 @@ pub struct Opened {
     pub dead: u64,
     pub unreadable: u64,
     pub recovery: Recovery,
+    /// Idempotency keys of queued entries whose window has not ended.
+    pub keys: Vec<StoredKey>,
 }
 
 impl Durable {
@@ -275,7 +277,7 @@ impl Durable {
                 },
             );
         };
-        let (store, loaded, recovery) = Store::open(&settings.dir, &mut on_entry)?;
+        let (store, mut loaded, recovery) = Store::open(&settings.dir, &mut on_entry)?;
         state.dead = loaded.dead;
         bytes += loaded.dead_bytes;
         let queued = loaded.queued;
@@ -294,6 +296,7 @@ impl Durable {
             dead: loaded.dead,
             unreadable: loaded.unreadable,
             recovery: recovery.clone(),
+            keys: std::mem::take(&mut loaded.keys),
         };
         let durable = Arc::new(Durable {
             settings,
@@ -330,6 +333,20 @@ impl Durable {
         batch_id: &str,
         entries: Vec<PreparedEntry>,
     ) -> Result<Vec<Receipt>, EnqueueError> {
+        self.enqueue_keyed(tenant, batch_id, entries, Vec::new())
+            .await
+    }
+
+    /// [`Durable::enqueue`], writing in the same commit the idempotency
+    /// keys of the entries at those request indices: `(index, hash,
+    /// fingerprint, expires_ms)`. `entries` are in request order.
+    pub async fn enqueue_keyed(
+        &self,
+        tenant: &str,
+        batch_id: &str,
+        entries: Vec<PreparedEntry>,
+        keys: Vec<(u32, u128, u128, u64)>,
+    ) -> Result<Vec<Receipt>, EnqueueError> {
         let now = now_ms();
         let mut records = Vec::with_capacity(entries.len());
         let mut sizes = Vec::with_capacity(entries.len());
@@ -354,7 +371,30 @@ impl Durable {
         let n = records.len() as u64;
         self.reserve(n, total)?;
         let receipts: Vec<Receipt> = records.iter().map(|(r, _)| *r).collect();
-        if let Err(e) = self.writer.commit(Change::Enqueue(records)).await {
+        let change = if keys.is_empty() {
+            Change::Enqueue(records)
+        } else {
+            let keys = keys
+                .into_iter()
+                .filter_map(|(index, hash, fingerprint, expires_ms)| {
+                    // Entries come in request order.
+                    let at = records
+                        .binary_search_by_key(&index, |(_, e)| e.index)
+                        .ok()?;
+                    Some(StoredKey {
+                        hash,
+                        fingerprint,
+                        receipt: records[at].0,
+                        expires_ms,
+                    })
+                })
+                .collect();
+            Change::EnqueueKeyed {
+                entries: records,
+                keys,
+            }
+        };
+        if let Err(e) = self.writer.commit(change).await {
             self.bytes.fetch_sub(total, Ordering::Relaxed);
             self.entries.fetch_sub(n, Ordering::Relaxed);
             self.metrics
@@ -654,6 +694,7 @@ impl Durable {
             if now >= expire_at {
                 expire_at = now + Duration::from_secs(10);
                 self.expire_reports().await;
+                self.expire_keys().await;
             }
             if now >= gauges_at {
                 gauges_at = now + Duration::from_secs(1);
@@ -1062,6 +1103,27 @@ impl Durable {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
+        }
+    }
+
+    async fn expire_keys(&self) {
+        let now = now_ms();
+        // A read first: no commit while nothing has expired.
+        if self
+            .store
+            .first_key_expiry()
+            .ok()
+            .flatten()
+            .is_none_or(|first| first >= now)
+        {
+            return;
+        }
+        if let Err(e) = self
+            .writer
+            .commit(Change::ExpireKeys { before_ms: now })
+            .await
+        {
+            tracing::warn!(error = %e, "could not delete idempotency keys past their window");
         }
     }
 

@@ -36,6 +36,10 @@ const OUTCOMES: TableDefinition<u128, u64> = TableDefinition::new("outcomes");
 const DEAD: TableDefinition<u128, &[u8]> = TableDefinition::new("dead");
 const UNREADABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("unreadable");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Idempotency keys of queued entries: (expires_ms, key hash) to the
+/// entry's fingerprint and receipt (16 bytes each), so that they expire in
+/// ranges and survive a restart with their entries.
+const KEYS: TableDefinition<(u64, u128), &[u8]> = TableDefinition::new("idempotency_keys");
 
 /// redb's page cache. Its default (1 GiB) is filled by the integrity
 /// check at start-up with a large queue, more than a pod's memory; the
@@ -74,6 +78,14 @@ fn read_err(e: impl std::fmt::Display) -> StoreError {
 pub enum Change {
     /// New entries, acknowledged once this commits.
     Enqueue(Vec<(Receipt, StoredEntry)>),
+    /// New entries with the idempotency keys of some of them.
+    EnqueueKeyed {
+        entries: Vec<(Receipt, StoredEntry)>,
+        keys: Vec<StoredKey>,
+    },
+    /// Idempotency keys whose window ended before this time deleted (at
+    /// most [`EXPIRE_PER_COMMIT`]).
+    ExpireKeys { before_ms: u64 },
     /// Delivery progress (a round starts, or ends retryably).
     Progress(Vec<(Receipt, Progress)>),
     /// Final outcomes: out of the queue, a report each, and a dead letter
@@ -86,6 +98,16 @@ pub enum Change {
     /// Reports completed before this time deleted (at most
     /// [`EXPIRE_PER_COMMIT`]).
     Expire { before_ms: u64 },
+}
+
+/// The idempotency key of a queued entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredKey {
+    pub hash: u128,
+    pub fingerprint: u128,
+    pub receipt: Receipt,
+    /// When its window ends (epoch ms).
+    pub expires_ms: u64,
 }
 
 /// A final outcome to commit.
@@ -138,6 +160,8 @@ pub struct Loaded {
     pub unreadable: u64,
     /// The sequence of the last report committed (0: none).
     pub last_seq: u64,
+    /// Idempotency keys whose window has not ended.
+    pub keys: Vec<StoredKey>,
 }
 
 /// What start-up did about a damaged file, if anything.
@@ -289,6 +313,21 @@ impl Store {
                 .last()
                 .map_err(read_err)?
                 .map_or(0, |(k, _)| k.value());
+            // A file from before idempotency keys has no such table.
+            match txn.open_table(KEYS) {
+                Ok(keys) => {
+                    let now = super::now_ms();
+                    for row in keys.range((now, 0)..).map_err(read_err)? {
+                        let (k, v) = row.map_err(read_err)?;
+                        let ((expires_ms, hash), v) = (k.value(), v.value());
+                        if let Some(key) = decode_key(hash, expires_ms, v) {
+                            loaded.keys.push(key);
+                        }
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(read_err(e)),
+            }
         }
         if !bad.is_empty() {
             let txn = self.db.begin_write().map_err(write_err)?;
@@ -331,6 +370,7 @@ impl Store {
             let mut reports = txn.open_table(REPORTS).map_err(write_err)?;
             let mut outcomes = txn.open_table(OUTCOMES).map_err(write_err)?;
             let mut dead = txn.open_table(DEAD).map_err(write_err)?;
+            let mut keys_table = None;
             let mut buf = Vec::new();
             for change in changes {
                 done.push(match change {
@@ -341,6 +381,40 @@ impl Store {
                             queue.insert(receipt.0, buf.as_slice()).map_err(write_err)?;
                         }
                         Done::Nothing
+                    }
+                    Change::EnqueueKeyed { entries, keys } => {
+                        for (receipt, entry) in entries {
+                            buf.clear();
+                            entry.encode(&mut buf).expect("a Vec grows");
+                            queue.insert(receipt.0, buf.as_slice()).map_err(write_err)?;
+                        }
+                        if keys_table.is_none() {
+                            keys_table = Some(txn.open_table(KEYS).map_err(write_err)?);
+                        }
+                        let table = keys_table.as_mut().expect("opened above");
+                        for k in keys {
+                            table
+                                .insert((k.expires_ms, k.hash), encode_key(k).as_slice())
+                                .map_err(write_err)?;
+                        }
+                        Done::Nothing
+                    }
+                    Change::ExpireKeys { before_ms } => {
+                        if keys_table.is_none() {
+                            keys_table = Some(txn.open_table(KEYS).map_err(write_err)?);
+                        }
+                        let table = keys_table.as_mut().expect("opened above");
+                        let old: Vec<(u64, u128)> = table
+                            .range(..(*before_ms, 0))
+                            .map_err(write_err)?
+                            .take(EXPIRE_PER_COMMIT)
+                            .map(|row| row.map(|(k, _)| k.value()))
+                            .collect::<Result<_, _>>()
+                            .map_err(write_err)?;
+                        for k in &old {
+                            table.remove(*k).map_err(write_err)?;
+                        }
+                        Done::Expired(old.len() as u64)
                     }
                     Change::Progress(items) => {
                         for (receipt, p) in items {
@@ -720,6 +794,35 @@ fn salvage(damaged: &Path, db: &Database) -> (u64, Option<u64>) {
     (copied.unwrap_or(0), expected)
 }
 
+fn encode_key(k: &StoredKey) -> [u8; 32] {
+    let mut v = [0; 32];
+    v[..16].copy_from_slice(&k.fingerprint.to_be_bytes());
+    v[16..].copy_from_slice(&k.receipt.0.to_be_bytes());
+    v
+}
+
+fn decode_key(hash: u128, expires_ms: u64, v: &[u8]) -> Option<StoredKey> {
+    let v: &[u8; 32] = v.try_into().ok()?;
+    Some(StoredKey {
+        hash,
+        fingerprint: u128::from_be_bytes(v[..16].try_into().ok()?),
+        receipt: Receipt(u128::from_be_bytes(v[16..].try_into().ok()?)),
+        expires_ms,
+    })
+}
+
+impl Store {
+    /// The idempotency key that expires first, if any (for the sweep).
+    pub fn first_key_expiry(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        match txn.open_table(KEYS) {
+            Ok(keys) => Ok(keys.first().map_err(read_err)?.map(|(k, _)| k.value().0)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(read_err(e)),
+        }
+    }
+}
+
 fn ensure_file_id(db: &Database) -> Result<u64, redb::Error> {
     {
         let txn = db.begin_read()?;
@@ -742,6 +845,7 @@ fn ensure_file_id(db: &Database) -> Result<u64, redb::Error> {
         txn.open_table(OUTCOMES)?;
         txn.open_table(DEAD)?;
         txn.open_table(UNREADABLE)?;
+        txn.open_table(KEYS)?;
     }
     txn.commit()?;
     Ok(id)

@@ -26,6 +26,10 @@ use crate::{
 /// Time a resend needs at the least to be worth making before the deadline.
 const MIN_CALL_TIME: Duration = Duration::from_millis(20);
 
+/// How long a call that carries idempotency keys may run past its
+/// entries' deadlines, should the upstream's own call timeout not end it.
+const LATE_CALL_LIMIT: Duration = Duration::from_secs(120);
+
 impl Inner {
     /// Sends `jobs` (one call's worth) from the caller's own task: a batch
     /// that fills whole calls needs no coalescing, and skipping the lane
@@ -120,9 +124,17 @@ impl Inner {
                 (j.entry, (j.attempts, j.slot, j.reply))
             })
             .unzip();
+        // A call carrying an entry with an idempotency key runs to its end
+        // (the upstream's own timeout bounds it): its outcome is what the
+        // key remembers, whether or not the caller still waits.
+        let until = if tickets.iter().any(|t| t.2.tracks_late()) {
+            latest.max(Instant::now() + LATE_CALL_LIMIT)
+        } else {
+            latest
+        };
         let started = Instant::now();
         let answer = tokio::time::timeout_at(
-            latest,
+            until,
             self.upstream.put_partner_events(source.region(), &entries),
         )
         .await;

@@ -49,6 +49,7 @@ use tokio::{
     time::Instant,
 };
 
+pub use self::reply::LateResults;
 use self::{
     pace::Pace,
     reply::{Job, Reply, Results},
@@ -207,7 +208,32 @@ impl Pipeline {
         entries: Vec<PreparedEntry>,
         deadline: Instant,
     ) -> Results {
+        self.send_inner(tenant, entries, deadline, false).await.0
+    }
+
+    /// [`Pipeline::send`], and, when entries were still in an EventBridge
+    /// call at the deadline (reported OutcomeUnknown), their final results
+    /// once those calls come back: what an idempotency key remembers.
+    pub async fn send_tracked(
+        &self,
+        tenant: &TenantShare,
+        entries: Vec<PreparedEntry>,
+        deadline: Instant,
+    ) -> (Results, Option<LateResults>) {
+        self.send_inner(tenant, entries, deadline, true).await
+    }
+
+    async fn send_inner(
+        &self,
+        tenant: &TenantShare,
+        entries: Vec<PreparedEntry>,
+        deadline: Instant,
+        track_late: bool,
+    ) -> (Results, Option<LateResults>) {
         let (reply, mut rx) = Reply::new(entries.iter().map(|e| e.index), deadline);
+        if track_late {
+            reply.track_late();
+        }
         let waiter = Arc::downgrade(&reply);
         let jobs: Vec<Job> = entries
             .into_iter()
@@ -273,15 +299,15 @@ impl Pipeline {
             tokio::time::timeout_at(deadline, &mut rx)
         );
         match answered {
-            Ok(Ok(results)) => results,
+            Ok(Ok(results)) => (results, None),
             // The reply is gone without a word: it always sends on drop.
-            Ok(Err(_never)) => unreachable_results(),
+            Ok(Err(_never)) => (unreachable_results(), None),
             Err(_elapsed) => waiter
                 .upgrade()
                 .and_then(|reply| reply.close_at_deadline())
                 // Answered (or dropped) just as the deadline came.
-                .or_else(|| rx.try_recv().ok())
-                .unwrap_or_else(unreachable_results),
+                .or_else(|| rx.try_recv().ok().map(|r| (r, None)))
+                .unwrap_or_else(|| (unreachable_results(), None)),
         }
     }
 }

@@ -10,7 +10,10 @@
 //! its outcome unknown can never later be reported as a plain failure: it
 //! may have been accepted by that send.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc, Mutex,
+};
 
 use tokio::{sync::oneshot, time::Instant};
 
@@ -25,12 +28,24 @@ use crate::{
 /// Results by the request index of each entry.
 pub type Results = Vec<(u32, EntryResult)>;
 
+/// The final results of entries that were still in an EventBridge call
+/// when their waiter's deadline came (and were then reported unknown):
+/// they arrive on `results` once every such call came back (or was
+/// dropped).
+pub struct LateResults {
+    /// The request indices of those entries.
+    pub indices: Vec<u32>,
+    pub results: oneshot::Receiver<Results>,
+}
+
 /// The fan-in of one batch. The batch's waiter ([`super::Pipeline::send`])
 /// holds it only weakly: the results reach the waiter when the last entry
 /// is answered, or, should every entry be dropped unanswered, when the last
 /// one goes.
 pub(super) struct Reply {
     deadline: Instant,
+    /// Set by [`Reply::track_late`].
+    tracks_late: AtomicBool,
     state: Mutex<ReplyState>,
 }
 
@@ -39,6 +54,18 @@ struct ReplyState {
     unanswered: usize,
     /// Taken when the results are handed over, or when the waiter gives up.
     tx: Option<oneshot::Sender<Results>>,
+    /// The waiter wants the late results of entries in flight at its
+    /// deadline (see [`LateResults`]).
+    track_late: bool,
+    late: Option<Late>,
+}
+
+/// Where the late results gather.
+struct Late {
+    tx: oneshot::Sender<Results>,
+    results: Results,
+    /// Slots marked `late` not yet answered.
+    pending: usize,
 }
 
 /// What is known of one entry.
@@ -54,6 +81,9 @@ struct Slot {
     maybe_accepted: bool,
     /// The failure of the last send, while the entry waits to be resent.
     last_failure: Option<Outcome>,
+    /// In flight when the waiter's deadline came: its final result goes to
+    /// the late results.
+    late: bool,
 }
 
 /// Why unanswered entries are being settled.
@@ -81,17 +111,35 @@ impl Reply {
                 in_flight: false,
                 maybe_accepted: false,
                 last_failure: None,
+                late: false,
             })
             .collect();
         let reply = Arc::new(Self {
             deadline,
+            tracks_late: AtomicBool::new(false),
             state: Mutex::new(ReplyState {
                 unanswered: slots.len(),
                 slots,
                 tx: Some(tx),
+                track_late: false,
+                late: None,
             }),
         });
         (reply, rx)
+    }
+
+    /// Keeps the final results of entries in flight at the deadline for
+    /// [`Reply::close_at_deadline`]'s [`LateResults`].
+    pub(super) fn track_late(&self) {
+        lock(&self.state).track_late = true;
+        self.tracks_late.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the waiter wants late results: a call carrying this
+    /// batch's entries then runs to its end (the upstream's own timeout)
+    /// rather than stopping at the deadline.
+    pub(super) fn tracks_late(&self) -> bool {
+        self.tracks_late.load(Ordering::Relaxed)
     }
 
     pub(super) fn deadline(&self) -> Instant {
@@ -120,25 +168,33 @@ impl Reply {
     /// counted here, whatever the caller of this says.
     pub(super) fn answer(&self, slot: u32, outcome: Outcome) {
         let mut state = lock(&self.state);
-        // Nobody is told any more once the waiter gave up.
+        // Once the waiter gave up, only entries it wants late results of
+        // are told.
         if state.tx.is_none() {
+            let state = &mut *state;
+            let s = &mut state.slots[slot as usize];
+            if !s.late {
+                return;
+            }
+            s.late = false;
+            let result = final_result(s, outcome);
+            if let Some(mut late) = state.late.take() {
+                late.results.push((s.index, result));
+                late.pending -= 1;
+                if late.pending == 0 {
+                    let _ = late.tx.send(late.results);
+                } else {
+                    state.late = Some(late);
+                }
+            }
             return;
         }
         let s = &mut state.slots[slot as usize];
         if s.result.is_some() {
             return;
         }
-        s.in_flight = false;
-        s.maybe_accepted |= is_unknown(&outcome);
-        let outcome = if s.maybe_accepted && !outcome.is_accepted() {
-            maybe_accepted(outcome)
-        } else {
-            outcome
-        };
-        s.result = Some(EntryResult {
-            outcome,
-            attempts: s.sends,
-        });
+        let result = final_result(s, outcome);
+        s.result = Some(result);
         state.unanswered -= 1;
         if state.unanswered == 0 {
             let tx = state.tx.take().expect("checked above");
@@ -167,10 +223,36 @@ impl Reply {
     /// The waiter's deadline came: every entry's result, the unanswered
     /// ones settled by what is known of them; later answers are dropped.
     /// None when the results were handed over already.
-    pub(super) fn close_at_deadline(&self) -> Option<Results> {
+    /// With [`Reply::track_late`], also the late results of the entries
+    /// in flight right now.
+    pub(super) fn close_at_deadline(&self) -> Option<(Results, Option<LateResults>)> {
         let mut state = lock(&self.state);
         state.tx.take()?;
-        Some(take_results(&mut state, Settle::Deadline))
+        let mut indices = Vec::new();
+        if state.track_late {
+            for s in state
+                .slots
+                .iter_mut()
+                .filter(|s| s.result.is_none() && s.in_flight)
+            {
+                s.late = true;
+                indices.push(s.index);
+            }
+        }
+        let results = take_results(&mut state, Settle::Deadline);
+        let late = (!indices.is_empty()).then(|| {
+            let (tx, rx) = oneshot::channel();
+            state.late = Some(Late {
+                tx,
+                results: Vec::with_capacity(indices.len()),
+                pending: indices.len(),
+            });
+            LateResults {
+                indices,
+                results: rx,
+            }
+        });
+        Some((results, late))
     }
 }
 
@@ -180,6 +262,30 @@ impl Drop for Reply {
         if let Some(tx) = state.tx.take() {
             let _ = tx.send(take_results(state, Settle::Dropped));
         }
+        if let Some(mut late) = state.late.take() {
+            for s in state.slots.iter_mut().filter(|s| s.late) {
+                s.late = false;
+                let result = settle(s, Settle::Dropped);
+                late.results.push((s.index, result));
+            }
+            let _ = late.tx.send(late.results);
+        }
+    }
+}
+
+/// A slot's final result from its last outcome: an entry that may have
+/// been accepted by an earlier send never ends as a plain failure.
+fn final_result(s: &mut Slot, outcome: Outcome) -> EntryResult {
+    s.in_flight = false;
+    s.maybe_accepted |= is_unknown(&outcome);
+    let outcome = if s.maybe_accepted && !outcome.is_accepted() {
+        maybe_accepted(outcome)
+    } else {
+        outcome
+    };
+    EntryResult {
+        outcome,
+        attempts: s.sends,
     }
 }
 
@@ -337,7 +443,8 @@ mod tests {
                 event_id: "e".into(),
             },
         );
-        let results = r.close_at_deadline().unwrap();
+        let (results, late) = r.close_at_deadline().unwrap();
+        assert!(late.is_none(), "late results only when asked for");
         let code = |i: usize| match &results[i].1.outcome {
             Outcome::Failed { code, .. } => code.clone(),
             Outcome::Accepted { .. } => "ok".into(),
@@ -372,6 +479,41 @@ mod tests {
             matches!(&results[0].1.outcome, Outcome::Failed { code, message } if code == codes::OUTCOME_UNKNOWN && message.contains("ThrottlingException")),
             "{:?}",
             results[0].1
+        );
+    }
+
+    #[tokio::test]
+    async fn entries_in_flight_at_the_deadline_get_late_results() {
+        let (r, _rx) = reply(3);
+        r.track_late();
+        // 0: in flight; 1: never sent; 2: in flight, then dropped.
+        r.sending(0);
+        r.sending(2);
+        let (results, late) = r.close_at_deadline().unwrap();
+        assert!(results.iter().all(|(i, res)| *i == 1
+            || matches!(&res.outcome, Outcome::Failed { code, .. } if code == codes::OUTCOME_UNKNOWN)));
+        let late = late.expect("two were in flight");
+        assert_eq!(late.indices, vec![0, 2]);
+        let late = late.results;
+        r.answer(1, Outcome::failed("X", "never late: it was not in flight"));
+        r.answer(
+            0,
+            Outcome::Accepted {
+                event_id: "late".into(),
+            },
+        );
+        drop(r);
+        let mut late = late.await.unwrap();
+        late.sort_by_key(|(i, _)| *i);
+        assert_eq!(late.len(), 2);
+        assert_eq!(
+            late[0].1.outcome,
+            Outcome::Accepted {
+                event_id: "late".into()
+            }
+        );
+        assert!(
+            matches!(&late[1].1.outcome, Outcome::Failed { code, .. } if code == codes::OUTCOME_UNKNOWN)
         );
     }
 

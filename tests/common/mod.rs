@@ -261,6 +261,8 @@ pub fn entry(detail_type: &str, detail: &str) -> PartnerEventEntry {
         body: Some(Body::Detail(detail.to_string())),
         resources: vec![],
         source_key: String::new(),
+        idempotency_key: String::new(),
+        resend_if_unknown: false,
     }
 }
 
