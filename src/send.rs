@@ -1,7 +1,8 @@
 //! `partner-events-gateway send`: ingestion from the shell.
 //!
 //! Reads entries as JSON lines in the AWS CLI's entry shape (`DetailType`,
-//! `Detail`, `Resources`, `Time`, plus an optional `SourceKey`), streams
+//! `Detail`, `Resources`, `Time`, plus an optional `SourceKey`, and the
+//! gateway's own `IdempotencyKey` and `ResendIfUnknown`), streams
 //! them through `StreamPartnerEvents` in batches, and prints one JSON line
 //! per input line as answers arrive (so not always in input order): its
 //! line number and event id (with `--durable`, its receipt id), or its
@@ -414,13 +415,16 @@ pub async fn run(args: SendArgs, out: &mut (dyn Write + Send)) -> Result<Summary
                 Some(Ok(resp)) => {
                     let lines = lock(&lines_by_batch).remove(&resp.sequence).unwrap_or_default();
                     for (r, line) in resp.entries.iter().zip(lines) {
-                        let row = if !r.error_code.is_empty() {
+                        let mut row = if !r.error_code.is_empty() {
                             json!({"line": line, "error_code": r.error_code, "error_message": r.error_message})
                         } else if !r.receipt_id.is_empty() {
                             json!({"line": line, "receipt_id": r.receipt_id})
                         } else {
                             json!({"line": line, "event_id": r.event_id})
                         };
+                        if r.deduplicated {
+                            row["deduplicated"] = true.into();
+                        }
                         write(out, row, &mut summary)?;
                     }
                     if progress && last_progress.elapsed() > Duration::from_millis(250) {
@@ -487,6 +491,13 @@ mod tests {
         assert_eq!(e.body, Some(Body::Detail(r#"{"b":[1,2]}"#.into())));
         assert_eq!(e.time.unwrap().seconds, 1_704_164_645);
         assert_eq!(e.source_key, "audit");
+
+        let e = parse_line(
+            r#"{"DetailType":"X","Detail":"{}","IdempotencyKey":"order-1","ResendIfUnknown":true}"#,
+        )
+        .unwrap();
+        assert_eq!(e.idempotency_key, "order-1");
+        assert!(e.resend_if_unknown);
     }
 
     #[test]
