@@ -5,14 +5,14 @@
 //! IdempotencyKeyInFlight), one whose caller gave up before EventBridge
 //! answered (its resend learns the real outcome), one that failed (the
 //! key is free), one whose outcome is unknown (unknown again, unless
-//! forced); a key past its window (paused time); DURABLE keys, kept
-//! across a restart.
+//! forced); a key past its window (paused time); the `max_keys` bound;
+//! DURABLE keys, kept across a restart.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{entry, StateDir, TestGateway};
+use common::{entry, sample, scrape, StateDir, TestGateway};
 use partner_events_gateway::{
     emulator::{Fault, FaultRule},
     proto::{
@@ -407,5 +407,37 @@ async fn durable_keys_give_the_first_receipt_and_survive_a_restart() {
     // This gateway's own emulator: nothing was sent to it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(held(&gw, "Durable"), 0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn past_max_keys_the_oldest_are_forgotten_and_counted() {
+    let gw =
+        TestGateway::start("[idempotency]\nmax_keys = 3\n[metrics]\nlisten = \"127.0.0.1:0\"\n")
+            .await;
+    for i in 0..5 {
+        ids(&put(&gw, keyed("Bounded", &format!("b{i}"), 1)).await);
+    }
+    let metrics = scrape(gw.gateway.metrics_addr().unwrap()).await;
+    assert_eq!(
+        sample(&metrics, "partner_events_idempotency_evicted_total"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "partner_events_idempotency_keys"),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "partner_events_idempotency_entries_total{result=\"new\"}"
+        ),
+        Some(5.0)
+    );
+    // The newest is still known; the oldest was forgotten: sent again.
+    assert!(put(&gw, keyed("Bounded", "b4", 1)).await.entries[0].deduplicated);
+    assert!(!put(&gw, keyed("Bounded", "b0", 1)).await.entries[0].deduplicated);
+    assert_eq!(held(&gw, "Bounded"), 6);
     gw.stop().await;
 }
