@@ -82,6 +82,16 @@ fn held(gw: &TestGateway, detail_type: &str) -> usize {
         .count()
 }
 
+/// Calls carrying `detail_type` answer `ms` late (`times` calls; None:
+/// all), their events recorded first.
+fn slow_calls(gw: &TestGateway, detail_type: &str, ms: u64, times: Option<u32>) {
+    gw.emulator().set_faults(vec![FaultRule {
+        detail_type: detail_type.into(),
+        fault: Fault::Delay { ms, jitter_ms: 0 },
+        times,
+    }]);
+}
+
 fn code(e: &PartnerEventResult) -> &str {
     &e.error_code
 }
@@ -121,14 +131,7 @@ async fn a_resent_batch_is_answered_from_the_first_and_sent_once() {
 async fn ten_concurrent_copies_are_sent_once() {
     // Slow calls, so that the copies overlap the first one in flight.
     let gw = TestGateway::start("").await;
-    gw.emulator().set_faults(vec![FaultRule {
-        detail_type: "Concurrent".into(),
-        fault: Fault::Delay {
-            ms: 300,
-            jitter_ms: 0,
-        },
-        times: None,
-    }]);
+    slow_calls(&gw, "Concurrent", 300, None);
     let answers =
         futures::future::join_all((0..10).map(|_| put(&gw, keyed("Concurrent", "c", 20)))).await;
     let first = ids(&answers[0]);
@@ -203,14 +206,7 @@ async fn bad_keys_are_refused_with_the_reason() {
 #[tokio::test]
 async fn a_resend_waits_for_the_first_in_flight_or_says_so() {
     let gw = TestGateway::start("").await;
-    gw.emulator().set_faults(vec![FaultRule {
-        detail_type: "Waited".into(),
-        fault: Fault::Delay {
-            ms: 800,
-            jitter_ms: 0,
-        },
-        times: None,
-    }]);
+    slow_calls(&gw, "Waited", 800, None);
     let (first, patient, hasty) = tokio::join!(
         put(&gw, keyed("Waited", "w", 1)),
         async {
@@ -239,14 +235,7 @@ async fn a_resend_waits_for_the_first_in_flight_or_says_so() {
 #[tokio::test]
 async fn a_resend_after_the_callers_deadline_learns_the_real_outcome() {
     let gw = TestGateway::start("").await;
-    gw.emulator().set_faults(vec![FaultRule {
-        detail_type: "Late".into(),
-        fault: Fault::Delay {
-            ms: 1_000,
-            jitter_ms: 0,
-        },
-        times: Some(1),
-    }]);
+    slow_calls(&gw, "Late", 1_000, Some(1));
     // The caller gives up while the call is in flight: unknown, to it.
     let first = put_within(&gw, keyed("Late", "l", 1), Duration::from_millis(300)).await;
     assert_eq!(code(&first.entries[0]), "OutcomeUnknown", "{first:?}");
