@@ -89,7 +89,8 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
-/// A call to the Redis of cluster mode: what for (`pace`, `limit`) and how
+/// A call to the Redis of cluster mode: what for (`pace`, `limit`,
+/// `idempotency_claim`, `idempotency_settle`) and how
 /// it ended (`ok`, `error`, `timeout`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RedisCallLabels {
