@@ -353,6 +353,13 @@ impl Inner {
                         &self.metrics,
                     ))
                 });
+                // Shut from the start: a dashboard shows 0, not no data.
+                self.metrics
+                    .breaker_open
+                    .get_or_create(&crate::metrics::RegionLabels {
+                        region: region.to_string(),
+                    })
+                    .set(0);
                 Arc::new(Region {
                     calls: Arc::new(Semaphore::new(s.max_concurrent_calls_per_region)),
                     scheduler: pace.clone().map(Scheduler::start),
