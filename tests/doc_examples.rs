@@ -2,7 +2,8 @@
 //! that a newcomer who copies one gets something that works.
 //!
 //! # The marker convention
-//! A fenced block in `README.md`, `docs/*.md` or `deploy/*.md` says what it
+//! A fenced block in `README.md`, `docs/*.md`, `deploy/*.md` or
+//! `examples/*.md` says what it
 //! is in its info string, after the language: ```` ```toml gateway-config ````
 //! (renderers use the first word for highlighting and ignore the rest).
 //! The kinds, and what each block is checked with:
@@ -17,6 +18,8 @@
 //!   through [`send::parse_line`].
 //! - `json grpc-service-config`: a gRPC client's service config: a JSON
 //!   object of the fields gRPC defines (`loadBalancingConfig`, ...).
+//! - `yaml buf-gen`: a `buf.gen.yaml` (version v2, each plugin with `remote`
+//!   or `local` and `out`).
 //! - `sh` and `console` (a session: `$ ` starts a command, other lines are its
 //!   output): no marker needed; the JSON inside the commands is checked.
 //!   `grpcurl -d` bodies against the request message of the method called
@@ -46,7 +49,7 @@ fn root() -> PathBuf {
 /// The Markdown files whose blocks are checked.
 fn doc_files() -> Vec<PathBuf> {
     let mut files = vec![root().join("README.md")];
-    for dir in ["docs", "deploy"] {
+    for dir in ["docs", "deploy", "examples"] {
         let mut md: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -103,6 +106,7 @@ enum Kind {
     IamPolicy,
     SendInput,
     ServiceConfig,
+    BufGen,
     Shell { session: bool },
 }
 
@@ -115,6 +119,7 @@ fn kind_of(info: &str) -> Result<Kind, String> {
         ["json", "iam-policy"] => Ok(Kind::IamPolicy),
         ["jsonl", "send-input"] => Ok(Kind::SendInput),
         ["json", "grpc-service-config"] => Ok(Kind::ServiceConfig),
+        ["yaml", "buf-gen"] => Ok(Kind::BufGen),
         ["sh"] => Ok(Kind::Shell { session: false }),
         ["console"] => Ok(Kind::Shell { session: true }),
         _ => Err(format!(
@@ -190,6 +195,24 @@ impl Checker {
                 for key in fields.keys() {
                     if !SERVICE_CONFIG_FIELDS.contains(&key.as_str()) {
                         return Err(format!("`{key}` is not a gRPC service config field"));
+                    }
+                }
+                self.counts.other_json += 1;
+            }
+            Kind::BufGen => {
+                let gen: serde_yaml::Value =
+                    serde_yaml::from_str(text).map_err(|e| format!("not YAML: {e}"))?;
+                if gen["version"].as_str() != Some("v2") {
+                    return Err("a buf.gen.yaml of `version: v2`".into());
+                }
+                let plugins = gen["plugins"].as_sequence().ok_or("no `plugins`")?;
+                for p in plugins {
+                    if p["remote"].as_str().or(p["local"].as_str()).is_none()
+                        || p["out"].as_str().is_none()
+                    {
+                        return Err(format!(
+                            "a plugin needs `remote` (or `local`) and `out`: {p:?}"
+                        ));
                     }
                 }
                 self.counts.other_json += 1;
