@@ -43,13 +43,18 @@
 //! (`PEG_STATE_DIR`), removed with it: redb lets one process open a queue
 //! file, and no run inherits another's queue.
 //!
+//! The idempotency run compares the same load with and without a key on
+//! every entry side by side, with the keys in memory and in Redis, and
+//! measures resends and the memory a key takes (see `idempotency`).
+//!
 //! Every load loop is bounded in time (a window per run) and in count.
 //! Layout: `load` (what is sent and how), `child` (the gateway process and
-//! `/proc` figures), `durable` (the durable run), `report` (measurements,
-//! targets, table, JSON).
+//! `/proc` figures), `durable` (the durable run), `idempotency` (the
+//! idempotency run), `report` (measurements, targets, table, JSON).
 
 mod child;
 mod durable;
+mod idempotency;
 mod load;
 mod report;
 
@@ -192,8 +197,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub stall_secs: Option<u64>,
     /// Only scenarios whose name contains this (`unary-20`, `stream-1 `,
-    /// `x1000`, `stall`, `noisy`, `cluster`, `durable`); the half-load run
-    /// follows `unary-20`.
+    /// `x1000`, `stall`, `noisy`, `cluster`, `durable`, `idempotency`); the
+    /// half-load run follows `unary-20`.
     #[arg(long)]
     pub only: Option<String>,
     /// The gateway executable to run as the child (`serve`); default this one.
@@ -733,6 +738,11 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     } else {
         None
     };
+    let idempotency = if plan.wants("idempotency") {
+        Some(idempotency::idempotency(h).await?)
+    } else {
+        None
+    };
     let mut notes = notes(plan);
     notes.push(format!(
         "1-minute load average before the run {load_before:.2}, after {:.2} (the run's own load included): anything else running on this machine competes for the same cores.",
@@ -755,6 +765,7 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
         noisy,
         cluster,
         durable,
+        idempotency,
         targets: Vec::new(),
     };
     report.judge(plan.latency_ms);
@@ -801,6 +812,9 @@ fn notes(plan: &Plan) -> Vec<String> {
     }
     if plan.wants("durable") {
         notes.push(durable_note(plan));
+    }
+    if plan.wants("idempotency") {
+        notes.push(idempotency::note(plan));
     }
     notes
 }
