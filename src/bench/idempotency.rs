@@ -28,7 +28,10 @@ use std::{net::SocketAddr, time::Duration};
 use tokio::time::Instant;
 
 use super::{
-    child::{free_port, metrics_scrape, sum_samples, sum_samples_with, GatewayChild, RedisChild},
+    child::{
+        free_port, metrics_scrape, proc_stats, sum_samples, sum_samples_with, GatewayChild,
+        RedisChild,
+    },
     child_toml_at, count_upstream, join_load, latency_rules,
     load::{self, GatewayClients, Keys, Window},
     report::{
@@ -49,17 +52,19 @@ const QUICK_ROUNDS: u32 = 1;
 const WARMUP: Duration = Duration::from_millis(500);
 const WINDOW: Duration = Duration::from_millis(2_500);
 const QUICK_WINDOW: Duration = Duration::from_secs(1);
-/// Bound on the resend run's second pass (it takes a second or two).
+/// Bound on the resend run's second pass (it takes a second or two), and
+/// on finishing the batches under way when its first phase ends.
 const PASS_BOUND: Duration = Duration::from_secs(30);
+const DRAIN: Duration = Duration::from_secs(10);
 /// The memory run: keyed entries, after as many unkeyed ones (so that
 /// the traffic's own memory is in the RSS before the keys, however much
 /// of it the allocator keeps), in batches of the API's default most
 /// entries per request, from this many callers, within this bound.
-const MEMORY_KEYS: u64 = 200_000;
-const QUICK_MEMORY_KEYS: u64 = 20_000;
+pub const MEMORY_KEYS: u64 = 200_000;
+pub const QUICK_MEMORY_KEYS: u64 = 20_000;
 const MEMORY_BATCH_ENTRIES: usize = 500;
 const MEMORY_CALLERS: usize = 8;
-const MEMORY_FILL_BOUND: Duration = Duration::from_secs(60);
+const MEMORY_FILL_BOUND: Duration = Duration::from_secs(120);
 /// Cluster mode: how long a child may take to join Redis, and how long it
 /// waits for Redis's answer before it goes on alone (the default, 50 ms,
 /// is shorter than this machine's p99 under load: a fallback would move
@@ -234,13 +239,9 @@ pub async fn idempotency(h: &Harness) -> Result<IdempotencyBench, String> {
 
 /// The note on how the idempotency run is made and measured.
 pub fn note(plan: &super::Plan) -> String {
-    let memory_keys = if plan.quick {
-        QUICK_MEMORY_KEYS
-    } else {
-        MEMORY_KEYS
-    };
+    let memory_keys = plan.idempotency_keys;
     format!(
-        "Idempotency: unary SYNC batches of 1 and 20 entries from {} callers (closed loop), the emulator at {} ms per call, without keys and with a key of its own on every entry ({} characters) taking turns in {} rounds (which goes first alternating), {:.1} s warm-up and {:.1} s measured, each run a fresh gateway child with the same config (the throughput runs', metrics on, default [idempotency]): only the requests' keys differ. Gateway CPU per 1k entries: the child's utime+stime over the window / accepted entries x 1,000 (ms; also µs per entry); ratios are keyed over unkeyed, per round and median. Then the same with the children in cluster mode on a redis-server started for this run (loopback, no persistence; a key_prefix per run; timeout_ms {REDIS_TIMEOUT_MS}, above this machine's p99, so that no run falls back to memory midway; unpaced, so the only Redis calls are the keys'): round trips per request = the child's partner_events_cluster_redis_calls_total{{op=\"idempotency_claim\"|\"idempotency_settle\"}} over the window / requests answered; redis-server's CPU (utime+stime) per 1k entries; added p50/p99 = keyed median minus unkeyed median. Resend: every batch sent twice, the second at once after the first's answer (its entries should all be answered `deduplicated`, nothing sent); then every batch accepted whole sent once more from the same callers with nothing else running: the child's CPU over that pass / deduplicated entries, and the entries the emulator received meanwhile (0 expected). Memory: one child, the emulator answering at once, takes {} unkeyed entries then as many keyed ones in batches of {MEMORY_BATCH_ENTRIES} from {MEMORY_CALLERS} callers; bytes per key = (VmRSS after the keyed entries - VmRSS before them) / partner_events_idempotency_keys (the allocator, mimalloc, keeps some of what the traffic itself used: the unkeyed entries first put that in the 'before'; the hash map and the expiry queue grow by doubling, so the figure depends on where the count falls between two sizes).",
+        "Idempotency: unary SYNC batches of 1 and 20 entries from {} callers (closed loop), the emulator at {} ms per call, without keys and with a key of its own on every entry ({} characters) taking turns in {} rounds (which goes first alternating), {:.1} s warm-up and {:.1} s measured, each run a fresh gateway child with the same config (the throughput runs', metrics on, default [idempotency]): only the requests' keys differ. Gateway CPU per 1k entries: the child's utime+stime over the window / accepted entries x 1,000 (ms; also µs per entry); harness CPU likewise for the bench process (load generator and emulator, which share the machine's cores with the gateway: a keyed request costs the load generator more too); ratios are keyed over unkeyed, per round and median. Then the same with the children in cluster mode on a redis-server started for this run (loopback, no persistence; a key_prefix per run; timeout_ms {REDIS_TIMEOUT_MS}, above this machine's p99, so that no run falls back to memory midway; unpaced, so the only Redis calls are the keys'): round trips per request = the child's partner_events_cluster_redis_calls_total{{op=\"idempotency_claim\"|\"idempotency_settle\"}} over the window / requests answered; redis-server's CPU (utime+stime) per 1k entries; added p50/p99 = keyed median minus unkeyed median. Resend: every batch sent twice, the second at once after the first's answer (its entries should all be answered `deduplicated`, nothing sent); then every batch accepted whole sent once more from the same callers with nothing else running: the child's CPU over that pass / deduplicated entries, and the entries the emulator received meanwhile (0 expected). Memory: one child, the emulator answering at once, takes {} unkeyed entries then as many keyed ones in batches of {MEMORY_BATCH_ENTRIES} from {MEMORY_CALLERS} callers; bytes per key = (VmRSS after the keyed entries - VmRSS before them) / partner_events_idempotency_keys (the allocator, mimalloc, keeps some of what the traffic itself used: the unkeyed entries first put that in the 'before'; the hash map and the expiry queue grow by doubling, so the figure depends on where the count falls between two sizes).",
         plan.unary_callers,
         plan.latency_ms,
         Keys::new(&key_tag(1)).key_chars(),
@@ -370,6 +371,7 @@ async fn measure(
     };
     tokio::time::sleep_until(window.start).await;
     let gw_before = gateway.stats()?;
+    let me_before = proc_stats("self")?;
     let redis_before = redis_cpu()?;
     let before = reading(metrics).await?;
     let upstream = tokio::spawn(count_upstream(h.emulator.clone(), window.end));
@@ -377,6 +379,7 @@ async fn measure(
     let after = reading(metrics).await?;
     let redis_after = redis_cpu()?;
     let gw_after = gateway.stats()?;
+    let me_after = proc_stats("self")?;
     let upstream = upstream
         .await
         .map_err(|e| format!("upstream count failed: {e}"))?;
@@ -395,7 +398,7 @@ async fn measure(
         tally,
         upstream,
         Some((cpu, gw_after.hwm_kib.max(gw_before.hwm_kib) as f64 / 1024.0)),
-        0.0,
+        me_after.cpu_secs - me_before.cpu_secs,
     );
     let keys_new = delta(|r| r.new);
     Ok(KeyedRun {
@@ -439,8 +442,9 @@ async fn resend(h: &Harness, entries: usize, length: Duration) -> Result<ResendR
         callers,
         window,
         Keys::new(&key_tag(0)),
+        DRAIN,
     );
-    let twice = tokio::time::timeout(length + WARMUP + super::JOIN_GRACE, twice)
+    let twice = tokio::time::timeout(length + WARMUP + DRAIN + super::JOIN_GRACE, twice)
         .await
         .map_err(|_| "the resend load did not stop at the end of its window".to_string())?;
     // The second pass: nothing else running; nothing should reach the
@@ -501,11 +505,7 @@ async fn resend(h: &Harness, entries: usize, length: Duration) -> Result<ResendR
 /// unkeyed entries, then keyed ones: its RSS before and after the keys.
 async fn memory(h: &Harness) -> Result<KeyMemory, String> {
     let plan = &h.plan;
-    let target = if plan.quick {
-        QUICK_MEMORY_KEYS
-    } else {
-        MEMORY_KEYS
-    };
+    let target = plan.idempotency_keys;
     h.emulator.set_faults(Vec::new());
     let (gateway, metrics) = start(h, Store::Memory, 0).await?;
     let clients = GatewayClients::connect(gateway.addr(), MEMORY_CALLERS).await?;
@@ -592,6 +592,9 @@ mod tests {
         assert!(!plan.wants("durable") && !plan.wants("cluster") && !plan.wants("noisy"));
         assert_eq!(window(false), WINDOW);
         assert_eq!(window(true), QUICK_WINDOW);
+        assert_eq!(plan.idempotency_keys, MEMORY_KEYS);
+        let quick = Plan::new(args(true, None)).unwrap();
+        assert_eq!(quick.idempotency_keys, QUICK_MEMORY_KEYS);
         assert!(Plan::new(args(true, None)).unwrap().wants("idempotency"));
         assert!(!Plan::new(args(false, Some("durable")))
             .unwrap()

@@ -704,15 +704,20 @@ pub struct Twice {
 }
 
 /// Closed loop: `workers` callers each send a batch of `entries` entries
-/// with fresh keys and, once it is answered, the same batch again.
+/// with fresh keys and, once it is answered, the same batch again. A cycle
+/// under way at the window's end is finished (within `drain`), not
+/// abandoned, so that nothing it sent is still going to EventBridge when
+/// this returns.
 pub async fn gateway_send_twice(
     clients: GatewayClients,
     entries: usize,
     workers: usize,
     window: Window,
     keys: Keys,
+    drain: Duration,
 ) -> Twice {
     let base = grpc_batch(entries);
+    let bound = window.end + drain;
     let mut set = JoinSet::new();
     for i in 0..workers {
         let (client, keys, base) = (clients.get(i), keys.clone(), base.clone());
@@ -726,7 +731,7 @@ pub async fn gateway_send_twice(
                 let mut req = base.clone();
                 keys.stamp(&mut req);
                 let once = unary_once(client.clone(), req.clone());
-                let first = match tokio::time::timeout_at(window.end, once).await {
+                let first = match tokio::time::timeout_at(bound, once).await {
                     Err(_elapsed) => break,
                     Ok(Ok(a)) => a,
                     Ok(Err(e)) => {
@@ -740,7 +745,7 @@ pub async fn gateway_send_twice(
                 out.first.count(&window, sent, first);
                 let resent = Instant::now();
                 let again = unary_once(client.clone(), req.clone());
-                match tokio::time::timeout_at(window.end, again).await {
+                match tokio::time::timeout_at(bound, again).await {
                     Err(_elapsed) => break,
                     Ok(Ok(a)) => out.resend.count(&window, resent, a),
                     Ok(Err(e)) => {

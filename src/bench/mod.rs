@@ -223,6 +223,10 @@ pub struct BenchArgs {
     /// restart is measured too.
     #[arg(long)]
     pub durable_fill_secs: Option<u64>,
+    /// Keyed entries the idempotency run's memory run sends (default
+    /// 200000, 20000 with --quick), after as many unkeyed ones.
+    #[arg(long)]
+    pub idempotency_keys: Option<u64>,
 }
 
 /// What a scenario sends.
@@ -277,6 +281,8 @@ struct Plan {
     /// The durable run's restart: entries queued, and the gRPC fill's bound.
     durable_fill: u64,
     durable_fill_within: Duration,
+    /// The idempotency run's memory run: keyed entries sent.
+    idempotency_keys: u64,
 }
 
 impl Plan {
@@ -322,6 +328,14 @@ impl Plan {
                 })
                 .clamp(1, 3_600),
         );
+        let idempotency_keys = args.idempotency_keys.unwrap_or(if args.quick {
+            idempotency::QUICK_MEMORY_KEYS
+        } else {
+            idempotency::MEMORY_KEYS
+        });
+        if !(1..=10_000_000).contains(&idempotency_keys) {
+            return Err("--idempotency-keys must be 1 to 10000000".into());
+        }
         if !(args.load_fraction > 0.0 && args.load_fraction <= 1.0) {
             return Err("--load-fraction must be above 0 and at most 1".into());
         }
@@ -353,6 +367,7 @@ impl Plan {
             quick: args.quick,
             durable_fill,
             durable_fill_within,
+            idempotency_keys,
         })
     }
 
@@ -1643,6 +1658,7 @@ mod tests {
             linger_ms: None,
             durable_fill: None,
             durable_fill_secs: None,
+            idempotency_keys: None,
         }
     }
 

@@ -1009,7 +1009,7 @@ impl IdempotencyBench {
             out,
             "
 idempotency: unary SYNC, {} callers, emulator {} ms per call, {:.1} s windows, a fresh gateway per run; without keys and with a {}-character key on every entry taking turns
-  {:<6} {:<10} {:>5} {:<6} {:>10} {:>8} {:>8} {:>13} {:>11} {:>12} {:>15} {:>6}",
+  {:<6} {:<10} {:>5} {:<6} {:>10} {:>8} {:>8} {:>13} {:>14} {:>11} {:>12} {:>15} {:>6}",
             self.callers,
             self.emulator_latency_ms,
             self.window_secs,
@@ -1022,6 +1022,7 @@ idempotency: unary SYNC, {} callers, emulator {} ms per call, {:.1} s windows, a
             "p50 ms",
             "p99 ms",
             "gw cpu ms/1k",
+            "harness ms/1k",
             "keys new",
             "redis trips",
             "redis cpu ms/1k",
@@ -1033,7 +1034,7 @@ idempotency: unary SYNC, {} callers, emulator {} ms per call, {:.1} s windows, a
             let m = &r.measurement;
             let _ = writeln!(
                 out,
-                "  {:<6} {:<10} {:>5} {:<6} {:>10} {:>8.2} {:>8.2} {:>13.2} {:>11} {:>12} {:>15} {:>6}",
+                "  {:<6} {:<10} {:>5} {:<6} {:>10} {:>8.2} {:>8.2} {:>13.2} {:>14.2} {:>11} {:>12} {:>15} {:>6}",
                 r.store,
                 format!("unary-{}", m.entries_per_batch),
                 r.round,
@@ -1042,6 +1043,7 @@ idempotency: unary SYNC, {} callers, emulator {} ms per call, {:.1} s windows, a
                 m.latency_ms.p50,
                 m.latency_ms.p99,
                 r.gateway_cpu_ms_per_1k,
+                m.harness_cpu_secs_per_100k * 10.0,
                 thousands(r.keys_new as f64),
                 opt(r.trips_per_batch(), 2),
                 opt(r.redis_cpu_ms_per_1k(), 2),
