@@ -413,6 +413,21 @@ pub fn sum_samples(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The sum of the samples of `name` whose labels include `label` (as
+/// written in the exposition: `op="idempotency_claim"`).
+pub fn sum_samples_with(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| {
+            let labels = l.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = labels.rsplit_once('}')?;
+            labels
+                .split(',')
+                .any(|l| l == label)
+                .then(|| value.split_whitespace().next()?.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 /// The figures of the gateway's "durable queue open" JSON log line
 /// (`after` left at zero).
 fn durable_open_line(line: &str) -> Option<DurableOpen> {
@@ -474,6 +489,12 @@ mod tests {
                     c_total 1\n";
         assert_eq!(sum_samples(text, "c_total"), 43.0);
         assert_eq!(sum_samples(text, "missing"), 0.0);
+        assert_eq!(
+            sum_samples_with(text, "c_total", "outcome=\"timeout\""),
+            2.0
+        );
+        assert_eq!(sum_samples_with(text, "c_total", "op=\"pace\""), 42.0);
+        assert_eq!(sum_samples_with(text, "c_total", "op=\"limit\""), 0.0);
     }
 
     #[test]

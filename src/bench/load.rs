@@ -73,6 +73,9 @@ pub struct Tally {
     pub entries_ok: u64,
     /// Entries answered with an error code in the window.
     pub entries_failed: u64,
+    /// Entries answered from an earlier entry with the same idempotency
+    /// key (`deduplicated`) in the window, counted in `entries_ok` too.
+    pub entries_deduplicated: u64,
     /// Calls or streams that failed whole (a gRPC status, an SDK error).
     pub errors: u64,
     /// Fixed rate: requests not sent because too many were outstanding.
@@ -108,6 +111,17 @@ impl Tally {
         true
     }
 
+    /// Counts a batch sent at `sent` and answered now.
+    fn count(&mut self, window: &Window, sent: Instant, a: Answer) {
+        self.entries_sent += a.ok + a.failed;
+        if self.answered(window, sent, Instant::now(), a.ok, a.failed) {
+            self.entries_deduplicated += a.deduplicated;
+        }
+        if let Some(f) = a.failure {
+            self.failure(|| f);
+        }
+    }
+
     fn error(&mut self, window: &Window, at: Instant) {
         if window.contains(at) {
             self.errors += 1;
@@ -121,6 +135,7 @@ impl Tally {
         self.batches += other.batches;
         self.entries_ok += other.entries_ok;
         self.entries_failed += other.entries_failed;
+        self.entries_deduplicated += other.entries_deduplicated;
         self.errors += other.errors;
         self.skipped += other.skipped;
         self.streams_opened += other.streams_opened;
@@ -210,12 +225,14 @@ impl GatewayClients {
     }
 }
 
-/// A batch's answer: entries accepted, entries failed, and the first
-/// failure's code and message.
+/// A batch's answer: entries accepted, entries failed, entries answered
+/// from an earlier one with their key, and the first failure's code and
+/// message.
 #[derive(Debug, Default)]
 struct Answer {
     ok: u64,
     failed: u64,
+    deduplicated: u64,
     failure: Option<String>,
 }
 
@@ -225,6 +242,7 @@ fn grpc_answer(r: &crate::proto::PutPartnerEventsResponse) -> Answer {
     Answer {
         ok: (r.entries.len() as u64).saturating_sub(failed),
         failed,
+        deduplicated: r.entries.iter().filter(|e| e.deduplicated).count() as u64,
         failure: r
             .entries
             .iter()
@@ -270,6 +288,7 @@ async fn sdk_once(
             Ok::<_, String>(Answer {
                 ok: n.saturating_sub(failed),
                 failed,
+                deduplicated: 0,
                 failure,
             })
         }
@@ -304,13 +323,7 @@ where
                 }
                 match tokio::time::timeout_at(window.end, send(i)).await {
                     Err(_elapsed) => break,
-                    Ok(Ok(a)) => {
-                        t.entries_sent += a.ok + a.failed;
-                        t.answered(&window, sent, Instant::now(), a.ok, a.failed);
-                        if let Some(f) = a.failure {
-                            t.failure(|| f);
-                        }
-                    }
+                    Ok(Ok(a)) => t.count(&window, sent, a),
                     Ok(Err(e)) => {
                         t.error(&window, Instant::now());
                         t.failure(|| e);
@@ -519,10 +532,11 @@ pub async fn one_entry_every(
     join_tallies(set).await
 }
 
-/// What a fill of the durable queue got.
+/// What a fill of the gateway got.
 #[derive(Debug, Default)]
 pub struct Fill {
-    /// Entries acknowledged with a receipt.
+    /// Entries acknowledged: with a receipt (DURABLE), with an event id
+    /// (SYNC).
     pub queued: u64,
     /// Entries answered with an error, and calls failed whole.
     pub failed: u64,
@@ -541,14 +555,37 @@ pub async fn durable_fill(
     target: u64,
     deadline: Instant,
 ) -> Fill {
+    fill(
+        clients,
+        entries,
+        workers,
+        target,
+        deadline,
+        crate::proto::DeliveryMode::Durable,
+        None,
+    )
+    .await
+}
+
+/// [`durable_fill`] in `mode`, each entry with a key of its own when
+/// `keys` are given.
+pub async fn fill(
+    clients: GatewayClients,
+    entries: usize,
+    workers: usize,
+    target: u64,
+    deadline: Instant,
+    mode: crate::proto::DeliveryMode,
+    keys: Option<Keys>,
+) -> Fill {
     let claimed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut set = JoinSet::new();
     for i in 0..workers {
-        let (claimed, client) = (claimed.clone(), clients.get(i));
+        let (claimed, client, keys) = (claimed.clone(), clients.get(i), keys.clone());
         set.spawn(async move {
             let mut f = Fill::default();
             let mut req = grpc_batch(entries);
-            req.delivery = crate::proto::DeliveryMode::Durable as i32;
+            req.delivery = mode as i32;
             for _ in 0..MAX_BATCHES_PER_WORKER {
                 let from = claimed.fetch_add(entries as u64, Ordering::Relaxed);
                 if from >= target || Instant::now() >= deadline {
@@ -557,6 +594,9 @@ pub async fn durable_fill(
                 let n = (target - from).min(entries as u64) as usize;
                 let mut batch = req.clone();
                 batch.entries.truncate(n);
+                if let Some(k) = &keys {
+                    k.stamp(&mut batch);
+                }
                 match tokio::time::timeout_at(deadline, unary_once(client.clone(), batch)).await {
                     Err(_elapsed) => break,
                     Ok(Ok(a)) => {
@@ -592,6 +632,202 @@ pub async fn durable_fill(
         }
     }
     total
+}
+
+/// Idempotency keys for a run's entries: `<tag>-<n>`, `n` counting up
+/// across the run's callers, so that every entry sent gets a key of its
+/// own (the tag keeps runs that share one Redis apart).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    tag: Arc<str>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Keys {
+    pub fn new(tag: &str) -> Self {
+        Self {
+            tag: tag.into(),
+            next: Arc::default(),
+        }
+    }
+
+    /// Characters in each key.
+    pub fn key_chars(&self) -> usize {
+        self.key(0).len()
+    }
+
+    fn key(&self, n: u64) -> String {
+        format!("{}-{n:020}", self.tag)
+    }
+
+    /// Gives every entry of `req` a key no entry had before.
+    fn stamp(&self, req: &mut PutPartnerEventsRequest) {
+        let from = self
+            .next
+            .fetch_add(req.entries.len() as u64, Ordering::Relaxed);
+        for (e, n) in req.entries.iter_mut().zip(from..) {
+            e.idempotency_key = self.key(n);
+        }
+    }
+}
+
+/// Unary calls of `entries` entries through the gateway, closed loop;
+/// with `keys`, every entry has a key of its own (none is deduplicated).
+pub async fn gateway_unary_keyed(
+    clients: GatewayClients,
+    entries: usize,
+    workers: usize,
+    window: Window,
+    keys: Option<Keys>,
+) -> Tally {
+    let req = grpc_batch(entries);
+    closed_loop(workers, window, move |i| {
+        let mut req = req.clone();
+        if let Some(k) = &keys {
+            k.stamp(&mut req);
+        }
+        unary_once(clients.get(i), req)
+    })
+    .await
+}
+
+/// What [`gateway_send_twice`] saw.
+#[derive(Debug, Default)]
+pub struct Twice {
+    /// Each batch's first send (new keys: it goes to EventBridge)...
+    pub first: Tally,
+    /// ...and its resend at once after that answer (every entry should be
+    /// answered from the first, `deduplicated`).
+    pub resend: Tally,
+    /// The batches whose first send was accepted whole, warm-up included.
+    pub accepted: Vec<PutPartnerEventsRequest>,
+}
+
+/// Closed loop: `workers` callers each send a batch of `entries` entries
+/// with fresh keys and, once it is answered, the same batch again. A cycle
+/// under way at the window's end is finished (within `drain`), not
+/// abandoned, so that nothing it sent is still going to EventBridge when
+/// this returns.
+pub async fn gateway_send_twice(
+    clients: GatewayClients,
+    entries: usize,
+    workers: usize,
+    window: Window,
+    keys: Keys,
+    drain: Duration,
+) -> Twice {
+    let base = grpc_batch(entries);
+    let bound = window.end + drain;
+    let mut set = JoinSet::new();
+    for i in 0..workers {
+        let (client, keys, base) = (clients.get(i), keys.clone(), base.clone());
+        set.spawn(async move {
+            let mut out = Twice::default();
+            for _ in 0..MAX_BATCHES_PER_WORKER {
+                let sent = Instant::now();
+                if sent >= window.end {
+                    break;
+                }
+                let mut req = base.clone();
+                keys.stamp(&mut req);
+                let once = unary_once(client.clone(), req.clone());
+                let first = match tokio::time::timeout_at(bound, once).await {
+                    Err(_elapsed) => break,
+                    Ok(Ok(a)) => a,
+                    Ok(Err(e)) => {
+                        out.first.error(&window, Instant::now());
+                        out.first.failure(|| e);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
+                };
+                let whole = first.failed == 0;
+                out.first.count(&window, sent, first);
+                let resent = Instant::now();
+                let again = unary_once(client.clone(), req.clone());
+                match tokio::time::timeout_at(bound, again).await {
+                    Err(_elapsed) => break,
+                    Ok(Ok(a)) => out.resend.count(&window, resent, a),
+                    Ok(Err(e)) => {
+                        out.resend.error(&window, Instant::now());
+                        out.resend.failure(|| e);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                if whole {
+                    out.accepted.push(req);
+                }
+            }
+            out
+        });
+    }
+    let mut total = Twice::default();
+    while let Some(t) = set.join_next().await {
+        match t {
+            Ok(mut t) => {
+                total.first.merge(t.first);
+                total.resend.merge(t.resend);
+                total.accepted.append(&mut t.accepted);
+            }
+            Err(_) => total.first.errors += 1,
+        }
+    }
+    total
+}
+
+/// Sends each of `batches` once more, from `workers` callers, closed loop,
+/// until all are answered or `deadline` passes; with the seconds from the
+/// start to the last answer.
+pub async fn gateway_resend(
+    clients: GatewayClients,
+    batches: Vec<PutPartnerEventsRequest>,
+    workers: usize,
+    deadline: Instant,
+) -> (Tally, f64) {
+    let start = Instant::now();
+    let window = Window {
+        start,
+        end: deadline,
+    };
+    let batches = Arc::new(batches);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut set = JoinSet::new();
+    for i in 0..workers {
+        let (client, batches, next) = (clients.get(i), batches.clone(), next.clone());
+        set.spawn(async move {
+            let mut t = Tally::default();
+            let mut last = start;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some(req) = batches.get(n) else { break };
+                let sent = Instant::now();
+                match tokio::time::timeout_at(deadline, unary_once(client.clone(), req.clone()))
+                    .await
+                {
+                    Err(_elapsed) => break,
+                    Ok(Ok(a)) => t.count(&window, sent, a),
+                    Ok(Err(e)) => {
+                        t.error(&window, Instant::now());
+                        t.failure(|| e);
+                    }
+                }
+                last = Instant::now();
+            }
+            (t, last)
+        });
+    }
+    let mut total = Tally::default();
+    let mut last = start;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok((t, at)) => {
+                total.merge(t);
+                last = last.max(at);
+            }
+            Err(_) => total.errors += 1,
+        }
+    }
+    (total, (last - start).as_secs_f64())
 }
 
 /// Unary calls of `entries` entries through the gateway at a fixed rate.

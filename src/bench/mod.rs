@@ -43,13 +43,18 @@
 //! (`PEG_STATE_DIR`), removed with it: redb lets one process open a queue
 //! file, and no run inherits another's queue.
 //!
+//! The idempotency run compares the same load with and without a key on
+//! every entry side by side, with the keys in memory and in Redis, and
+//! measures resends and the memory a key takes (see `idempotency`).
+//!
 //! Every load loop is bounded in time (a window per run) and in count.
 //! Layout: `load` (what is sent and how), `child` (the gateway process and
-//! `/proc` figures), `durable` (the durable run), `report` (measurements,
-//! targets, table, JSON).
+//! `/proc` figures), `durable` (the durable run), `idempotency` (the
+//! idempotency run), `report` (measurements, targets, table, JSON).
 
 mod child;
 mod durable;
+mod idempotency;
 mod load;
 mod report;
 
@@ -192,8 +197,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub stall_secs: Option<u64>,
     /// Only scenarios whose name contains this (`unary-20`, `stream-1 `,
-    /// `x1000`, `stall`, `noisy`, `cluster`, `durable`); the half-load run
-    /// follows `unary-20`.
+    /// `x1000`, `stall`, `noisy`, `cluster`, `durable`, `idempotency`); the
+    /// half-load run follows `unary-20`.
     #[arg(long)]
     pub only: Option<String>,
     /// The gateway executable to run as the child (`serve`); default this one.
@@ -218,6 +223,10 @@ pub struct BenchArgs {
     /// restart is measured too.
     #[arg(long)]
     pub durable_fill_secs: Option<u64>,
+    /// Keyed entries the idempotency run's memory run sends (default
+    /// 200000, 20000 with --quick), after as many unkeyed ones.
+    #[arg(long)]
+    pub idempotency_keys: Option<u64>,
 }
 
 /// What a scenario sends.
@@ -272,6 +281,8 @@ struct Plan {
     /// The durable run's restart: entries queued, and the gRPC fill's bound.
     durable_fill: u64,
     durable_fill_within: Duration,
+    /// The idempotency run's memory run: keyed entries sent.
+    idempotency_keys: u64,
 }
 
 impl Plan {
@@ -317,6 +328,14 @@ impl Plan {
                 })
                 .clamp(1, 3_600),
         );
+        let idempotency_keys = args.idempotency_keys.unwrap_or(if args.quick {
+            idempotency::QUICK_MEMORY_KEYS
+        } else {
+            idempotency::MEMORY_KEYS
+        });
+        if !(1..=10_000_000).contains(&idempotency_keys) {
+            return Err("--idempotency-keys must be 1 to 10000000".into());
+        }
         if !(args.load_fraction > 0.0 && args.load_fraction <= 1.0) {
             return Err("--load-fraction must be above 0 and at most 1".into());
         }
@@ -348,6 +367,7 @@ impl Plan {
             quick: args.quick,
             durable_fill,
             durable_fill_within,
+            idempotency_keys,
         })
     }
 
@@ -733,6 +753,11 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     } else {
         None
     };
+    let idempotency = if plan.wants("idempotency") {
+        Some(idempotency::idempotency(h).await?)
+    } else {
+        None
+    };
     let mut notes = notes(plan);
     notes.push(format!(
         "1-minute load average before the run {load_before:.2}, after {:.2} (the run's own load included): anything else running on this machine competes for the same cores.",
@@ -755,6 +780,7 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
         noisy,
         cluster,
         durable,
+        idempotency,
         targets: Vec::new(),
     };
     report.judge(plan.latency_ms);
@@ -801,6 +827,9 @@ fn notes(plan: &Plan) -> Vec<String> {
     }
     if plan.wants("durable") {
         notes.push(durable_note(plan));
+    }
+    if plan.wants("idempotency") {
+        notes.push(idempotency::note(plan));
     }
     notes
 }
@@ -1629,6 +1658,7 @@ mod tests {
             linger_ms: None,
             durable_fill: None,
             durable_fill_secs: None,
+            idempotency_keys: None,
         }
     }
 

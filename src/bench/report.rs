@@ -724,6 +724,421 @@ durable: unary, {} callers, emulator {} ms per call, detail {} bytes; SYNC and D
     }
 }
 
+/// The idempotency run: the same load with and without a key on every
+/// entry, side by side, with the keys in the gateway's memory and in Redis
+/// (cluster mode); resends answered from their first entry; memory per key.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdempotencyBench {
+    pub emulator_latency_ms: u64,
+    pub callers: usize,
+    pub window_secs: f64,
+    /// Characters of each idempotency key, and bytes of each entry's detail.
+    pub key_chars: usize,
+    pub detail_bytes: usize,
+    /// Every side-by-side run, in the order run.
+    pub runs: Vec<KeyedRun>,
+    /// Per store and batch size: keyed against unkeyed.
+    pub comparisons: Vec<KeyedComparison>,
+    pub resends: Vec<ResendRun>,
+    pub memory: Option<KeyMemory>,
+    /// The gateway's config, and a cluster-mode one (the metrics port and
+    /// the key prefix differ per run).
+    pub gateway_config: String,
+    pub cluster_gateway_config: String,
+}
+
+/// One run of the side-by-side comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyedRun {
+    /// `memory` (keys in the gateway's memory) or `redis` (cluster mode).
+    pub store: String,
+    pub keyed: bool,
+    pub round: u32,
+    pub measurement: Measurement,
+    /// The gateway child's utime+stime over the window per 1,000 entries
+    /// accepted, in ms (also µs per entry).
+    pub gateway_cpu_ms_per_1k: f64,
+    /// `partner_events_idempotency_entries_total` over the window:
+    /// `result="new"`, and every other result (none expected).
+    pub keys_new: u64,
+    pub keys_other: u64,
+    /// Cluster mode only.
+    pub redis: Option<RedisUse>,
+}
+
+/// What a cluster-mode child asked of Redis over a window, and what
+/// redis-server spent.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RedisUse {
+    /// `partner_events_cluster_redis_calls_total` by op (every outcome).
+    pub claim_calls: u64,
+    pub settle_calls: u64,
+    /// Every other op (pacing, limits: none expected, the child is unpaced).
+    pub other_calls: u64,
+    /// Calls that failed or timed out (any op).
+    pub failed_calls: u64,
+    /// Keyed entries handled in memory because Redis did not answer.
+    pub local_fallback: u64,
+    /// redis-server's utime+stime over the window.
+    pub cpu_secs: f64,
+}
+
+impl KeyedRun {
+    /// Claim and settle round trips per request answered in the window.
+    pub fn trips_per_batch(&self) -> Option<f64> {
+        self.redis.map(|r| {
+            (r.claim_calls + r.settle_calls) as f64 / self.measurement.batches.max(1) as f64
+        })
+    }
+
+    /// redis-server's CPU per 1,000 entries accepted, in ms.
+    pub fn redis_cpu_ms_per_1k(&self) -> Option<f64> {
+        self.redis
+            .map(|r| per_1k_ms(r.cpu_secs, self.measurement.entries_ok))
+    }
+}
+
+/// CPU seconds per 1,000 of `entries`, in milliseconds.
+pub fn per_1k_ms(cpu_secs: f64, entries: u64) -> f64 {
+    if entries == 0 {
+        return f64::NAN;
+    }
+    cpu_secs * 1e6 / entries as f64
+}
+
+/// The medians of one kind's runs (keyed or not).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct KindFigures {
+    pub entries_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub gateway_cpu_ms_per_1k: f64,
+}
+
+/// Keyed against unkeyed for one store and batch size.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyedComparison {
+    pub store: String,
+    pub entries_per_batch: usize,
+    /// Per round, keyed over unkeyed: entries/s, and gateway CPU per entry.
+    pub throughput_rounds: Vec<f64>,
+    pub cpu_rounds: Vec<f64>,
+    /// Their medians.
+    pub throughput_ratio: f64,
+    pub cpu_ratio: f64,
+    pub unkeyed: KindFigures,
+    pub keyed: KindFigures,
+    /// Keyed median minus unkeyed median, in ms.
+    pub added_p50_ms: f64,
+    pub added_p99_ms: f64,
+    /// Cluster mode: claim and settle round trips per request, and
+    /// redis-server's CPU per 1,000 entries (ms), medians of the keyed
+    /// runs; and redis-server's CPU in the unkeyed runs (its idle cost).
+    pub redis_trips_per_batch: Option<f64>,
+    pub redis_cpu_ms_per_1k: Option<f64>,
+    pub redis_cpu_ms_per_1k_unkeyed: Option<f64>,
+}
+
+/// Every entry of every batch sent twice: the resend at once after the
+/// first's answer, then a second pass resending every accepted batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResendRun {
+    pub entries_per_batch: usize,
+    pub callers: usize,
+    pub window_secs: f64,
+    /// The first sends answered in the window (new keys: sent upstream).
+    pub first_batches: u64,
+    pub first_entries_ok: u64,
+    pub first_latency_ms: Percentiles,
+    /// Their resends answered in the window, the entries answered
+    /// `deduplicated`, and those that were not.
+    pub resend_batches: u64,
+    pub resend_entries: u64,
+    pub resend_deduplicated: u64,
+    pub resend_latency_ms: Percentiles,
+    /// The second pass: every batch accepted whole sent once more, from
+    /// the same callers, closed loop, nothing else running.
+    pub pass_batches: u64,
+    pub pass_entries: u64,
+    pub pass_deduplicated: u64,
+    pub pass_secs: f64,
+    pub pass_latency_ms: Percentiles,
+    /// The gateway child's CPU over the pass, and per deduplicated entry.
+    pub pass_gateway_cpu_secs: f64,
+    pub pass_cpu_us_per_deduplicated: f64,
+    /// Entries the emulator received during the pass (0: nothing resent
+    /// reached EventBridge).
+    pub pass_upstream_entries: u64,
+    /// Failed entries and calls of any phase, and the first failure.
+    pub failed: u64,
+    pub first_failure: Option<String>,
+}
+
+impl ResendRun {
+    pub fn not_deduplicated(&self) -> u64 {
+        (self.resend_entries - self.resend_deduplicated.min(self.resend_entries))
+            + (self.pass_entries - self.pass_deduplicated.min(self.pass_entries))
+    }
+}
+
+/// Memory per key in one gateway's local store.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyMemory {
+    pub target_keys: u64,
+    pub batch_entries: usize,
+    pub callers: usize,
+    /// Unkeyed entries sent first, so that what the traffic itself needs
+    /// (connections, buffers, the allocator's pools) is in `rss_before`.
+    pub warmup_entries: u64,
+    pub fill_secs: f64,
+    pub accepted: u64,
+    pub failed: u64,
+    pub first_failure: Option<String>,
+    pub rss_before_mib: f64,
+    pub rss_after_mib: f64,
+    pub hwm_mib: f64,
+    /// `partner_events_idempotency_keys` after the fill, and
+    /// `_evicted_total`.
+    pub keys_held: u64,
+    pub evicted: u64,
+}
+
+impl KeyMemory {
+    pub fn bytes_per_key(&self) -> f64 {
+        (self.rss_after_mib - self.rss_before_mib) * 1024.0 * 1024.0 / self.keys_held.max(1) as f64
+    }
+}
+
+impl IdempotencyBench {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        emulator_latency_ms: u64,
+        callers: usize,
+        window_secs: f64,
+        key_chars: usize,
+        detail_bytes: usize,
+        runs: Vec<KeyedRun>,
+        resends: Vec<ResendRun>,
+        memory: Option<KeyMemory>,
+        gateway_config: String,
+        cluster_gateway_config: String,
+    ) -> Self {
+        let mut groups: Vec<(String, usize)> = Vec::new();
+        for r in &runs {
+            let g = (r.store.clone(), r.measurement.entries_per_batch);
+            if !groups.contains(&g) {
+                groups.push(g);
+            }
+        }
+        let comparisons = groups
+            .into_iter()
+            .map(|(store, entries)| {
+                let of = |keyed: bool| -> Vec<&KeyedRun> {
+                    runs.iter()
+                        .filter(|r| {
+                            r.store == store
+                                && r.measurement.entries_per_batch == entries
+                                && r.keyed == keyed
+                        })
+                        .collect()
+                };
+                let (plain, keyed) = (of(false), of(true));
+                let per_round = |f: fn(&KeyedRun) -> f64| -> Vec<f64> {
+                    keyed
+                        .iter()
+                        .filter_map(|k| {
+                            let p = plain.iter().find(|p| p.round == k.round)?;
+                            Some(ratio(f(k), f(p)))
+                        })
+                        .collect()
+                };
+                let throughput_rounds = per_round(|r| r.measurement.entries_per_sec);
+                let cpu_rounds = per_round(|r| r.gateway_cpu_ms_per_1k);
+                let kind = |rs: &[&KeyedRun]| KindFigures {
+                    entries_per_sec: median(
+                        rs.iter().map(|r| r.measurement.entries_per_sec).collect(),
+                    ),
+                    p50_ms: median(rs.iter().map(|r| r.measurement.latency_ms.p50).collect()),
+                    p99_ms: median(rs.iter().map(|r| r.measurement.latency_ms.p99).collect()),
+                    gateway_cpu_ms_per_1k: median(
+                        rs.iter().map(|r| r.gateway_cpu_ms_per_1k).collect(),
+                    ),
+                };
+                let (u, k) = (kind(&plain), kind(&keyed));
+                let redis_median = |rs: &[&KeyedRun], f: fn(&KeyedRun) -> Option<f64>| {
+                    let v: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
+                    (!v.is_empty()).then(|| median(v))
+                };
+                KeyedComparison {
+                    throughput_ratio: median(throughput_rounds.clone()),
+                    cpu_ratio: median(cpu_rounds.clone()),
+                    throughput_rounds,
+                    cpu_rounds,
+                    added_p50_ms: k.p50_ms - u.p50_ms,
+                    added_p99_ms: k.p99_ms - u.p99_ms,
+                    redis_trips_per_batch: redis_median(&keyed, KeyedRun::trips_per_batch),
+                    redis_cpu_ms_per_1k: redis_median(&keyed, KeyedRun::redis_cpu_ms_per_1k),
+                    redis_cpu_ms_per_1k_unkeyed: redis_median(
+                        &plain,
+                        KeyedRun::redis_cpu_ms_per_1k,
+                    ),
+                    unkeyed: u,
+                    keyed: k,
+                    store,
+                    entries_per_batch: entries,
+                }
+            })
+            .collect();
+        Self {
+            emulator_latency_ms,
+            callers,
+            window_secs,
+            key_chars,
+            detail_bytes,
+            runs,
+            comparisons,
+            resends,
+            memory,
+            gateway_config,
+            cluster_gateway_config,
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "
+idempotency: unary SYNC, {} callers, emulator {} ms per call, {:.1} s windows, a fresh gateway per run; without keys and with a {}-character key on every entry taking turns
+  {:<6} {:<10} {:>5} {:<6} {:>10} {:>8} {:>8} {:>13} {:>14} {:>11} {:>12} {:>15} {:>6}",
+            self.callers,
+            self.emulator_latency_ms,
+            self.window_secs,
+            self.key_chars,
+            "store",
+            "scenario",
+            "round",
+            "keys",
+            "entries/s",
+            "p50 ms",
+            "p99 ms",
+            "gw cpu ms/1k",
+            "harness ms/1k",
+            "keys new",
+            "redis trips",
+            "redis cpu ms/1k",
+            "errors"
+        );
+        let opt =
+            |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+        for r in &self.runs {
+            let m = &r.measurement;
+            let _ = writeln!(
+                out,
+                "  {:<6} {:<10} {:>5} {:<6} {:>10} {:>8.2} {:>8.2} {:>13.2} {:>14.2} {:>11} {:>12} {:>15} {:>6}",
+                r.store,
+                format!("unary-{}", m.entries_per_batch),
+                r.round,
+                if r.keyed { "keyed" } else { "none" },
+                thousands(m.entries_per_sec),
+                m.latency_ms.p50,
+                m.latency_ms.p99,
+                r.gateway_cpu_ms_per_1k,
+                m.harness_cpu_secs_per_100k * 10.0,
+                thousands(r.keys_new as f64),
+                opt(r.trips_per_batch(), 2),
+                opt(r.redis_cpu_ms_per_1k(), 2),
+                m.errors + m.entries_failed + r.keys_other
+                    + r.redis.map_or(0, |x| x.failed_calls + x.local_fallback)
+            );
+            if let Some(f) = &m.first_failure {
+                let _ = writeln!(out, "        first failure: {f}");
+            }
+        }
+        let rounds = |v: &[f64]| {
+            v.iter()
+                .map(|r| format!("{r:.2}x"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        for c in &self.comparisons {
+            let _ = writeln!(
+                out,
+                "  {} unary-{}: keyed/unkeyed entries/s {} median {:.2}x; gateway CPU per entry {} median {:.2}x ({:.2} against {:.2} ms per 1k); p50/p99 ms {:.2}/{:.2} against {:.2}/{:.2}: added {:+.2}/{:+.2}{}",
+                c.store,
+                c.entries_per_batch,
+                rounds(&c.throughput_rounds),
+                c.throughput_ratio,
+                rounds(&c.cpu_rounds),
+                c.cpu_ratio,
+                c.keyed.gateway_cpu_ms_per_1k,
+                c.unkeyed.gateway_cpu_ms_per_1k,
+                c.keyed.p50_ms,
+                c.keyed.p99_ms,
+                c.unkeyed.p50_ms,
+                c.unkeyed.p99_ms,
+                c.added_p50_ms,
+                c.added_p99_ms,
+                match (c.redis_trips_per_batch, c.redis_cpu_ms_per_1k) {
+                    (Some(t), Some(cpu)) => format!(
+                        "; Redis {t:.2} round trips per request, redis-server {cpu:.2} ms CPU per 1k entries ({} unkeyed)",
+                        opt(c.redis_cpu_ms_per_1k_unkeyed, 2)
+                    ),
+                    _ => String::new(),
+                }
+            );
+        }
+        for r in &self.resends {
+            let _ = writeln!(
+                out,
+                "  resend unary-{} x{}: {} batches sent twice in {:.1} s, the resend at once after the first's answer: first p50/p99 {:.2}/{:.2} ms, resend (deduplicated) {:.2}/{:.2} ms",
+                r.entries_per_batch,
+                r.callers,
+                thousands(r.resend_batches as f64),
+                r.window_secs,
+                r.first_latency_ms.p50,
+                r.first_latency_ms.p99,
+                r.resend_latency_ms.p50,
+                r.resend_latency_ms.p99
+            );
+            let _ = writeln!(
+                out,
+                "    second pass, every accepted batch once more: {} entries in {:.2} s ({}/s), p50/p99 {:.2}/{:.2} ms; gateway CPU {:.1} µs per deduplicated entry; {} entries reached the emulator; {} not deduplicated, {} failed",
+                thousands(r.pass_entries as f64),
+                r.pass_secs,
+                thousands(r.pass_entries as f64 / r.pass_secs.max(1e-3)),
+                r.pass_latency_ms.p50,
+                r.pass_latency_ms.p99,
+                r.pass_cpu_us_per_deduplicated,
+                thousands(r.pass_upstream_entries as f64),
+                r.not_deduplicated(),
+                r.failed
+            );
+            if let Some(f) = &r.first_failure {
+                let _ = writeln!(out, "        first failure: {f}");
+            }
+        }
+        if let Some(m) = &self.memory {
+            let _ = writeln!(
+                out,
+                "  memory: {} keyed entries (batches of {}, {} callers, emulator answering at once) after {} unkeyed: {} keys held, RSS {:.1} -> {:.1} MiB: {:.0} bytes per key ({} evicted, {} failed)",
+                thousands(m.accepted as f64),
+                m.batch_entries,
+                m.callers,
+                thousands(m.warmup_entries as f64),
+                thousands(m.keys_held as f64),
+                m.rss_before_mib,
+                m.rss_after_mib,
+                m.bytes_per_key(),
+                m.evicted,
+                m.failed
+            );
+            if let Some(f) = &m.first_failure {
+                let _ = writeln!(out, "        first failure: {f}");
+            }
+        }
+    }
+}
+
 /// The noisy-neighbour run: a tenant flooding one region under an emulated
 /// EventBridge quota, and a quiet tenant's latency alone and during the
 /// flood.
@@ -1030,6 +1445,8 @@ pub struct Report {
     pub cluster: Option<Cluster>,
     /// DURABLE against SYNC, group commit, restart with a large queue.
     pub durable: Option<DurableBench>,
+    /// Entries with and without idempotency keys, resends, memory per key.
+    pub idempotency: Option<IdempotencyBench>,
     pub targets: Vec<Target>,
 }
 
@@ -1318,6 +1735,9 @@ impl Report {
         if let Some(d) = &self.durable {
             d.render(&mut out);
         }
+        if let Some(i) = &self.idempotency {
+            i.render(&mut out);
+        }
         if !self.targets.is_empty() {
             let _ = writeln!(out, "\ntargets (reported, not asserted)");
             for t in &self.targets {
@@ -1511,6 +1931,7 @@ mod tests {
             noisy: None,
             cluster: None,
             durable: None,
+            idempotency: None,
             targets: vec![],
         }
     }
@@ -1963,5 +2384,90 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["durable"]["restarts"][0]["open_ms"], 2_000);
         assert_eq!(json["durable"]["ratios"][1]["median"], 0.5);
+    }
+    #[test]
+    fn the_idempotency_run_compares_each_round_keyed_over_unkeyed_and_prints_its_figures() {
+        let run = |store: &str, keyed, round, entries_per_sec: u64, cpu_ms: f64, p50_ms| {
+            let mut m = unary_run(Path::Gateway, entries_per_sec);
+            m.latency_ms.p50 = p50_ms;
+            KeyedRun {
+                store: store.into(),
+                keyed,
+                round,
+                measurement: m,
+                gateway_cpu_ms_per_1k: cpu_ms,
+                keys_new: if keyed { entries_per_sec } else { 0 },
+                keys_other: 0,
+                redis: (store == "redis").then_some(RedisUse {
+                    claim_calls: if keyed { 100 } else { 0 },
+                    settle_calls: if keyed { 100 } else { 0 },
+                    cpu_secs: if keyed { 0.03 } else { 0.0 },
+                    ..RedisUse::default()
+                }),
+            }
+        };
+        let runs = vec![
+            run("memory", false, 1, 2_000, 10.0, 25.0),
+            run("memory", true, 1, 1_000, 20.0, 27.0),
+            run("memory", true, 2, 3_000, 15.0, 29.0),
+            run("memory", false, 2, 2_000, 10.0, 25.0),
+            run("redis", false, 1, 2_000, 10.0, 25.0),
+            run("redis", true, 1, 1_500, 15.0, 35.0),
+        ];
+        let memory = KeyMemory {
+            target_keys: 200_000,
+            batch_entries: 500,
+            callers: 8,
+            warmup_entries: 200_000,
+            fill_secs: 4.0,
+            accepted: 200_000,
+            failed: 0,
+            first_failure: None,
+            rss_before_mib: 100.0,
+            rss_after_mib: 150.0,
+            hwm_mib: 160.0,
+            keys_held: 200_000,
+            evicted: 0,
+        };
+        assert_eq!(memory.bytes_per_key(), 262.144);
+        let b = IdempotencyBench::new(
+            20,
+            64,
+            2.5,
+            36,
+            228,
+            runs,
+            Vec::new(),
+            Some(memory),
+            String::new(),
+            String::new(),
+        );
+        assert_eq!(b.comparisons.len(), 2);
+        let m = &b.comparisons[0];
+        // Each keyed run over the unkeyed run of its own round.
+        assert_eq!(m.throughput_rounds, vec![0.5, 1.5]);
+        assert_eq!(m.cpu_rounds, vec![2.0, 1.5]);
+        assert_eq!((m.throughput_ratio, m.cpu_ratio), (1.0, 1.75));
+        assert_eq!((m.added_p50_ms, m.redis_trips_per_batch), (3.0, None));
+        let r = &b.comparisons[1];
+        // 200 round trips for 1,500 / 20 = 75 requests; 30 ms for 1,500 entries.
+        assert_eq!(r.redis_trips_per_batch, Some(200.0 / 75.0));
+        assert_eq!(r.redis_cpu_ms_per_1k, Some(20.0));
+        assert_eq!(r.redis_cpu_ms_per_1k_unkeyed, Some(0.0));
+        let mut report = report(Vec::new());
+        report.idempotency = Some(b);
+        let out = report.render();
+        assert!(
+            out.contains("memory unary-20: keyed/unkeyed entries/s 0.50x 1.50x median 1.00x; gateway CPU per entry 2.00x 1.50x median 1.75x"),
+            "{out}"
+        );
+        assert!(out.contains("Redis 2.67 round trips per request"), "{out}");
+        assert!(
+            out.contains("RSS 100.0 -> 150.0 MiB: 262 bytes per key"),
+            "{out}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["idempotency"]["comparisons"][0]["cpu_ratio"], 1.75);
+        assert_eq!(json["idempotency"]["memory"]["keys_held"], 200_000);
     }
 }
