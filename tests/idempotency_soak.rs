@@ -59,7 +59,9 @@ const RETRYABLE: [&str; 10] = [
     "UpstreamUnavailable",
 ];
 
-#[tokio::test]
+// Several worker threads, as in production: a lane's call and the waiter
+// at its deadline run side by side, as they do there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_resends_with_idempotency_keys_are_held_once() {
     let started = Instant::now();
     let seed: u64 = std::env::var("SOAK_SEED")
