@@ -447,6 +447,18 @@ impl KeyedBatch {
                 late.into_iter().collect()
             }
             Err(e) => {
+                // Refused whole (the durable queue): the keys claimed while
+                // waiting are not sent either. Left in flight, each would
+                // end unknown at its lease and answer every resend
+                // OutcomeUnknown for an event never sent.
+                let unsent = waited
+                    .iter()
+                    .filter_map(|(k, _, c)| match c {
+                        Claim::Mine { token, .. } => Some((k.hash, *token, Settle::Release)),
+                        _ => None,
+                    })
+                    .collect();
+                store.settle(unsent).await;
                 let _ = tx.send(Err(e));
                 return;
             }
