@@ -13,8 +13,9 @@
 //! by EventBridge; every entry of every request one result; a key answered
 //! from its first entry (deduplicated) not sent again.
 //!
-//! `SOAK_SEED=<n>` reruns a seed (the emulator's faults and the producers'
-//! batch sizes and deadlines); the seed is printed.
+//! `SOAK_SEED=<n>` reruns a seed (the emulator's fault mix, the producers'
+//! batch sizes and deadlines; which call meets which fault still depends on
+//! timing); the seed is printed.
 
 mod common;
 
