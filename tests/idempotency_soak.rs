@@ -36,7 +36,7 @@ use tonic::{transport::Channel, Code, Request};
 
 const TENANT: &str = "acme";
 const PRODUCERS: usize = 8;
-const EVENTS_PER_PRODUCER: usize = 500;
+const EVENTS_PER_PRODUCER: usize = 400;
 /// Sends of one key in the first phase before its producer gives up on it.
 const MAX_SENDS_PER_KEY: u32 = 40;
 /// The per-call deadlines the producers pick from: some shorter than the
