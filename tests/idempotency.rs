@@ -6,7 +6,8 @@
 //! answered (its resend learns the real outcome), one that failed (the
 //! key is free), one whose outcome is unknown (unknown again, unless
 //! forced); a key past its window (paused time); the `max_keys` bound;
-//! DURABLE keys, kept across a restart.
+//! DURABLE keys, kept across a restart; a key freed while a DURABLE batch
+//! the queue refused waited on it (still free).
 
 mod common;
 
@@ -20,7 +21,7 @@ use partner_events_gateway::{
         PutPartnerEventsResponse,
     },
 };
-use tonic::Request;
+use tonic::{Code, Request};
 
 const TENANT: &str = "acme";
 
@@ -428,5 +429,74 @@ async fn past_max_keys_the_oldest_are_forgotten_and_counted() {
     assert!(put(&gw, keyed("Bounded", "b4", 1)).await.entries[0].deduplicated);
     assert!(!put(&gw, keyed("Bounded", "b0", 1)).await.entries[0].deduplicated);
     assert_eq!(held(&gw, "Bounded"), 6);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_freed_while_a_refused_durable_batch_waited_on_it_is_free() {
+    let state = StateDir::new();
+    let gw = TestGateway::start(&format!(
+        // A short grace: the queue's stuck entry is not waited for at the end.
+        "[server]\nshutdown_grace_ms = 200\n[durable]\npath = \"{}\"\nmax_entries = 1\n[sources]\ncheck_state = false\n",
+        state.path.display()
+    ))
+    .await;
+    let stuck = FaultRule::new(
+        "Stuck",
+        Fault::EntryError {
+            code: "InternalFailure".into(),
+            message: "x".into(),
+        },
+    );
+    gw.emulator().set_faults(vec![
+        stuck.clone(),
+        FaultRule::new(
+            "Slow",
+            Fault::Delay {
+                ms: 500,
+                jitter_ms: 0,
+            },
+        ),
+        FaultRule::new(
+            "Slow",
+            Fault::EntryError {
+                code: "AccessDeniedException".into(),
+                message: "x".into(),
+            },
+        ),
+    ]);
+    // The durable queue full: its one entry keeps failing.
+    gw.client
+        .clone()
+        .put_partner_events(request(vec![entry("Stuck", "{}")], DeliveryMode::Durable))
+        .await
+        .unwrap();
+    // A DURABLE batch waits on a key whose first entry is in a slow call
+    // that fails, while the queue refuses the batch.
+    let (first, refused) = tokio::join!(put(&gw, keyed("Slow", "k", 1)), async {
+        common::eventually("the first entry in EventBridge's call", || {
+            gw.emulator().received_count(r#"{"m":"k-0"}"#) == 1
+        })
+        .await;
+        let mut entries = keyed("Slow", "k", 1);
+        entries.extend(keyed("Other", "j", 1));
+        gw.client
+            .clone()
+            .put_partner_events(request(entries, DeliveryMode::Durable))
+            .await
+    });
+    assert_eq!(
+        code(&first.entries[0]),
+        "AccessDeniedException",
+        "{first:?}"
+    );
+    let refused = refused.expect_err("the queue is full");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    // Neither sent nor queued: the key is free, a resend is sent.
+    gw.emulator().set_faults(vec![stuck]);
+    let resend = put_within(&gw, keyed("Slow", "k", 1), Duration::from_secs(2)).await;
+    assert!(!resend.entries[0].deduplicated, "{resend:?}");
+    ids(&resend);
+    assert_eq!(held(&gw, "Slow"), 1);
     gw.stop().await;
 }

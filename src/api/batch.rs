@@ -447,16 +447,18 @@ impl KeyedBatch {
                 late.into_iter().collect()
             }
             Err(e) => {
-                // The batch is refused whole: keys claimed while waiting
-                // are freed as well.
-                let claimed = waited
+                // Refused whole (the durable queue): the keys claimed while
+                // waiting are not sent either. Left in flight, each would
+                // end unknown at its lease and answer every resend
+                // OutcomeUnknown for an event never sent.
+                let unsent = waited
                     .iter()
                     .filter_map(|(k, _, c)| match c {
                         Claim::Mine { token, .. } => Some((k.hash, *token, Settle::Release)),
                         _ => None,
                     })
                     .collect();
-                store.settle(claimed).await;
+                store.settle(unsent).await;
                 let _ = tx.send(Err(e));
                 return;
             }
@@ -635,20 +637,10 @@ impl KeyedBatch {
             }
         };
         let late_indices: &[u32] = late.as_ref().map_or(&[], |l| &l.indices);
-        // Claims by request index.
-        let mut by_index: Vec<Option<(u128, Token)>> = Vec::new();
-        for &(index, hash, token) in &tokens {
-            let i = index as usize;
-            if by_index.len() <= i {
-                by_index.resize(i + 1, None);
-            }
-            by_index[i] = Some((hash, token));
-        }
         let mut settle = Vec::with_capacity(tokens.len());
         let mut late_tokens = Vec::new();
         for a in &answers {
-            let index = a.index;
-            let Some(Some((hash, token))) = by_index.get(index as usize).copied() else {
+            let Some(&(index, hash, token)) = tokens.iter().find(|t| t.0 == a.index) else {
                 continue;
             };
             if late_indices.contains(&index) {

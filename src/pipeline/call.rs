@@ -111,19 +111,24 @@ impl Inner {
             .map(Job::deadline)
             .max()
             .expect("a call has entries");
-        self.budget
-            .deposit(jobs.iter().filter(|j| j.attempts == 0).count());
         // The entries travel to the adapter by reference; each comes back
         // into its job afterwards, for its answer or its resend. Each send
         // is counted in its batch's reply before it is made, so that an
-        // entry whose caller stops waiting mid-call is reported as sent.
+        // entry whose caller stops waiting mid-call is reported as sent;
+        // one whose caller was answered since the call was admitted (its
+        // deadline came in between) stays unsent, as it was reported.
         let (entries, tickets): (Vec<PreparedEntry>, Vec<Ticket>) = jobs
             .into_iter()
-            .map(|mut j| {
-                j.sending();
-                (j.entry, (j.attempts, j.slot, j.reply))
+            .filter_map(|mut j| {
+                j.sending()
+                    .then_some((j.entry, (j.attempts, j.slot, j.reply)))
             })
             .unzip();
+        if entries.is_empty() {
+            return;
+        }
+        self.budget
+            .deposit(tickets.iter().filter(|t| t.0 == 1).count());
         // A call carrying an entry with an idempotency key runs to its end
         // (the upstream's own timeout bounds it): its outcome is what the
         // key remembers, whether or not the caller still waits.

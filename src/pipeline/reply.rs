@@ -146,13 +146,22 @@ impl Reply {
         self.deadline
     }
 
-    /// The entry in `slot` is being handed to the upstream.
-    pub(super) fn sending(&self, slot: u32) {
+    /// The entry in `slot` is being handed to the upstream; false (nothing
+    /// counted) once the waiter has its results. A call checks its entries'
+    /// deadlines before it is made, but the deadline may come between that
+    /// check and the send (a lane's call runs in a task of its own): the
+    /// entry was then reported by what was known of it (not sent, or not
+    /// resent, its key freed), and sending it would make that a lie.
+    pub(super) fn sending(&self, slot: u32) -> bool {
         let mut state = lock(&self.state);
+        if state.tx.is_none() {
+            return false;
+        }
         let s = &mut state.slots[slot as usize];
         s.sends += 1;
         s.in_flight = true;
         s.last_failure = None;
+        true
     }
 
     /// The entry in `slot` came back with `outcome` and will be resent.
@@ -393,10 +402,14 @@ impl Job {
         self.reply.expire(self.slot);
     }
 
-    /// Records that the entry is being sent (once more).
-    pub(super) fn sending(&mut self) {
+    /// Records that the entry is being sent (once more); false when it must
+    /// not be (see [`Reply::sending`]).
+    pub(super) fn sending(&mut self) -> bool {
+        if !self.reply.sending(self.slot) {
+            return false;
+        }
         self.attempts += 1;
-        self.reply.sending(self.slot);
+        true
     }
 }
 
@@ -515,6 +528,27 @@ mod tests {
         assert!(
             matches!(&late[1].1.outcome, Outcome::Failed { code, .. } if code == codes::OUTCOME_UNKNOWN)
         );
+    }
+
+    #[test]
+    fn an_entry_reported_at_the_deadline_is_not_sent_after_it() {
+        let (r, _rx) = reply(2);
+        r.track_late();
+        assert!(r.sending(0));
+        let (results, late) = r.close_at_deadline().unwrap();
+        assert_eq!(
+            (&results[1].1.outcome, results[1].1.attempts),
+            (
+                &Outcome::failed(
+                    codes::DEADLINE_EXCEEDED,
+                    "the caller's deadline passed while the entry was queued; it was not sent"
+                ),
+                0
+            )
+        );
+        // A call admitted just before the deadline, making its send now.
+        assert!(!r.sending(1), "reported not sent: it must not be sent");
+        assert_eq!(late.unwrap().indices, vec![0], "only 0 was in flight");
     }
 
     #[tokio::test]
