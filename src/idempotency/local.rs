@@ -184,6 +184,7 @@ impl Inner {
         Token {
             id: self.next_token,
             remote: false,
+            forced: false,
         }
     }
 
@@ -215,6 +216,7 @@ impl Inner {
                     token: Token {
                         id: token,
                         remote: false,
+                        forced: true,
                     },
                     forced: true,
                 }

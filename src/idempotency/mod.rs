@@ -120,6 +120,10 @@ pub struct Token {
     id: u64,
     /// Claimed in Redis (else in this replica's memory).
     remote: bool,
+    /// A claim of a key whose first entry's outcome is unknown
+    /// (`resend_if_unknown`): should this one fail, the key stays unknown,
+    /// since the first may be held.
+    forced: bool,
 }
 
 /// What claiming a key gave.
@@ -225,9 +229,16 @@ impl Idempotency {
         claims
     }
 
-    /// Settles claimed keys (`(hash, token, how)`), each where it was claimed.
+    /// Settles claimed keys (`(hash, token, how)`), each where it was
+    /// claimed. A forced claim is never released: the key stays unknown.
     pub async fn settle(&self, items: Vec<(u128, Token, Settle)>) {
-        let (remote, local): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, t, _)| t.remote);
+        let items = items.into_iter().map(|(hash, token, how)| match how {
+            Settle::Release if token.forced => {
+                (hash, token, Settle::Keep(First::Unknown { attempts: 0 }))
+            }
+            how => (hash, token, how),
+        });
+        let (remote, local): (Vec<_>, Vec<_>) = items.partition(|(_, t, _)| t.remote);
         if !local.is_empty() {
             self.local.settle(local);
             self.update_gauge();

@@ -54,7 +54,16 @@ impl RemoteKeys {
             answers
                 .iter()
                 .zip(tokens)
-                .map(|(a, id)| parse(a, Token { id, remote: true }))
+                .map(|(a, id)| {
+                    parse(
+                        a,
+                        Token {
+                            id,
+                            remote: true,
+                            forced: false,
+                        },
+                    )
+                })
                 .collect(),
         )
     }
@@ -92,7 +101,10 @@ fn parse(answer: &str, token: Token) -> Claim {
         }
         "N" => {
             return Claim::Mine {
-                token,
+                token: Token {
+                    forced: true,
+                    ..token
+                },
                 forced: true,
             }
         }
@@ -131,6 +143,7 @@ mod tests {
         let t = Token {
             id: 7,
             remote: true,
+            forced: false,
         };
         assert_eq!(
             parse("M", t),

@@ -108,6 +108,16 @@ async fn unknown_stays_unknown_unless_forced() {
     else {
         panic!("a forced claim of an unknown key is ours");
     };
+    // A forced resend that fails leaves the key unknown: the first may be
+    // held.
+    k.settle(vec![(a.hash, token, Settle::Release)]).await;
+    assert_eq!(
+        claim_one(&k, &a).await,
+        Claim::Seen(First::Unknown { attempts: 0 })
+    );
+    let Claim::Mine { token, .. } = claim_one(&k, &forced).await else {
+        panic!("forced again");
+    };
     k.settle(vec![(a.hash, token, Settle::Keep(accepted("e2")))])
         .await;
     // Forcing an accepted key does nothing.
