@@ -120,6 +120,9 @@ pub struct Token {
     id: u64,
     /// Claimed in Redis (else in this replica's memory).
     remote: bool,
+    /// The claimed entry's fingerprint: a key Redis could not settle is
+    /// kept in memory with it.
+    fingerprint: u128,
 }
 
 /// What claiming a key gave.
@@ -233,9 +236,22 @@ impl Idempotency {
             self.update_gauge();
         }
         if let (Some(r), false) = (&self.remote, remote.is_empty()) {
-            // Not settled in Redis (it is away): the keys stay in flight
-            // there until their lease ends, then count as unknown.
-            r.settle(&remote).await;
+            if !r.settle(&remote).await {
+                // Not settled in Redis (it is away): the keys stay in
+                // flight there until their lease ends, then count as
+                // unknown. This replica knows the outcomes: it keeps them,
+                // so that a resend to it is answered, not sent again
+                // (alone, and once back, since held keys come first).
+                let kept: Vec<(u128, u128, First)> = remote
+                    .into_iter()
+                    .filter_map(|(hash, token, how)| match how {
+                        Settle::Keep(first) => Some((hash, token.fingerprint, first)),
+                        Settle::Release => None,
+                    })
+                    .collect();
+                self.local.keep(kept, Instant::now());
+                self.update_gauge();
+            }
         }
     }
 

@@ -54,14 +54,23 @@ impl RemoteKeys {
             answers
                 .iter()
                 .zip(tokens)
-                .map(|(a, id)| parse(a, Token { id, remote: true }))
+                .zip(keyed)
+                .map(|((a, id), k)| {
+                    let token = Token {
+                        id,
+                        remote: true,
+                        fingerprint: k.fingerprint,
+                    };
+                    parse(a, token)
+                })
                 .collect(),
         )
     }
 
-    /// Settles keys claimed in Redis. Should Redis not answer, they stay
-    /// in flight there until their lease ends, then count as unknown.
-    pub(super) async fn settle(&self, items: &[(u128, Token, Settle)]) {
+    /// Settles keys claimed in Redis; false when Redis did not answer
+    /// (they stay in flight there until their lease ends, then count as
+    /// unknown).
+    pub(super) async fn settle(&self, items: &[(u128, Token, Settle)]) -> bool {
         let mut inv = self.settle.prepare_invoke();
         for (hash, token, how) in items {
             let (state, rest) = match how {
@@ -77,7 +86,8 @@ impl RemoteKeys {
                 .arg(state)
                 .arg(rest);
         }
-        let _: Option<u64> = self.cluster.invoke("idempotency_settle", &inv).await;
+        let settled: Option<u64> = self.cluster.invoke("idempotency_settle", &inv).await;
+        settled.is_some()
     }
 }
 
@@ -131,6 +141,7 @@ mod tests {
         let t = Token {
             id: 7,
             remote: true,
+            fingerprint: 0xab,
         };
         assert_eq!(
             parse("M", t),
