@@ -8,7 +8,8 @@
 //! there too (unless forced), one that failed leaves the key free there;
 //! a key past a short window (Redis's time to live) is a new event; with
 //! Redis stopped each replica dedups in its own memory, nothing is lost,
-//! and what it claimed alone it still answers once Redis is back.
+//! and what it claimed alone it still answers once Redis is back; a
+//! batch whose call outlives Redis is still answered by its replica.
 
 mod common;
 
@@ -410,5 +411,61 @@ async fn with_redis_stopped_each_replica_dedups_in_its_own_memory() {
         assert_eq!(metric(gw, CLAIMS_OK).await, claims, "not asked of Redis");
     }
     assert_eq!(pair.held("Alone"), 10);
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_whose_call_outlives_redis_is_still_answered_by_its_replica() {
+    let mut pair = Pair::start("outlived", "", "").await;
+    // A slow call, so that Redis stops after the keys are claimed in it
+    // and before they are settled.
+    pair.emulator.set_faults(vec![FaultRule {
+        detail_type: "Outlived".into(),
+        fault: Fault::Delay {
+            ms: 600,
+            jitter_ms: 0,
+        },
+        times: None,
+    }]);
+    let claims = metric(&pair.a, CLAIMS_OK).await;
+    let first = tokio::spawn({
+        let client = pair.a.client.clone();
+        async move {
+            let mut req = Request::new(PutPartnerEventsRequest {
+                tenant_id: TENANT.into(),
+                entries: keyed("Outlived", "o", 3),
+                batch_id: String::new(),
+                delivery: DeliveryMode::Sync as i32,
+            });
+            req.set_timeout(Duration::from_secs(10));
+            client
+                .clone()
+                .put_partner_events(req)
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    });
+    eventually_async("the keys claimed in Redis", || async {
+        metric(&pair.a, CLAIMS_OK).await > claims
+    })
+    .await;
+    pair.redis.stop();
+    let first = first.await.unwrap();
+    ids(&first);
+    assert_eq!(deduplicated(&first), [false; 3], "{first:?}");
+    // The replica knows the outcome it could not settle in Redis.
+    let again = put(&pair.a, keyed("Outlived", "o", 3)).await;
+    assert_eq!(ids(&again), ids(&first), "{again:?}");
+    assert_eq!(deduplicated(&again), [true; 3], "{again:?}");
+    // And once Redis is back (empty), from its memory first.
+    pair.redis.restart();
+    eventually_async("the replica rejoined", || async {
+        metric(&pair.a, JOINED).await == 1.0
+    })
+    .await;
+    let back = put(&pair.a, keyed("Outlived", "o", 3)).await;
+    assert_eq!(ids(&back), ids(&first), "{back:?}");
+    assert_eq!(pair.held("Outlived"), 3, "each event once");
     pair.stop().await;
 }
