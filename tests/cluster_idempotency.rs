@@ -22,9 +22,12 @@ use partner_events_gateway::{
     emulator::{
         Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule, SeedSource, SourceState,
     },
-    proto::{DeliveryMode, PartnerEventEntry, PutPartnerEventsRequest, PutPartnerEventsResponse},
+    proto::{
+        partner_events_client::PartnerEventsClient, DeliveryMode, PartnerEventEntry,
+        PutPartnerEventsRequest, PutPartnerEventsResponse,
+    },
 };
-use tonic::Request;
+use tonic::{transport::Channel, Request};
 
 const TENANT: &str = "acme";
 
@@ -50,6 +53,13 @@ impl Pair {
     /// `upstream` is added to both replicas' `[upstream]`, and `extra`
     /// appended to their config.
     async fn start(name: &str, upstream: &str, extra: &str) -> Self {
+        // A generous Redis timeout: a loaded test machine must not make a
+        // replica fall back (and dedup alone) in the tests that share.
+        Self::start_timed(name, 2000, upstream, extra).await
+    }
+
+    /// Like [`Pair::start`], with `[cluster] timeout_ms`.
+    async fn start_timed(name: &str, timeout_ms: u64, upstream: &str, extra: &str) -> Self {
         let redis = RedisServer::start();
         // The gateways check their sources' states: the emulator knows them ACTIVE.
         let config = EmulatorConfig {
@@ -69,12 +79,10 @@ impl Pair {
             .await
             .unwrap();
         let prefix = format!("test-{name}-{}-{}", std::process::id(), fastrand::u32(..));
-        // A generous Redis timeout: a loaded test machine must not make a
-        // replica fall back (and dedup alone) in the tests that share.
         let toml = format!(
             "[upstream]\nendpoint_url = \"http://{}\"\n{upstream}\
              [metrics]\nlisten = \"127.0.0.1:0\"\n\
-             [cluster]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\ntimeout_ms = 2000\n{extra}",
+             [cluster]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\ntimeout_ms = {timeout_ms}\n{extra}",
             emulator.local_addr(),
             redis.url(),
         );
@@ -127,10 +135,14 @@ fn keyed(detail_type: &str, tag: &str, n: usize) -> Vec<PartnerEventEntry> {
         .collect()
 }
 
-async fn send(
-    gw: &TestGateway,
+/// Sends one unary request through `client` with the caller's deadline
+/// `timeout`; the call itself must succeed. Owns its client: it can be
+/// spawned.
+async fn call(
+    mut client: PartnerEventsClient<Channel>,
     entries: Vec<PartnerEventEntry>,
     delivery: DeliveryMode,
+    timeout: Duration,
 ) -> PutPartnerEventsResponse {
     let mut req = Request::new(PutPartnerEventsRequest {
         tenant_id: TENANT.into(),
@@ -138,13 +150,42 @@ async fn send(
         batch_id: String::new(),
         delivery: delivery as i32,
     });
-    req.set_timeout(Duration::from_secs(10));
-    gw.client
-        .clone()
+    req.set_timeout(timeout);
+    client
         .put_partner_events(req)
         .await
         .expect("the call succeeds")
         .into_inner()
+}
+
+async fn send(
+    gw: &TestGateway,
+    entries: Vec<PartnerEventEntry>,
+    delivery: DeliveryMode,
+) -> PutPartnerEventsResponse {
+    call(
+        gw.client.clone(),
+        entries,
+        delivery,
+        Duration::from_secs(10),
+    )
+    .await
+}
+
+/// Sends one command to the Redis on `port` and gives its one-line answer.
+fn redis_command(port: u16, args: &[&str]) -> String {
+    use std::io::{BufRead, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut text = format!("*{}\r\n", args.len());
+    for a in args {
+        text.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    conn.write_all(text.as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::BufReader::new(conn)
+        .read_line(&mut answer)
+        .unwrap();
+    answer
 }
 
 async fn put(gw: &TestGateway, entries: Vec<PartnerEventEntry>) -> PutPartnerEventsResponse {
@@ -428,24 +469,12 @@ async fn a_batch_whose_call_outlives_redis_is_still_answered_by_its_replica() {
         times: None,
     }]);
     let claims = metric(&pair.a, CLAIMS_OK).await;
-    let first = tokio::spawn({
-        let client = pair.a.client.clone();
-        async move {
-            let mut req = Request::new(PutPartnerEventsRequest {
-                tenant_id: TENANT.into(),
-                entries: keyed("Outlived", "o", 3),
-                batch_id: String::new(),
-                delivery: DeliveryMode::Sync as i32,
-            });
-            req.set_timeout(Duration::from_secs(10));
-            client
-                .clone()
-                .put_partner_events(req)
-                .await
-                .unwrap()
-                .into_inner()
-        }
-    });
+    let first = tokio::spawn(call(
+        pair.a.client.clone(),
+        keyed("Outlived", "o", 3),
+        DeliveryMode::Sync,
+        Duration::from_secs(10),
+    ));
     eventually_async("the keys claimed in Redis", || async {
         metric(&pair.a, CLAIMS_OK).await > claims
     })
@@ -467,5 +496,79 @@ async fn a_batch_whose_call_outlives_redis_is_still_answered_by_its_replica() {
     let back = put(&pair.a, keyed("Outlived", "o", 3)).await;
     assert_eq!(ids(&back), ids(&first), "{back:?}");
     assert_eq!(pair.held("Outlived"), 3, "each event once");
+    pair.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_its_replica_could_not_settle_is_unknown_elsewhere_after_its_lease() {
+    // A claim's lease is its caller's deadline, then the connect and call
+    // timeouts and a second: short ones keep the test short.
+    let pair = Pair::start_timed(
+        "lease",
+        300,
+        "connect_timeout_ms = 500\ncall_timeout_ms = 1000\n",
+        "",
+    )
+    .await;
+    pair.emulator.set_faults(vec![FaultRule {
+        detail_type: "Leased".into(),
+        fault: Fault::Delay {
+            ms: 300,
+            jitter_ms: 0,
+        },
+        times: None,
+    }]);
+    let claims = metric(&pair.a, CLAIMS_OK).await;
+    let asked = Instant::now();
+    let first = tokio::spawn(call(
+        pair.a.client.clone(),
+        keyed("Leased", "l", 1),
+        DeliveryMode::Sync,
+        Duration::from_secs(1),
+    ));
+    eventually_async("the key claimed in Redis", || async {
+        metric(&pair.a, CLAIMS_OK).await > claims
+    })
+    .await;
+    // Redis takes no writes until A has answered: A cannot settle the key
+    // (as if it had stopped), which stays in flight there.
+    let port = pair.redis.port();
+    assert_eq!(
+        redis_command(port, &["CLIENT", "PAUSE", "10000", "WRITE"]),
+        "+OK\r\n"
+    );
+    let first = first.await.unwrap();
+    assert_eq!(redis_command(port, &["CLIENT", "UNPAUSE"]), "+OK\r\n");
+    let id = ids(&first);
+    // B waits for it within its deadline, then says so.
+    let waited = call(
+        pair.b.client.clone(),
+        keyed("Leased", "l", 1),
+        DeliveryMode::Sync,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(
+        waited.entries[0].error_code, "IdempotencyKeyInFlight",
+        "{waited:?}"
+    );
+    // After the lease, the key's outcome is unknown to B: not sent.
+    let unknown = eventually_async("the lease ended", || async {
+        let r = put(&pair.b, keyed("Leased", "l", 1)).await;
+        (r.entries[0].error_code == "OutcomeUnknown").then_some(r)
+    })
+    .await;
+    assert!(unknown.entries[0].deduplicated, "{unknown:?}");
+    // Not before the lease's end: A's deadline (1 s less the gateway's
+    // 50 ms margin), then 0.5 + 1 + 1 s (Redis keeps milliseconds).
+    assert!(
+        asked.elapsed() >= Duration::from_millis(3_440),
+        "unknown {:?} after the claim, within its lease",
+        asked.elapsed()
+    );
+    // A knows the outcome it could not settle.
+    let again = put(&pair.a, keyed("Leased", "l", 1)).await;
+    assert_eq!(ids(&again), id);
+    assert_eq!(pair.held("Leased"), 1, "sent once");
     pair.stop().await;
 }
