@@ -77,7 +77,7 @@ impl LocalKeys {
             .map(|k| match inner.claim_held(k, now, lease) {
                 Some(c) => c,
                 None => {
-                    let token = inner.token();
+                    let token = inner.token(k.fingerprint);
                     inner.slots.insert(
                         k.hash,
                         Slot {
@@ -141,6 +141,35 @@ impl LocalKeys {
         }
     }
 
+    /// Keys settled elsewhere (claimed in Redis, which did not take the
+    /// settle), as `(hash, fingerprint, first)`: held from `now` for a
+    /// window. A key held here already (claimed here since) is left as it is.
+    pub(super) fn keep(&self, keys: Vec<(u128, u128, First)>, now: Instant) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut inner = lock(&self.inner);
+        inner.expire(now);
+        let expires = now + self.window;
+        for (hash, fingerprint, first) in keys {
+            if inner.slots.contains_key(&hash) {
+                continue;
+            }
+            let owner = inner.token(fingerprint).id;
+            inner.slots.insert(
+                hash,
+                Slot {
+                    fingerprint,
+                    expires,
+                    owner,
+                    state: State::Settled(first),
+                },
+            );
+            inner.order.push_back((expires, hash));
+        }
+        inner.bound(self.max_keys);
+    }
+
     /// DURABLE keys from the queue file: settled as queued, expiring at
     /// `expires_ms` (wall clock; `now_ms` is now). Returns how many.
     pub(super) fn load(
@@ -161,7 +190,7 @@ impl LocalKeys {
         let n = loaded.len();
         let mut inner = lock(&self.inner);
         for (expires, hash, fingerprint, receipt) in loaded {
-            let owner = inner.token().id;
+            let owner = inner.token(fingerprint).id;
             inner.slots.insert(
                 hash,
                 Slot {
@@ -179,12 +208,13 @@ impl LocalKeys {
 }
 
 impl Inner {
-    fn token(&mut self) -> Token {
+    fn token(&mut self, fingerprint: u128) -> Token {
         self.next_token += 1;
         Token {
             id: self.next_token,
             remote: false,
             forced: false,
+            fingerprint,
         }
     }
 
@@ -217,6 +247,7 @@ impl Inner {
                         id: token,
                         remote: false,
                         forced: true,
+                        fingerprint: k.fingerprint,
                     },
                     forced: true,
                 }

@@ -124,6 +124,9 @@ pub struct Token {
     /// (`resend_if_unknown`): should this one fail, the key stays unknown,
     /// since the first may be held.
     forced: bool,
+    /// The claimed entry's fingerprint: a key Redis could not settle is
+    /// kept in memory with it.
+    fingerprint: u128,
 }
 
 /// What claiming a key gave.
@@ -244,9 +247,22 @@ impl Idempotency {
             self.update_gauge();
         }
         if let (Some(r), false) = (&self.remote, remote.is_empty()) {
-            // Not settled in Redis (it is away): the keys stay in flight
-            // there until their lease ends, then count as unknown.
-            r.settle(&remote).await;
+            if !r.settle(&remote).await {
+                // Not settled in Redis (it is away): the keys stay in
+                // flight there until their lease ends, then count as
+                // unknown. This replica knows the outcomes: it keeps them,
+                // so that a resend to it is answered, not sent again
+                // (alone, and once back, since held keys come first).
+                let kept: Vec<(u128, u128, First)> = remote
+                    .into_iter()
+                    .filter_map(|(hash, token, how)| match how {
+                        Settle::Keep(first) => Some((hash, token.fingerprint, first)),
+                        Settle::Release => None,
+                    })
+                    .collect();
+                self.local.keep(kept, Instant::now());
+                self.update_gauge();
+            }
         }
     }
 

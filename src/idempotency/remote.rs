@@ -54,23 +54,24 @@ impl RemoteKeys {
             answers
                 .iter()
                 .zip(tokens)
-                .map(|(a, id)| {
-                    parse(
-                        a,
-                        Token {
-                            id,
-                            remote: true,
-                            forced: false,
-                        },
-                    )
+                .zip(keyed)
+                .map(|((a, id), k)| {
+                    let token = Token {
+                        id,
+                        remote: true,
+                        forced: false,
+                        fingerprint: k.fingerprint,
+                    };
+                    parse(a, token)
                 })
                 .collect(),
         )
     }
 
-    /// Settles keys claimed in Redis. Should Redis not answer, they stay
-    /// in flight there until their lease ends, then count as unknown.
-    pub(super) async fn settle(&self, items: &[(u128, Token, Settle)]) {
+    /// Settles keys claimed in Redis; false when Redis did not answer
+    /// (they stay in flight there until their lease ends, then count as
+    /// unknown).
+    pub(super) async fn settle(&self, items: &[(u128, Token, Settle)]) -> bool {
         let mut inv = self.settle.prepare_invoke();
         for (hash, token, how) in items {
             let (state, rest) = match how {
@@ -86,7 +87,8 @@ impl RemoteKeys {
                 .arg(state)
                 .arg(rest);
         }
-        let _: Option<u64> = self.cluster.invoke("idempotency_settle", &inv).await;
+        let settled: Option<u64> = self.cluster.invoke("idempotency_settle", &inv).await;
+        settled.is_some()
     }
 }
 
@@ -144,6 +146,7 @@ mod tests {
             id: 7,
             remote: true,
             forced: false,
+            fingerprint: 0xab,
         };
         assert_eq!(
             parse("M", t),

@@ -211,3 +211,24 @@ async fn one_batch_claims_many_keys_in_order() {
     assert!(matches!(claims[1], Claim::Mine { .. }));
     assert_eq!(claims[2], Claim::InFlight, "the same key twice in a batch");
 }
+
+#[tokio::test(start_paused = true)]
+async fn keys_redis_did_not_settle_are_kept_here_for_a_window() {
+    let local = LocalKeys::new(Duration::from_secs(60), 100);
+    let lease = Duration::from_secs(1);
+    let kept = keyed(0, "kept", 7);
+    local.keep(vec![(kept.hash, 7, accepted("id-1"))], Instant::now());
+    let held = |k: &Keyed| local.claim_held(std::slice::from_ref(k), Instant::now(), lease);
+    assert_eq!(held(&kept), [Some(Claim::Seen(accepted("id-1")))]);
+    assert_eq!(held(&keyed(0, "kept", 8)), [Some(Claim::Reused)]);
+    // A key claimed here since is left as it is.
+    let here = keyed(1, "here", 9);
+    assert!(matches!(
+        local.claim(std::slice::from_ref(&here), Instant::now(), lease)[0],
+        Claim::Mine { .. }
+    ));
+    local.keep(vec![(here.hash, 9, accepted("id-2"))], Instant::now());
+    assert_eq!(held(&here), [Some(Claim::InFlight)]);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(held(&kept), [None]);
+}
