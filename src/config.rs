@@ -158,6 +158,7 @@ pub struct RawConfig {
     pub cluster: Option<ClusterSection>,
     pub durable: DurableSection,
     pub idempotency: crate::idempotency::IdempotencySection,
+    pub tracing: crate::traces::TracingSection,
     pub tenants: BTreeMap<String, TenantSection>,
 }
 
@@ -214,6 +215,7 @@ impl Default for RawConfig {
             cluster: None,
             durable: DurableSection::default(),
             idempotency: Default::default(),
+            tracing: Default::default(),
             tenants,
         }
     }
@@ -606,6 +608,8 @@ pub struct Config {
     /// The durable queue: always there (DURABLE batches need it).
     pub durable: DurableSettings,
     pub idempotency: crate::idempotency::IdempotencySettings,
+    /// Traces over OTLP (off unless an endpoint is set).
+    pub tracing: crate::traces::TracingSection,
     pub shutdown_grace: Duration,
     pub max_entries_per_request: usize,
     pub max_message_bytes: usize,
@@ -846,6 +850,15 @@ impl RawConfig {
             durable: self.durable.settings()?,
             // An entry may still be in a call this long after its
             // caller's deadline.
+            tracing: {
+                self.tracing
+                    .check()
+                    .map_err(|(field, problem)| ConfigError::Invalid {
+                        field: format!("tracing.{field}"),
+                        problem,
+                    })?;
+                self.tracing.clone()
+            },
             idempotency: self
                 .idempotency
                 .settings(sdk.connect_timeout + sdk.call_timeout + Duration::from_secs(1))?,

@@ -62,6 +62,7 @@ pub mod server;
 pub mod sources;
 pub mod sync;
 pub mod telemetry;
+pub mod traces;
 pub mod upstream;
 
 /// Generated protobuf and tonic code for `partnerevents.v1`.

@@ -33,6 +33,7 @@ use crate::{
         self, dead_letters_server::DeadLettersServer, partner_events_server::PartnerEventsServer,
     },
     sources::{refresh_all, run_refresher},
+    traces::Traces,
     upstream::eventbridge::EventBridgeUpstream,
     upstream::SourceAdmin,
 };
@@ -77,6 +78,8 @@ pub enum ServeError {
     Cluster(String),
     #[error("durable queue: {0}")]
     Durable(#[from] crate::durable::StoreError),
+    #[error("traces: {0}")]
+    Traces(String),
     #[error("reflection set-up failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
@@ -190,6 +193,11 @@ impl RunningGateway {
         if let Some(e) = &self.emulator {
             e.shutdown();
         }
+        // The last spans go out (bounded by the exporter's timeout).
+        let traces = self.core.traces.clone();
+        if traces.enabled() {
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        }
         // Whoever still holds the queue (a connection task ending, the
         // writer thread) lets go of it shortly: a gateway started on the
         // same path once this returns finds the file free.
@@ -301,6 +309,14 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         store = if cluster.is_some() { "redis" } else { "memory" },
         "idempotency keys ready"
     );
+    let traces = Arc::new(Traces::start(&config.tracing).map_err(ServeError::Traces)?);
+    if traces.enabled() {
+        tracing::info!(
+            endpoint = %config.tracing.otlp_endpoint,
+            sample_ratio = config.tracing.sample_ratio,
+            "traces exported over OTLP"
+        );
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let core = Arc::new(Core::new(
         config.tenants.clone(),
@@ -309,6 +325,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<RunningGatew
         Stores {
             durable: durable.clone(),
             keys,
+            traces: traces.clone(),
         },
         metrics.clone(),
         CoreSettings {

@@ -59,6 +59,9 @@ pub struct AdmittedBatch {
     pub sequence: u64,
     /// Nothing is sent for it past this instant.
     pub deadline: Instant,
+    /// The caller's trace context (empty when it sent none, or traces are
+    /// off): the parent of the batch's span.
+    pub parent: opentelemetry::Context,
 }
 
 /// The in-flight permits an admitted batch holds, one per entry, until it
@@ -305,6 +308,7 @@ impl Admission {
         request: PutPartnerEventsRequest,
         caller: Option<&Caller>,
         deadline: Instant,
+        parent: opentelemetry::Context,
     ) -> Result<(AdmittedBatch, InFlight), ApiError> {
         let tenants = self.check(&request, caller).await?;
         let delivery = Delivery::settle(
@@ -344,6 +348,7 @@ impl Admission {
             tenants,
             sequence: 0,
             deadline,
+            parent,
         };
         let in_flight = InFlight {
             _gateway: permit,

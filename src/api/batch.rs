@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use opentelemetry::{trace::SpanContext, KeyValue};
 use tokio::{
     sync::{oneshot, watch},
     time::Instant,
@@ -18,8 +19,9 @@ use crate::{
     domain::{delivery::Delivery, entry::PreparedEntry, outcome::Outcome, tenant::TenantShare},
     durable::{Durable, EnqueueError, Receipt},
     idempotency::{self, Claim, First, Idempotency, Keyed, Settle, Token},
-    pipeline::LateResults,
+    pipeline::{LateResults, Origins},
     proto::DeliveryMode,
+    traces::Traces,
 };
 
 use super::{
@@ -65,6 +67,7 @@ struct Outlets {
     pipeline: Pipeline,
     durable: Arc<Durable>,
     keys: Arc<Idempotency>,
+    traces: Arc<Traces>,
     metrics: Arc<Metrics>,
 }
 
@@ -103,6 +106,7 @@ impl BatchProcessor {
         pipeline: Pipeline,
         durable: Arc<Durable>,
         keys: Arc<Idempotency>,
+        traces: Arc<Traces>,
         metrics: Arc<Metrics>,
         source_states: Arc<SourceStates>,
         settings: BatchSettings,
@@ -112,6 +116,7 @@ impl BatchProcessor {
                 pipeline,
                 durable,
                 keys,
+                traces,
                 metrics,
             },
             source_states,
@@ -129,6 +134,7 @@ impl BatchProcessor {
             tenants,
             sequence,
             deadline,
+            parent,
         } = batch;
         let started = Instant::now();
         let Some(tenant) = tenants.get(&req.tenant_id) else {
@@ -142,6 +148,21 @@ impl BatchProcessor {
             self.settings.default_delivery,
         );
         let n = req.entries.len();
+        let mut span = self.out.traces.batch(&parent, "PartnerEvents/batch", || {
+            vec![
+                KeyValue::new("partner_events.tenant", req.tenant_id.clone()),
+                KeyValue::new("partner_events.entries", n as i64),
+                KeyValue::new("partner_events.sequence", sequence as i64),
+                KeyValue::new(
+                    "partner_events.delivery",
+                    match delivery {
+                        Delivery::Sync => "SYNC",
+                        Delivery::Durable => "DURABLE",
+                    },
+                ),
+            ]
+        });
+        let origin = span.context();
         let mut results: Vec<Option<EntryResult>> = vec![None; n];
         let mut prepared = Vec::with_capacity(n);
         // The idempotency keys, by request index (allocated at the first).
@@ -211,7 +232,7 @@ impl BatchProcessor {
                     delivery,
                 };
                 self.out
-                    .deliver(&to, prepared, Vec::new(), deadline, false)
+                    .deliver(&to, prepared, Vec::new(), deadline, false, origin)
                     .await?
                     .0
             } else {
@@ -224,6 +245,7 @@ impl BatchProcessor {
                     batch_id: req.batch_id.clone(),
                     delivery,
                     deadline,
+                    origin,
                 };
                 let (tx, rx) = oneshot::channel();
                 tokio::spawn(batch.run(prepared, keys, tx));
@@ -287,6 +309,16 @@ impl BatchProcessor {
             }
         }
         let failed = entries.iter().filter(|e| !e.error_code.is_empty()).count();
+        span.set(|| {
+            vec![
+                KeyValue::new("partner_events.refused", refused as i64),
+                KeyValue::new("partner_events.failed", failed as i64),
+                KeyValue::new(
+                    "partner_events.deduplicated",
+                    entries.iter().filter(|e| e.deduplicated).count() as i64,
+                ),
+            ]
+        });
         // One line per batch is too much at thousands of batches a second:
         // info only when something was refused or failed, debug otherwise.
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -326,15 +358,21 @@ impl Outlets {
         keys: Vec<(u32, u128, u128, u64)>,
         deadline: Instant,
         track_late: bool,
+        origin: Option<SpanContext>,
     ) -> Result<(Vec<Answered>, Option<LateResults>), ApiError> {
         match to.delivery {
             Delivery::Sync => {
+                let origins = origin.map_or(Origins::None, Origins::Batch);
                 let (results, late) = if track_late {
                     self.pipeline
-                        .send_tracked(to.share, entries, deadline)
+                        .send_tracked(to.share, entries, deadline, origins)
                         .await
                 } else {
-                    (self.pipeline.send(to.share, entries, deadline).await, None)
+                    let results = self
+                        .pipeline
+                        .send_traced(to.share, entries, deadline, origins)
+                        .await;
+                    (results, None)
                 };
                 let answered = results
                     .into_iter()
@@ -346,7 +384,7 @@ impl Outlets {
                 let indices: Vec<u32> = entries.iter().map(|p| p.index).collect();
                 let queued = self
                     .durable
-                    .enqueue_keyed(to.tenant_id, to.batch_id, entries, keys)
+                    .enqueue_keyed(to.tenant_id, to.batch_id, entries, keys, origin)
                     .await
                     .map_err(|e| match e {
                         EnqueueError::Full {
@@ -379,6 +417,8 @@ struct KeyedBatch {
     batch_id: String,
     delivery: Delivery,
     deadline: Instant,
+    /// The batch's span.
+    origin: Option<SpanContext>,
 }
 
 /// An entry whose key this batch claimed: it is sent, then its key settled.
@@ -620,6 +660,7 @@ impl KeyedBatch {
                 durable_keys,
                 self.deadline,
                 !tokens.is_empty(),
+                self.origin.clone(),
             )
             .await;
         let (answers, late) = match sent {

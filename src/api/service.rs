@@ -71,6 +71,8 @@ pub struct CoreSettings {
 pub struct Stores {
     pub durable: Arc<Durable>,
     pub keys: Arc<crate::idempotency::Idempotency>,
+    /// Where spans go (traces off: nowhere).
+    pub traces: Arc<crate::traces::Traces>,
 }
 
 /// What every request needs; shared by all calls.
@@ -81,6 +83,7 @@ pub struct Core {
     /// DURABLE batches go here; WatchDeliveries and GetDeliveries read it.
     pub durable: Arc<Durable>,
     pub metrics: Arc<Metrics>,
+    pub traces: Arc<crate::traces::Traces>,
     /// What the gateway knows of each partner event source's state.
     pub source_states: Arc<SourceStates>,
     /// For a call without `grpc-timeout`, and for each stream batch.
@@ -109,7 +112,12 @@ impl Core {
         settings: CoreSettings,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let Stores { durable, keys } = stores;
+        let Stores {
+            durable,
+            keys,
+            traces,
+        } = stores;
+        pipeline.set_traces(traces.clone());
         let source_states = Arc::<SourceStates>::default();
         let admission = Admission::new(
             tenants,
@@ -127,6 +135,7 @@ impl Core {
             pipeline.clone(),
             durable.clone(),
             keys,
+            traces.clone(),
             metrics.clone(),
             source_states.clone(),
             BatchSettings {
@@ -142,6 +151,7 @@ impl Core {
             pipeline,
             durable,
             metrics,
+            traces,
             source_states,
             default_deadline: settings.default_deadline,
             stream_window_entries: settings.stream_window_entries,
@@ -175,11 +185,12 @@ impl Core {
         req: PutPartnerEventsRequest,
         caller: Option<&Caller>,
         budget: Duration,
+        parent: opentelemetry::Context,
     ) -> Result<PutPartnerEventsResponse, ApiError> {
         let deadline = Instant::now() + budget;
         let (batch, _in_flight) = self
             .admission
-            .admit_call(&self.pipeline, req, caller, deadline)
+            .admit_call(&self.pipeline, req, caller, deadline, parent)
             .await?;
         self.batches.answer(batch).await
     }
@@ -209,6 +220,7 @@ impl PartnerEvents for PartnerEventsService {
         let result = async {
             let caller = self.core.admission.caller(&request)?;
             let budget = budget(request.metadata(), self.core.default_deadline);
+            let parent = self.core.traces.extract(request.metadata());
             let req = request.into_inner();
             let span = tracing::info_span!(
                 "put_partner_events",
@@ -217,7 +229,7 @@ impl PartnerEvents for PartnerEventsService {
                 caller = caller.as_ref().map(Caller::name).unwrap_or(""),
             );
             self.core
-                .unary(req, caller.as_ref(), budget)
+                .unary(req, caller.as_ref(), budget, parent)
                 .instrument(span)
                 .await
         }
@@ -242,8 +254,10 @@ impl PartnerEvents for PartnerEventsService {
             caller = caller.as_ref().map(Caller::name).unwrap_or(""),
         );
         let (tx, rx) = mpsc::channel(STREAM_RESPONSE_BUFFER);
+        let parent = self.core.traces.extract(request.metadata());
         tokio::spawn(
-            run_stream(self.core.clone(), caller, request.into_inner(), tx).instrument(span),
+            run_stream(self.core.clone(), caller, request.into_inner(), tx, parent)
+                .instrument(span),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -71,6 +71,7 @@ pub async fn run_stream(
     caller: Option<Caller>,
     mut inbound: Streaming<PutPartnerEventsRequest>,
     tx: Answers,
+    parent: opentelemetry::Context,
 ) {
     let _guard = StreamGuard::new(core.clone());
     let window = Arc::new(Semaphore::new(core.stream_window_entries));
@@ -138,6 +139,7 @@ pub async fn run_stream(
             tenants,
             sequence: seq,
             deadline: Instant::now() + core.default_deadline,
+            parent: parent.clone(),
         };
         let answer = answer_batch(core.clone(), batch, in_flight, tx.clone());
         if (n as usize) < MAX_ENTRIES_PER_CALL {

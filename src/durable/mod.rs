@@ -65,9 +65,10 @@ use crate::{
         tenant::{SourceRef, TenantDirectory, TenantShare},
     },
     metrics::Metrics,
-    pipeline::Pipeline,
+    pipeline::{Origins, Pipeline},
     sync::lock,
 };
+use opentelemetry::trace::SpanContext;
 
 /// Bytes a queued entry takes beyond its encoded record: its key and its
 /// share of the tree's pages, roughly (the file's own figure is in
@@ -333,7 +334,7 @@ impl Durable {
         batch_id: &str,
         entries: Vec<PreparedEntry>,
     ) -> Result<Vec<Receipt>, EnqueueError> {
-        self.enqueue_keyed(tenant, batch_id, entries, Vec::new())
+        self.enqueue_keyed(tenant, batch_id, entries, Vec::new(), None)
             .await
     }
 
@@ -346,7 +347,12 @@ impl Durable {
         batch_id: &str,
         entries: Vec<PreparedEntry>,
         keys: Vec<(u32, u128, u128, u64)>,
+        origin: Option<SpanContext>,
     ) -> Result<Vec<Receipt>, EnqueueError> {
+        let (trace_id, span_id, trace_flags) = origin
+            .as_ref()
+            .map(crate::traces::to_stored)
+            .unwrap_or_default();
         let now = now_ms();
         let mut records = Vec::with_capacity(entries.len());
         let mut sizes = Vec::with_capacity(entries.len());
@@ -363,6 +369,9 @@ impl Durable {
                 resources: e.resources,
                 accepted_ms: now,
                 age_from_ms: now,
+                trace_id: trace_id.clone(),
+                span_id: span_id.clone(),
+                trace_flags,
             };
             sizes.push(prost::Message::encoded_len(&record) as u64 + ENTRY_OVERHEAD_BYTES);
             records.push((self.receipts.next(now), record));
@@ -852,7 +861,14 @@ impl Durable {
         }
         let mut order = Vec::with_capacity(entries.len());
         let mut prepared = Vec::with_capacity(entries.len());
+        // Each entry's call links back to the batch that queued it.
+        let mut origins = Vec::with_capacity(entries.len());
         for (i, (receipt, e)) in entries.into_iter().enumerate() {
+            origins.push(crate::traces::from_stored(
+                &e.trace_id,
+                &e.span_id,
+                e.trace_flags,
+            ));
             let source = SourceRef::new(&e.source, &e.region);
             let size = entry_size(e.time, &e.source, &e.detail_type, &e.detail, &e.resources);
             prepared.push(PreparedEntry {
@@ -870,7 +886,9 @@ impl Durable {
             return;
         }
         let deadline = Instant::now() + self.settings.attempt_timeout;
-        let results = pipeline.send(&share, prepared, deadline).await;
+        let results = pipeline
+            .send_traced(&share, prepared, deadline, Origins::PerEntry(origins))
+            .await;
         let mut by_index: Vec<Option<EntryResult>> = vec![None; order.len()];
         for (i, r) in results {
             if let Some(slot) = by_index.get_mut(i as usize) {

@@ -38,6 +38,14 @@ pub struct StoredEntry {
     /// Where `max_delivery_age` counts from: acceptance, or the last replay.
     #[prost(uint64, tag = "11")]
     pub age_from_ms: u64,
+    /// The span of the batch that queued it (traces on): its delivery's
+    /// calls link to it. Empty when none.
+    #[prost(bytes = "vec", tag = "12")]
+    pub trace_id: Vec<u8>,
+    #[prost(bytes = "vec", tag = "13")]
+    pub span_id: Vec<u8>,
+    #[prost(uint32, tag = "14")]
+    pub trace_flags: u32,
 }
 
 /// How delivery of a queued entry has gone so far.

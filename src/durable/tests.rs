@@ -37,6 +37,9 @@ impl Drop for Dir {
 
 fn entry(tenant: &str, i: u32) -> StoredEntry {
     StoredEntry {
+        trace_id: Vec::new(),
+        span_id: Vec::new(),
+        trace_flags: 0,
         tenant: tenant.into(),
         batch_id: "b".into(),
         index: i,

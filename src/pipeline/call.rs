@@ -5,6 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use opentelemetry::{trace::SpanContext, KeyValue};
 use tokio::{
     sync::{mpsc, OwnedSemaphorePermit},
     time::Instant,
@@ -20,6 +21,7 @@ use crate::{
         outcome::{codes, is_retryable_code, Outcome},
         tenant::{SourceRef, TenantShare},
     },
+    traces::Span,
     upstream::{breaker::Admission, retry::Decision, CallFailureKind},
 };
 
@@ -31,6 +33,38 @@ const MIN_CALL_TIME: Duration = Duration::from_millis(20);
 const LATE_CALL_LIMIT: Duration = Duration::from_secs(120);
 
 impl Inner {
+    /// The span of a call carrying these entries: linked to each batch's
+    /// (nothing is done while traces are off).
+    fn call_span(&self, region: &str, tickets: &[Ticket]) -> Span {
+        let Some(traces) = self.traces.get().filter(|t| t.enabled()) else {
+            return Span::none();
+        };
+        let mut origins: Vec<SpanContext> = Vec::new();
+        for (_, slot, reply) in tickets {
+            if let Some(o) = reply.origin(*slot) {
+                if !origins
+                    .iter()
+                    .any(|x| x.span_id() == o.span_id() && x.trace_id() == o.trace_id())
+                {
+                    origins.push(o.clone());
+                }
+            }
+        }
+        let attempt = tickets.iter().map(|t| t.0).max().unwrap_or(0);
+        traces.call(
+            &origins,
+            vec![
+                KeyValue::new("rpc.system", "aws-api"),
+                KeyValue::new("rpc.service", "EventBridge"),
+                KeyValue::new("rpc.method", "PutPartnerEvents"),
+                KeyValue::new("cloud.region", region.to_string()),
+                KeyValue::new("partner_events.entries", tickets.len() as i64),
+                KeyValue::new("partner_events.batches", origins.len() as i64),
+                KeyValue::new("partner_events.attempt", i64::from(attempt)),
+            ],
+        )
+    }
+
     /// Sends `jobs` (one call's worth) from the caller's own task: a batch
     /// that fills whole calls needs no coalescing, and skipping the lane
     /// saves two task hand-offs. Resends still go through the lane.
@@ -137,6 +171,7 @@ impl Inner {
         } else {
             latest
         };
+        let mut span = self.call_span(source.region(), &tickets);
         let started = Instant::now();
         let answer = tokio::time::timeout_at(
             until,
@@ -160,6 +195,12 @@ impl Inner {
             entries.len(),
             started.elapsed(),
         );
+        span.set(|| vec![KeyValue::new("partner_events.outcome", outcome_label)]);
+        match &answer {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => span.error(e.code.clone()),
+            Err(_) => span.error("the deadline passed while the call was in flight"),
+        }
         let throttled_whole = matches!(&answer, Ok(Err(e))
             if e.kind == CallFailureKind::Rejected && e.code == codes::THROTTLING);
         // What counts against the region: calls that failed whole for

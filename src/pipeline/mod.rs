@@ -55,6 +55,8 @@ use self::{
     reply::{Job, Reply, Results},
     scheduler::Scheduler,
 };
+use opentelemetry::trace::SpanContext;
+
 use crate::{
     cluster::Cluster,
     domain::{
@@ -65,6 +67,7 @@ use crate::{
     },
     metrics::Metrics,
     sync::lock,
+    traces::Traces,
     upstream::{
         breaker::{Breaker, BreakerSettings, RetryBudget},
         retry::RetryPolicy,
@@ -98,6 +101,29 @@ pub struct PipelineSettings {
     pub retry_budget_min_per_second: f64,
 }
 
+/// The spans a batch's entries come from, for the spans of the calls that
+/// carry them.
+#[derive(Clone, Default)]
+pub enum Origins {
+    #[default]
+    None,
+    /// Every entry's: its batch's span.
+    Batch(SpanContext),
+    /// Each entry's own, in the order the entries were given (DURABLE
+    /// delivery: the batches that queued them).
+    PerEntry(Vec<Option<SpanContext>>),
+}
+
+impl Origins {
+    fn of(&self, slot: u32) -> Option<&SpanContext> {
+        match self {
+            Self::None => None,
+            Self::Batch(cx) => Some(cx),
+            Self::PerEntry(v) => v.get(slot as usize).and_then(Option::as_ref),
+        }
+    }
+}
+
 /// Told when a region's breaker opens (true) or closes (false).
 pub type BreakerHook = Arc<dyn Fn(&str, bool) + Send + Sync>;
 
@@ -124,6 +150,8 @@ struct Inner {
     regions: Mutex<HashMap<String, Arc<Region>>>,
     budget: RetryBudget,
     breaker_hook: OnceLock<BreakerHook>,
+    /// The calls' spans (none until set).
+    traces: OnceLock<Arc<Traces>>,
     /// Cluster mode: the pacing comes from the Redis the replicas share.
     cluster: Option<Arc<Cluster>>,
 }
@@ -171,6 +199,7 @@ impl Pipeline {
                     settings.retry_budget_min_per_second,
                 ),
                 breaker_hook: OnceLock::new(),
+                traces: OnceLock::new(),
                 cluster,
                 settings,
                 lanes: Mutex::default(),
@@ -208,7 +237,22 @@ impl Pipeline {
         entries: Vec<PreparedEntry>,
         deadline: Instant,
     ) -> Results {
-        self.send_inner(tenant, entries, deadline, false).await.0
+        self.send_inner(tenant, entries, deadline, false, Origins::None)
+            .await
+            .0
+    }
+
+    /// [`Pipeline::send`], the calls' spans linking to `origins`.
+    pub async fn send_traced(
+        &self,
+        tenant: &TenantShare,
+        entries: Vec<PreparedEntry>,
+        deadline: Instant,
+        origins: Origins,
+    ) -> Results {
+        self.send_inner(tenant, entries, deadline, false, origins)
+            .await
+            .0
     }
 
     /// [`Pipeline::send`], and, when entries were still in an EventBridge
@@ -219,8 +263,15 @@ impl Pipeline {
         tenant: &TenantShare,
         entries: Vec<PreparedEntry>,
         deadline: Instant,
+        origins: Origins,
     ) -> (Results, Option<LateResults>) {
-        self.send_inner(tenant, entries, deadline, true).await
+        self.send_inner(tenant, entries, deadline, true, origins)
+            .await
+    }
+
+    /// Sets where the calls' spans go (traces on). Once.
+    pub fn set_traces(&self, traces: Arc<Traces>) {
+        let _ = self.inner.traces.set(traces);
     }
 
     async fn send_inner(
@@ -229,8 +280,9 @@ impl Pipeline {
         entries: Vec<PreparedEntry>,
         deadline: Instant,
         track_late: bool,
+        origins: Origins,
     ) -> (Results, Option<LateResults>) {
-        let (reply, mut rx) = Reply::new(entries.iter().map(|e| e.index), deadline);
+        let (reply, mut rx) = Reply::new(entries.iter().map(|e| e.index), deadline, origins);
         if track_late {
             reply.track_late();
         }

@@ -15,7 +15,10 @@ use std::sync::{
     Arc, Mutex,
 };
 
+use opentelemetry::trace::SpanContext;
 use tokio::{sync::oneshot, time::Instant};
+
+use super::Origins;
 
 use crate::{
     domain::{
@@ -44,6 +47,8 @@ pub struct LateResults {
 /// one goes.
 pub(super) struct Reply {
     deadline: Instant,
+    /// The spans the entries come from.
+    origins: Origins,
     /// Set by [`Reply::track_late`].
     tracks_late: AtomicBool,
     state: Mutex<ReplyState>,
@@ -101,6 +106,7 @@ impl Reply {
     pub(super) fn new(
         indices: impl ExactSizeIterator<Item = u32>,
         deadline: Instant,
+        origins: Origins,
     ) -> (Arc<Self>, oneshot::Receiver<Results>) {
         let (tx, rx) = oneshot::channel();
         let slots: Vec<Slot> = indices
@@ -116,6 +122,7 @@ impl Reply {
             .collect();
         let reply = Arc::new(Self {
             deadline,
+            origins,
             tracks_late: AtomicBool::new(false),
             state: Mutex::new(ReplyState {
                 unanswered: slots.len(),
@@ -144,6 +151,11 @@ impl Reply {
 
     pub(super) fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// The span the entry in `slot` comes from, if any.
+    pub(super) fn origin(&self, slot: u32) -> Option<&SpanContext> {
+        self.origins.of(slot)
     }
 
     /// The entry in `slot` is being handed to the upstream; false (nothing
@@ -420,7 +432,7 @@ mod tests {
     use super::*;
 
     fn reply(n: u32) -> (Arc<Reply>, oneshot::Receiver<Results>) {
-        Reply::new(0..n, Instant::now() + Duration::from_secs(1))
+        Reply::new(0..n, Instant::now() + Duration::from_secs(1), Origins::None)
     }
 
     #[tokio::test]
