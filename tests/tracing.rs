@@ -116,6 +116,8 @@ fn traced(
         .parse()
         .unwrap(),
     );
+    r.metadata_mut()
+        .insert("tracestate", "vendor=caller".parse().unwrap());
     r
 }
 
@@ -180,6 +182,10 @@ async fn a_batch_continues_the_callers_trace_and_its_call_links_to_it() {
         hex(&span.parent_span_id),
         parent,
         "the caller's span is its parent"
+    );
+    assert_eq!(
+        span.trace_state, "vendor=caller",
+        "the caller's tracestate goes on"
     );
     assert_eq!(
         attr(&span, "partner_events.tenant"),
