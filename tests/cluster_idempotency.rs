@@ -16,12 +16,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    entry, eventually_async, record_all, redis::RedisServer, sample, scrape, TestGateway,
+    active_emulator, entry, eventually_async, redis::RedisServer, sample, scrape, TestGateway,
 };
 use partner_events_gateway::{
-    emulator::{
-        Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule, SeedSource, SourceState,
-    },
+    emulator::{EmulatorHandle, Fault, FaultRule},
     proto::{
         partner_events_client::PartnerEventsClient, DeliveryMode, PartnerEventEntry,
         PutPartnerEventsRequest, PutPartnerEventsResponse,
@@ -61,23 +59,7 @@ impl Pair {
     /// Like [`Pair::start`], with `[cluster] timeout_ms`.
     async fn start_timed(name: &str, timeout_ms: u64, upstream: &str, extra: &str) -> Self {
         let redis = RedisServer::start();
-        // The gateways check their sources' states: the emulator knows them ACTIVE.
-        let config = EmulatorConfig {
-            sources: ["billing", "audit"]
-                .iter()
-                .map(|k| {
-                    SeedSource::new(
-                        format!("aws.partner/example.com/acme/{k}"),
-                        "123456789012",
-                        SourceState::Active,
-                    )
-                })
-                .collect(),
-            ..record_all()
-        };
-        let emulator = Emulator::spawn("127.0.0.1:0".parse().unwrap(), config)
-            .await
-            .unwrap();
+        let emulator = active_emulator().await;
         let prefix = format!("test-{name}-{}-{}", std::process::id(), fastrand::u32(..));
         let toml = format!(
             "[upstream]\nendpoint_url = \"http://{}\"\n{upstream}\

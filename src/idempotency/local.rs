@@ -152,20 +152,9 @@ impl LocalKeys {
         inner.expire(now);
         let expires = now + self.window;
         for (hash, fingerprint, first) in keys {
-            if inner.slots.contains_key(&hash) {
-                continue;
+            if !inner.slots.contains_key(&hash) {
+                inner.insert_settled(hash, fingerprint, expires, first);
             }
-            let owner = inner.token(fingerprint).id;
-            inner.slots.insert(
-                hash,
-                Slot {
-                    fingerprint,
-                    expires,
-                    owner,
-                    state: State::Settled(first),
-                },
-            );
-            inner.order.push_back((expires, hash));
         }
         inner.bound(self.max_keys);
     }
@@ -190,17 +179,7 @@ impl LocalKeys {
         let n = loaded.len();
         let mut inner = lock(&self.inner);
         for (expires, hash, fingerprint, receipt) in loaded {
-            let owner = inner.token(fingerprint).id;
-            inner.slots.insert(
-                hash,
-                Slot {
-                    fingerprint,
-                    expires,
-                    owner,
-                    state: State::Settled(First::Queued { receipt }),
-                },
-            );
-            inner.order.push_back((expires, hash));
+            inner.insert_settled(hash, fingerprint, expires, First::Queued { receipt });
         }
         inner.bound(self.max_keys);
         n
@@ -208,6 +187,21 @@ impl LocalKeys {
 }
 
 impl Inner {
+    /// A key whose outcome is known, expiring at `expires`.
+    fn insert_settled(&mut self, hash: u128, fingerprint: u128, expires: Instant, first: First) {
+        let owner = self.token(fingerprint).id;
+        self.slots.insert(
+            hash,
+            Slot {
+                fingerprint,
+                expires,
+                owner,
+                state: State::Settled(first),
+            },
+        );
+        self.order.push_back((expires, hash));
+    }
+
     fn token(&mut self, fingerprint: u128) -> Token {
         self.next_token += 1;
         Token {

@@ -37,6 +37,28 @@ region = "eu-west-1"
 /// cause: none is dropped from the records.
 pub const RECORD_ALL: usize = usize::MAX;
 
+/// An emulator of the test's own on 127.0.0.1:0 that knows the test
+/// tenant's sources ACTIVE (gateways check their sources' states) and
+/// records every event.
+pub async fn active_emulator() -> EmulatorHandle {
+    let config = EmulatorConfig {
+        sources: ["billing", "audit"]
+            .iter()
+            .map(|k| {
+                SeedSource::new(
+                    format!("aws.partner/example.com/acme/{k}"),
+                    "123456789012",
+                    SourceState::Active,
+                )
+            })
+            .collect(),
+        ..record_all()
+    };
+    Emulator::spawn("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap()
+}
+
 /// The default emulator config, except that its records keep everything.
 pub fn record_all() -> EmulatorConfig {
     EmulatorConfig {
@@ -126,23 +148,7 @@ impl TestGateway {
     /// tenant's sources ACTIVE, every event recorded) behind a
     /// [`StallProxy`] the test can pause; `extra` is appended to the config.
     pub async fn stallable(extra: &str) -> (Self, EmulatorHandle, StallProxy) {
-        // The gateway checks its sources' states: the emulator knows them ACTIVE.
-        let config = EmulatorConfig {
-            sources: ["billing", "audit"]
-                .iter()
-                .map(|k| {
-                    SeedSource::new(
-                        format!("aws.partner/example.com/acme/{k}"),
-                        "123456789012",
-                        SourceState::Active,
-                    )
-                })
-                .collect(),
-            ..record_all()
-        };
-        let emulator = Emulator::spawn("127.0.0.1:0".parse().unwrap(), config)
-            .await
-            .unwrap();
+        let emulator = active_emulator().await;
         let proxy = StallProxy::start(emulator.local_addr()).await;
         // Calls wait on a paused proxy as long as the test needs.
         let gw = Self::start(&format!(
