@@ -129,8 +129,13 @@ impl SourceStates {
     /// (no permission, EventBridge unreachable at start-up) is sent: the
     /// gateway only refuses what it knows to be lost.
     pub fn check(&self, source: &str) -> Option<InactiveSource> {
-        let known = self.get(source)?;
-        let message = match &known.state {
+        // Called once per entry: an active source (the rule) is read under
+        // the lock, with nothing cloned or allocated.
+        let state = match &read(&self.by_name).get(source)?.state {
+            SourceState::Active => return None,
+            other => other.clone(),
+        };
+        let message = match &state {
             SourceState::Active => return None,
             SourceState::Pending { expires } => format!(
                 "partner event source {source} is PENDING: the customer has not associated it with an event bus (or deleted that bus), so EventBridge would accept the event and never deliver it{}",
