@@ -853,7 +853,29 @@ pub async fn gateway_unary_at_rate(
     max_outstanding: usize,
     window: Window,
 ) -> Tally {
-    let req = grpc_batch(entries);
+    unary_at_rate(clients, grpc_batch(entries), rate, max_outstanding, window).await
+}
+
+/// The same, each request asking for delivery `mode` ([`grpc_batch_as`]).
+pub async fn gateway_unary_at_rate_as(
+    clients: GatewayClients,
+    entries: usize,
+    mode: crate::proto::DeliveryMode,
+    rate: f64,
+    max_outstanding: usize,
+    window: Window,
+) -> Tally {
+    let req = grpc_batch_as(entries, mode);
+    unary_at_rate(clients, req, rate, max_outstanding, window).await
+}
+
+async fn unary_at_rate(
+    clients: GatewayClients,
+    req: PutPartnerEventsRequest,
+    rate: f64,
+    max_outstanding: usize,
+    window: Window,
+) -> Tally {
     fixed_rate(rate, max_outstanding, window, move |i| {
         unary_once(clients.get(i), req.clone())
     })

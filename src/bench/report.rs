@@ -826,6 +826,8 @@ pub struct DurableBench {
     pub runs: Vec<DurableRun>,
     /// Per batch size: DURABLE acks/s over SYNC's, each round and median.
     pub ratios: Vec<DurableRatio>,
+    /// DURABLE unary 20 at a fixed rate of half its maximum.
+    pub half_load: Option<DurableHalfLoad>,
     /// The restart after the gRPC fill, and after the library fill if the
     /// gRPC fill fell short.
     pub restarts: Vec<Restart>,
@@ -900,6 +902,30 @@ pub struct DurableRatio {
     pub durable_p99_ms: f64,
 }
 
+/// DURABLE unary 20 at a fixed share of the maximum the closed-loop runs
+/// measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct DurableHalfLoad {
+    /// The median of the closed-loop DURABLE unary-20 runs' requests/s...
+    pub max_requests_per_sec: f64,
+    /// ...each of them...
+    pub maxima: Vec<f64>,
+    /// ...the share of it sent (0.5 for the target), and the rate.
+    pub fraction: f64,
+    pub rate: f64,
+    /// The run: latency from when each request was due to its
+    /// acknowledgement (on disk, fsync'd).
+    pub run: DurableRun,
+    /// How late the generator itself started requests.
+    pub late_ms: Percentiles,
+}
+
+/// The DURABLE targets: at least this share of SYNC's entries/s with
+/// 20-entry batches...
+pub const DURABLE_MIN_RATIO: f64 = 0.5;
+/// ...and an acknowledgement p99 under this at half load.
+pub const DURABLE_HALF_LOAD_P99_MS: f64 = 10.0;
+
 /// A gateway's start on a large queue.
 #[derive(Debug, Clone, Serialize)]
 pub struct Restart {
@@ -949,6 +975,7 @@ impl DurableBench {
         callers: usize,
         detail_bytes: usize,
         runs: Vec<DurableRun>,
+        half_load: Option<DurableHalfLoad>,
         restarts: Vec<Restart>,
         gateway_config: String,
     ) -> Self {
@@ -998,9 +1025,57 @@ impl DurableBench {
             detail_bytes,
             runs,
             ratios,
+            half_load,
             restarts,
             gateway_config,
         }
+    }
+
+    /// The DURABLE targets: 20-entry batches at >= half SYNC's acks/s
+    /// (the median of the rounds), and p99 < 10 ms at half load.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut targets = Vec::new();
+        if let Some(q) = self.ratios.iter().find(|q| q.entries_per_batch == 20) {
+            targets.push(Target {
+                name: format!(
+                    "DURABLE unary 20, {} ms upstream: acks/s >= {DURABLE_MIN_RATIO}x SYNC's",
+                    self.emulator_latency_ms
+                ),
+                pass: q.median >= DURABLE_MIN_RATIO,
+                detail: format!(
+                    "median of {} rounds {:.2}x ({})",
+                    q.rounds.len(),
+                    q.median,
+                    q.rounds
+                        .iter()
+                        .map(|r| format!("{r:.2}x"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            });
+        }
+        if let Some(hl) = self.half_load.as_ref().filter(|hl| hl.fraction == 0.5) {
+            let m = &hl.run.measurement;
+            targets.push(Target {
+                name: format!(
+                    "DURABLE unary 20 at half its maximum, {} ms upstream: p99 acknowledgement < {DURABLE_HALF_LOAD_P99_MS} ms",
+                    self.emulator_latency_ms
+                ),
+                pass: m.batches > 0
+                    && m.errors + m.entries_failed + m.skipped == 0
+                    && m.latency_ms.p99 < DURABLE_HALF_LOAD_P99_MS,
+                detail: format!(
+                    "p99 {:.2} ms, p50 {:.2} ms at {} requests/s (half of {}); {} errors, {} skipped",
+                    m.latency_ms.p99,
+                    m.latency_ms.p50,
+                    thousands(hl.rate),
+                    thousands(hl.max_requests_per_sec),
+                    m.errors + m.entries_failed,
+                    m.skipped
+                ),
+            });
+        }
+        targets
     }
 
     fn render(&self, out: &mut String) {
@@ -1068,6 +1143,36 @@ durable: unary, {} callers, emulator {} ms per call, detail {} bytes; SYNC and D
                 q.durable_p50_ms,
                 q.durable_p99_ms
             );
+        }
+        if let Some(hl) = &self.half_load {
+            let m = &hl.run.measurement;
+            let c = &hl.run.commits;
+            let _ = writeln!(
+                out,
+                "  half load: DURABLE unary-{} at {} requests/s ({:.0}% of the median closed-loop maximum {} requests/s; rounds {}): {} acks/s, p50/p99 {:.2}/{:.2} ms from when each request was due (generator late p50/p99 {:.2}/{:.2} ms); {:.1} commits/s, {:.1} acks/commit, writer busy {:.0}%; {} errors, {} skipped",
+                m.entries_per_batch,
+                thousands(hl.rate),
+                hl.fraction * 100.0,
+                thousands(hl.max_requests_per_sec),
+                hl.maxima
+                    .iter()
+                    .map(|r| thousands(*r))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                thousands(m.entries_per_sec),
+                m.latency_ms.p50,
+                m.latency_ms.p99,
+                hl.late_ms.p50,
+                hl.late_ms.p99,
+                c.commits_per_sec(),
+                c.acks_per_commit(),
+                c.writer_busy() * 100.0,
+                m.errors + m.entries_failed,
+                m.skipped
+            );
+            if let Some(f) = &m.first_failure {
+                let _ = writeln!(out, "        first failure: {f}");
+            }
         }
         for r in &self.restarts {
             let _ = writeln!(
@@ -1999,6 +2104,9 @@ impl Report {
         if let Some(q) = &self.quota {
             targets.extend(q.targets());
         }
+        if let Some(d) = &self.durable {
+            targets.extend(d.targets());
+        }
         if let Some(f) = &self.floor {
             targets.extend(f.targets());
         }
@@ -2836,7 +2944,7 @@ mod tests {
             fill_failed: 0,
             first_failure: None,
         };
-        let d = DurableBench::new(20, 64, 228, runs, vec![restart], String::new());
+        let d = DurableBench::new(20, 64, 228, runs, None, vec![restart], String::new());
         assert_eq!(d.ratios.len(), 2);
         // Each DURABLE run over the SYNC run of its own round.
         assert_eq!(d.ratios[0].rounds, vec![3.0, 3.0]);
@@ -3097,6 +3205,79 @@ mod tests {
         assert!(out.contains("gateway CPU 2000 µs per call"), "{out}");
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["quota"]["upstream"]["throttled"], 0);
+    }
+
+    #[test]
+    fn the_durable_targets_take_the_unary_20_median_and_the_half_load_p99() {
+        let run = |delivery: &str, round, entries, entries_per_sec: u64, p99_ms| {
+            let mut m = unary_run(Path::Gateway, entries_per_sec);
+            m.entries_per_batch = entries;
+            m.latency_ms.p99 = p99_ms;
+            DurableRun {
+                delivery: delivery.into(),
+                round,
+                measurement: m,
+                commits: CommitFigures::default(),
+            }
+        };
+        let runs = vec![
+            run("sync", 1, 20, 40_000, 60.0),
+            run("durable", 1, 20, 20_000, 90.0),
+            run("durable", 2, 20, 32_000, 90.0),
+            run("sync", 2, 20, 40_000, 60.0),
+        ];
+        let half = |p99_ms| DurableHalfLoad {
+            max_requests_per_sec: 1_250.0,
+            maxima: vec![1_000.0, 1_500.0],
+            fraction: 0.5,
+            rate: 625.0,
+            run: run("durable", 1, 20, 12_500, p99_ms),
+            late_ms: Percentiles::default(),
+        };
+        let d = DurableBench::new(
+            20,
+            64,
+            228,
+            runs.clone(),
+            Some(half(9.9)),
+            vec![],
+            String::new(),
+        );
+        let t = d.targets();
+        assert_eq!(t.len(), 2);
+        // Rounds 0.50x and 0.80x: median 0.65x.
+        assert!(
+            t[0].pass
+                && t[0]
+                    .detail
+                    .starts_with("median of 2 rounds 0.65x (0.50x 0.80x)"),
+            "{}",
+            t[0].detail
+        );
+        assert!(t[1].pass, "{}", t[1].detail);
+        assert!(t[1].detail.starts_with("p99 9.90 ms"), "{}", t[1].detail);
+        let d = DurableBench::new(
+            20,
+            64,
+            228,
+            runs.clone(),
+            Some(half(10.0)),
+            vec![],
+            String::new(),
+        );
+        assert!(!d.targets()[1].pass);
+        // Another share of the maximum is printed, not judged.
+        let mut other = half(3.0);
+        other.fraction = 0.25;
+        let d = DurableBench::new(20, 64, 228, runs, Some(other), vec![], String::new());
+        assert_eq!(d.targets().len(), 1);
+        let mut r = report(Vec::new());
+        r.durable = Some(d);
+        let out = r.render();
+        assert!(
+            out.contains("half load: DURABLE unary-20 at 625 requests/s (25% of the median closed-loop maximum 1,250 requests/s; rounds 1,000 1,500)"),
+            "{out}"
+        );
     }
 
     #[test]
