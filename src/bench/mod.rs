@@ -50,13 +50,14 @@
 //! The floor run sets the gateway's CPU per 1-entry request against a
 //! `grpc.health.v1` Check's on the same gateway (see `floor`); the quota
 //! run has one gateway paced at the cluster run's scaled-down quota, with
-//! more 1-entry requests than it carries (see `quota`).
+//! more 1-entry requests than it carries (see `quota`). Beside the JSON
+//! report, an SVG of the throughput runs (see `svg`).
 //!
 //! Every load loop is bounded in time (a window per run) and in count.
 //! Layout: `load` (what is sent and how), `child` (the gateway process and
 //! `/proc` figures), `durable` (the durable run), `idempotency` (the
 //! idempotency run), `floor` (the floor run), `quota` (the quota run),
-//! `report` (measurements, targets, table, JSON).
+//! `report` (measurements, targets, table, JSON), `svg` (the picture).
 
 mod child;
 mod durable;
@@ -65,6 +66,7 @@ mod idempotency;
 mod load;
 mod quota;
 mod report;
+mod svg;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -810,6 +812,18 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     std::fs::write(&plan.out, json)
         .map_err(|e| format!("cannot write {}: {e}", plan.out.display()))?;
     eprintln!("bench: report written to {}", plan.out.display());
+    let picture = plan.out.with_extension("svg");
+    match svg::render(&report) {
+        Some(svg) => {
+            std::fs::write(&picture, svg)
+                .map_err(|e| format!("cannot write {}: {e}", picture.display()))?;
+            eprintln!("bench: picture written to {}", picture.display());
+        }
+        None => eprintln!(
+            "bench: no picture: no throughput runs in this report ({} left as it was)",
+            picture.display()
+        ),
+    }
     Ok(())
 }
 
