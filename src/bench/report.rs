@@ -2897,25 +2897,38 @@ mod tests {
         assert_eq!(json["cluster"]["runs"][1]["redis_round_trips"], 750);
     }
 
+    /// A durable run of `entries`-entry requests at `entries_per_sec`, p99 `p99_ms`.
+    fn durable_run(
+        delivery: &str,
+        round: u32,
+        entries: usize,
+        entries_per_sec: u64,
+        p99_ms: f64,
+        commits: CommitFigures,
+    ) -> DurableRun {
+        let mut m = unary_run(Path::Gateway, entries_per_sec);
+        m.entries_per_batch = entries;
+        m.latency_ms.p99 = p99_ms;
+        DurableRun {
+            delivery: delivery.into(),
+            round,
+            measurement: m,
+            commits,
+        }
+    }
+
     #[test]
     fn the_durable_run_gives_ratios_per_batch_size_and_prints_its_restarts() {
+        let commits = CommitFigures {
+            secs: 2.0,
+            commits: 100,
+            changes: 800,
+            commit_seconds: 0.2,
+            enqueued: 4_000,
+            queued_at_end: 0,
+        };
         let run = |delivery: &str, round, entries, entries_per_sec: u64, p99_ms| {
-            let mut m = unary_run(Path::Gateway, entries_per_sec);
-            m.entries_per_batch = entries;
-            m.latency_ms.p99 = p99_ms;
-            DurableRun {
-                delivery: delivery.into(),
-                round,
-                measurement: m,
-                commits: CommitFigures {
-                    secs: 2.0,
-                    commits: 100,
-                    changes: 800,
-                    commit_seconds: 0.2,
-                    enqueued: 4_000,
-                    queued_at_end: 0,
-                },
-            }
+            durable_run(delivery, round, entries, entries_per_sec, p99_ms, commits)
         };
         let runs = vec![
             run("sync", 1, 1, 2_000, 30.0),
@@ -3210,15 +3223,14 @@ mod tests {
     #[test]
     fn the_durable_targets_take_the_unary_20_median_and_the_half_load_p99() {
         let run = |delivery: &str, round, entries, entries_per_sec: u64, p99_ms| {
-            let mut m = unary_run(Path::Gateway, entries_per_sec);
-            m.entries_per_batch = entries;
-            m.latency_ms.p99 = p99_ms;
-            DurableRun {
-                delivery: delivery.into(),
+            durable_run(
+                delivery,
                 round,
-                measurement: m,
-                commits: CommitFigures::default(),
-            }
+                entries,
+                entries_per_sec,
+                p99_ms,
+                CommitFigures::default(),
+            )
         };
         let runs = vec![
             run("sync", 1, 20, 40_000, 60.0),

@@ -689,41 +689,51 @@ mod tests {
         }
     }
 
-    fn run(
-        scenario: &str,
-        path: Path,
-        latency_ms: u64,
-        entries_per_sec: u64,
-        p99_ms: u32,
-        in_flight: usize,
-    ) -> Measurement {
-        Measurement::closed_loop_run(
-            scenario,
-            path,
-            latency_ms,
-            entries_per_sec,
-            p99_ms,
-            in_flight,
-        )
-    }
-
     fn report(measurements: Vec<Measurement>) -> Report {
         Report::with_measurements(measurements)
     }
 
     #[test]
     fn the_picture_is_well_formed_with_one_line_per_stream_scenario_and_latency() {
-        let mut ms = vec![run("unary-20 x64", Path::Baseline, 0, 100_000, 2, 1)];
-        ms.push(run("unary-20 x64", Path::Gateway, 0, 80_000, 3, 1));
+        let mut ms = vec![Measurement::closed_loop_run(
+            "unary-20 x64",
+            Path::Baseline,
+            0,
+            100_000,
+            2,
+            1,
+        )];
+        ms.push(Measurement::closed_loop_run(
+            "unary-20 x64",
+            Path::Gateway,
+            0,
+            80_000,
+            3,
+            1,
+        ));
         for (scenario, latency) in [
             ("stream-1 x100", 20),
             ("stream-1 x100", 0),
             ("stream-10 x1000", 20),
         ] {
-            ms.push(run(scenario, Path::Baseline, latency, 4_000, 25, 1));
+            ms.push(Measurement::closed_loop_run(
+                scenario,
+                Path::Baseline,
+                latency,
+                4_000,
+                25,
+                1,
+            ));
             // Load levels out of order: the line follows batches in flight.
             for (eps, p99, infl) in [(60_000, 45, 20), (40_000, 30, 10), (70_000, 90, 40)] {
-                ms.push(run(scenario, Path::Gateway, latency, eps, p99, infl));
+                ms.push(Measurement::closed_loop_run(
+                    scenario,
+                    Path::Gateway,
+                    latency,
+                    eps,
+                    p99,
+                    infl,
+                ));
             }
         }
         let svg = render(&report(ms)).expect("a picture");
@@ -784,8 +794,8 @@ mod tests {
     fn no_throughput_runs_no_picture_and_no_stream_runs_an_empty_panel() {
         assert!(render(&report(Vec::new())).is_none());
         let svg = render(&report(vec![
-            run("unary-1 x64", Path::Baseline, 0, 10_000, 2, 1),
-            run("unary-1 x64", Path::Gateway, 0, 9_000, 3, 1),
+            Measurement::closed_loop_run("unary-1 x64", Path::Baseline, 0, 10_000, 2, 1),
+            Measurement::closed_loop_run("unary-1 x64", Path::Gateway, 0, 9_000, 3, 1),
         ]))
         .unwrap();
         well_formed(&svg).unwrap();
