@@ -11,6 +11,12 @@
 //! (`partner_events_durable_commits_total`, `_commit_changes`,
 //! `_enqueued_total`) over the measured window.
 //!
+//! Half load: DURABLE unary 20 at a fixed rate of half the DURABLE
+//! maximum those runs measured (the median of their rounds' requests/s;
+//! `--load-fraction` for another share), through a fresh child, paced by
+//! the half-load runs' generator: the acknowledgements' p50/p99 from when
+//! each request was due.
+//!
 //! Restart: one gateway fills its queue through the gRPC API (DURABLE
 //! batches of 500) while the emulator hangs every call (EventBridge out of
 //! reach: nothing leaves the queue), is stopped with SIGTERM, and a new
@@ -37,8 +43,11 @@ use super::{
     child::{free_port, metrics_scrape, proc_stats, sum_samples, GatewayChild},
     child_toml_at, count_upstream, join_load, latency_rules,
     load::{self, GatewayClients, Window},
-    report::{self, CommitFigures, DurableBench, DurableRun, Measurement, Path, Restart},
-    start_gateway, tenant_toml, Harness,
+    report::{
+        self, CommitFigures, DurableBench, DurableHalfLoad, DurableRun, Measurement, Path,
+        Percentiles, Restart,
+    },
+    start_gateway, tenant_toml, turns, Harness, MAX_OUTSTANDING_AT_RATE,
 };
 use crate::{
     durable::{Durable, DurableSection, QUEUE_FILE},
@@ -49,6 +58,8 @@ use crate::{
 
 /// Entries per request in the throughput runs.
 const BATCHES: [usize; 2] = [1, 20];
+/// Entries per request of the half-load run (the target's 20-entry batches).
+const HALF_LOAD_ENTRIES: usize = 20;
 /// Rounds of turns (SYNC and DURABLE once each per round).
 const ROUNDS: u32 = 3;
 const QUICK_ROUNDS: u32 = 1;
@@ -109,13 +120,9 @@ pub async fn durable(h: &Harness) -> Result<DurableBench, String> {
     let mut runs = Vec::new();
     for entries in BATCHES {
         for round in 0..rounds {
-            let order = if round.is_multiple_of(2) {
-                [DeliveryMode::Sync, DeliveryMode::Durable]
-            } else {
-                [DeliveryMode::Durable, DeliveryMode::Sync]
-            };
-            for mode in order {
-                let run = measure(h, entries, latency_ms, mode, round + 1).await?;
+            for mode in turns(round, DeliveryMode::Sync, DeliveryMode::Durable) {
+                let (run, _) =
+                    measure(h, entries, latency_ms, mode, round + 1, Pace::ClosedLoop).await?;
                 eprintln!(
                     "durable: unary-{entries} {} round {}: {} acks/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} commits/s, {:.1} acks/commit{}",
                     run.delivery,
@@ -135,6 +142,7 @@ pub async fn durable(h: &Harness) -> Result<DurableBench, String> {
             }
         }
     }
+    let half_load = half_load(h, &runs).await?;
     h.emulator.set_faults(Vec::new());
     let mut restarts = vec![restart_after_grpc_fill(h).await?];
     let grpc = &restarts[0];
@@ -153,6 +161,7 @@ pub async fn durable(h: &Harness) -> Result<DurableBench, String> {
         plan.unary_callers,
         load::detail().len(),
         runs,
+        half_load,
         restarts,
         durable_toml(
             &h.emulator.endpoint_url(),
@@ -175,14 +184,79 @@ async fn commit_reading(metrics: SocketAddr) -> Result<[f64; 5], String> {
     .map(|name| sum_samples(&text, name)))
 }
 
-/// One closed-loop run of unary `entries` in `mode`, through a fresh child.
+/// DURABLE unary 20 at `--load-fraction` (0.5: the target's half load) of
+/// the median requests/s of the closed-loop DURABLE unary-20 `runs`; none
+/// when there were none.
+async fn half_load(h: &Harness, runs: &[DurableRun]) -> Result<Option<DurableHalfLoad>, String> {
+    let maxima: Vec<f64> = runs
+        .iter()
+        .filter(|r| {
+            r.delivery == mode_name(DeliveryMode::Durable)
+                && r.measurement.entries_per_batch == HALF_LOAD_ENTRIES
+        })
+        .map(|r| r.measurement.batches_per_sec)
+        .collect();
+    if maxima.is_empty() {
+        return Ok(None);
+    }
+    let max_requests_per_sec = report::median(maxima.clone());
+    let fraction = h.plan.load_fraction;
+    let rate = (max_requests_per_sec * fraction).max(1.0);
+    eprintln!(
+        "durable: half load: DURABLE unary-{HALF_LOAD_ENTRIES} at {rate:.0} requests/s ({:.0}% of the median DURABLE maximum {max_requests_per_sec:.0} requests/s), a fresh gateway, {:?} (+{:?} warm-up)",
+        fraction * 100.0,
+        h.plan.duration,
+        h.plan.warmup
+    );
+    let (run, late_ms) = measure(
+        h,
+        HALF_LOAD_ENTRIES,
+        h.plan.latency_ms,
+        DeliveryMode::Durable,
+        1,
+        Pace::Rate(rate),
+    )
+    .await?;
+    let m = &run.measurement;
+    eprintln!(
+        "durable: half load: {} acks/s, p50 {:.2} ms, p99 {:.2} ms ({} skipped, {} errors); the generator started requests late by p99 {:.2} ms",
+        report::thousands(m.entries_per_sec),
+        m.latency_ms.p50,
+        m.latency_ms.p99,
+        m.skipped,
+        m.errors + m.entries_failed,
+        late_ms.p99
+    );
+    Ok(Some(DurableHalfLoad {
+        max_requests_per_sec,
+        maxima,
+        fraction,
+        rate,
+        run,
+        late_ms,
+    }))
+}
+
+/// How a durable run's callers send.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// Each caller its next request once the last is answered.
+    ClosedLoop,
+    /// This many requests per second, whatever the answers (latency from
+    /// when each was due).
+    Rate(f64),
+}
+
+/// One run of unary `entries` in `mode`, through a fresh child; with how
+/// late the generator started its requests (fixed rate only).
 async fn measure(
     h: &Harness,
     entries: usize,
     latency_ms: u64,
     mode: DeliveryMode,
     round: u32,
-) -> Result<DurableRun, String> {
+    pace: Pace,
+) -> Result<(DurableRun, Percentiles), String> {
     let plan = &h.plan;
     h.emulator.set_faults(latency_rules(plan, latency_ms));
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
@@ -199,9 +273,19 @@ async fn measure(
         start: start + plan.warmup,
         end: start + plan.warmup + plan.duration,
     };
-    let load = tokio::spawn(load::gateway_unary_as(
-        clients, entries, callers, window, mode,
-    ));
+    let load = match pace {
+        Pace::ClosedLoop => tokio::spawn(load::gateway_unary_as(
+            clients, entries, callers, window, mode,
+        )),
+        Pace::Rate(rate) => tokio::spawn(load::gateway_unary_at_rate_as(
+            clients,
+            entries,
+            mode,
+            rate,
+            MAX_OUTSTANDING_AT_RATE,
+            window,
+        )),
+    };
     tokio::time::sleep_until(window.start).await;
     let gw_before = gateway.stats()?;
     let me_before = proc_stats("self")?;
@@ -216,14 +300,18 @@ async fn measure(
     let upstream = upstream
         .await
         .map_err(|e| format!("upstream count failed: {e}"))?;
-    let tally = join_load(load).await?;
+    let mut tally = join_load(load).await?;
     drop(gateway);
+    let late_ms = Percentiles::of(&mut tally.late_us);
     let delta = |i: usize| (after[i] - before[i]).max(0.0);
     let measurement = Measurement::new(
         format!("unary-{entries} x{callers}"),
         Path::Gateway,
         latency_ms,
-        "closed loop".to_string(),
+        match pace {
+            Pace::ClosedLoop => "closed loop".to_string(),
+            Pace::Rate(rate) => format!("fixed rate {}/s", report::thousands(rate)),
+        },
         entries,
         callers,
         plan.duration.as_secs_f64(),
@@ -235,7 +323,7 @@ async fn measure(
         )),
         me_after.cpu_secs - me_before.cpu_secs,
     );
-    Ok(DurableRun {
+    let run = DurableRun {
         delivery: mode_name(mode).to_string(),
         round,
         measurement,
@@ -247,7 +335,8 @@ async fn measure(
             enqueued: delta(3) as u64,
             queued_at_end: after[4] as u64,
         },
-    })
+    };
+    Ok((run, late_ms))
 }
 
 fn mode_name(mode: DeliveryMode) -> &'static str {

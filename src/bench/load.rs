@@ -21,6 +21,9 @@ use aws_sdk_eventbridge::types::PutPartnerEventsRequestEntry;
 use tokio::{sync::mpsc, task::JoinSet, time::Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 
 use crate::{
     domain::limits::MAX_ENTRIES_PER_CALL,
@@ -163,6 +166,15 @@ pub fn grpc_batch(entries: usize) -> PutPartnerEventsRequest {
     grpc_batch_for(TENANT, entries)
 }
 
+/// A gateway request of `entries` entries for the bench tenant, asking
+/// for delivery `mode` (SYNC: answered once EventBridge took the entries;
+/// DURABLE: once they are on the gateway's disk).
+pub fn grpc_batch_as(entries: usize, mode: crate::proto::DeliveryMode) -> PutPartnerEventsRequest {
+    let mut req = grpc_batch(entries);
+    req.delivery = mode as i32;
+    req
+}
+
 /// A gateway request of `entries` entries for `tenant`.
 pub fn grpc_batch_for(tenant: &str, entries: usize) -> PutPartnerEventsRequest {
     let entry = PartnerEventEntry {
@@ -195,9 +207,10 @@ pub fn sdk_calls(entries: usize) -> Vec<Vec<PutPartnerEventsRequestEntry>> {
         .collect()
 }
 
-/// Clients over several HTTP/2 connections to the gateway.
+/// Clients over several HTTP/2 connections to the gateway, and the
+/// connections themselves (for the health service's client).
 #[derive(Clone)]
-pub struct GatewayClients(Vec<PartnerEventsClient<Channel>>);
+pub struct GatewayClients(Vec<(PartnerEventsClient<Channel>, Channel)>);
 
 impl GatewayClients {
     /// Enough connections for `concurrency` calls or streams (at least 4,
@@ -211,17 +224,22 @@ impl GatewayClients {
                 .connect()
                 .await
                 .map_err(|e| format!("cannot connect to the gateway at {addr}: {e}"))?;
-            clients.push(
-                PartnerEventsClient::new(channel)
-                    .max_decoding_message_size(64 * 1024 * 1024)
-                    .max_encoding_message_size(64 * 1024 * 1024),
-            );
+            let client = PartnerEventsClient::new(channel.clone())
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024);
+            clients.push((client, channel));
         }
         Ok(Self(clients))
     }
 
     fn get(&self, i: usize) -> PartnerEventsClient<Channel> {
-        self.0[i % self.0.len()].clone()
+        self.0[i % self.0.len()].0.clone()
+    }
+
+    /// A `grpc.health.v1.Health` client on the same connection as
+    /// [`GatewayClients::get`]`(i)`.
+    fn health(&self, i: usize) -> HealthClient<Channel> {
+        HealthClient::new(self.0[i % self.0.len()].1.clone())
     }
 }
 
@@ -444,8 +462,7 @@ pub async fn gateway_unary(
 }
 
 /// Unary calls of `entries` entries through the gateway, closed loop,
-/// each asking for delivery `mode` (SYNC: answered once EventBridge took
-/// the entries; DURABLE: once they are on the gateway's disk).
+/// each asking for delivery `mode` ([`grpc_batch_as`]).
 pub async fn gateway_unary_as(
     clients: GatewayClients,
     entries: usize,
@@ -453,8 +470,7 @@ pub async fn gateway_unary_as(
     window: Window,
     mode: crate::proto::DeliveryMode,
 ) -> Tally {
-    let mut req = grpc_batch(entries);
-    req.delivery = mode as i32;
+    let req = grpc_batch_as(entries, mode);
     closed_loop(workers, window, move |i| {
         unary_once(clients.get(i), req.clone())
     })
@@ -584,8 +600,7 @@ pub async fn fill(
         let (claimed, client, keys) = (claimed.clone(), clients.get(i), keys.clone());
         set.spawn(async move {
             let mut f = Fill::default();
-            let mut req = grpc_batch(entries);
-            req.delivery = mode as i32;
+            let req = grpc_batch_as(entries, mode);
             for _ in 0..MAX_BATCHES_PER_WORKER {
                 let from = claimed.fetch_add(entries as u64, Ordering::Relaxed);
                 if from >= target || Instant::now() >= deadline {
@@ -838,9 +853,71 @@ pub async fn gateway_unary_at_rate(
     max_outstanding: usize,
     window: Window,
 ) -> Tally {
-    let req = grpc_batch(entries);
+    unary_at_rate(clients, grpc_batch(entries), rate, max_outstanding, window).await
+}
+
+/// The same, each request asking for delivery `mode` ([`grpc_batch_as`]).
+pub async fn gateway_unary_at_rate_as(
+    clients: GatewayClients,
+    entries: usize,
+    mode: crate::proto::DeliveryMode,
+    rate: f64,
+    max_outstanding: usize,
+    window: Window,
+) -> Tally {
+    let req = grpc_batch_as(entries, mode);
+    unary_at_rate(clients, req, rate, max_outstanding, window).await
+}
+
+async fn unary_at_rate(
+    clients: GatewayClients,
+    req: PutPartnerEventsRequest,
+    rate: f64,
+    max_outstanding: usize,
+    window: Window,
+) -> Tally {
     fixed_rate(rate, max_outstanding, window, move |i| {
         unary_once(clients.get(i), req.clone())
+    })
+    .await
+}
+
+/// `grpc.health.v1.Health/Check` for `service` from `workers` callers,
+/// closed loop, over the same connections as the other gateway loads: what
+/// tonic itself costs per call (HTTP/2, routing, protobuf, the gateway's
+/// server layers) with next to no handler. An answer SERVING counts as one
+/// entry accepted, any other status as one failed.
+pub async fn health_checks(
+    clients: GatewayClients,
+    service: &str,
+    workers: usize,
+    window: Window,
+) -> Tally {
+    let service = service.to_string();
+    closed_loop(workers, window, move |i| {
+        let mut client = clients.health(i);
+        let req = HealthCheckRequest {
+            service: service.clone(),
+        };
+        async move {
+            let r = client
+                .check(req)
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+            let status = r.get_ref().status;
+            Ok(if status == ServingStatus::Serving as i32 {
+                Answer {
+                    ok: 1,
+                    ..Answer::default()
+                }
+            } else {
+                Answer {
+                    failed: 1,
+                    failure: Some(format!("health status {status}")),
+                    ..Answer::default()
+                }
+            })
+        }
     })
     .await
 }

@@ -47,31 +47,40 @@
 //! every entry side by side, with the keys in memory and in Redis, and
 //! measures resends and the memory a key takes (see `idempotency`).
 //!
+//! The floor run sets the gateway's CPU per 1-entry request against a
+//! `grpc.health.v1` Check's on the same gateway (see `floor`); the quota
+//! run has one gateway paced at the cluster run's scaled-down quota, with
+//! more 1-entry requests than it carries (see `quota`). Beside the JSON
+//! report, an SVG of the throughput runs (see `svg`).
+//!
 //! Every load loop is bounded in time (a window per run) and in count.
 //! Layout: `load` (what is sent and how), `child` (the gateway process and
 //! `/proc` figures), `durable` (the durable run), `idempotency` (the
-//! idempotency run), `report` (measurements, targets, table, JSON).
+//! idempotency run), `floor` (the floor run), `quota` (the quota run),
+//! `report` (measurements, targets, table, JSON), `svg` (the picture).
 
 mod child;
 mod durable;
+mod floor;
 mod idempotency;
 mod load;
+mod quota;
 mod report;
+mod svg;
 
 use std::{path::PathBuf, time::Duration};
 
 use tokio::time::Instant;
 
 use crate::config::UpstreamSection;
-use crate::domain::limits::MAX_ENTRIES_PER_CALL;
 use crate::emulator::{
     Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule, Quota, SeedSource, SourceState,
 };
 use child::{free_port, metrics_sum, proc_stats, GatewayChild, RedisChild};
 use load::{GatewayClients, Tally, Window};
 use report::{
-    Cluster, ClusterRun, HalfLoad, Measurement, Noisy, Paired, Path, QuotaUse, Report, Stall,
-    TenantRun, UpstreamTally,
+    Cluster, ClusterRun, HalfLoad, Measurement, Noisy, Paired, Path, QuotaUse, QuotaWindow, Report,
+    Stall, TenantRun, UpstreamTally,
 };
 
 /// The emulator's quota in every run: off, since the runs measure the
@@ -197,8 +206,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub stall_secs: Option<u64>,
     /// Only scenarios whose name contains this (`unary-20`, `stream-1 `,
-    /// `x1000`, `stall`, `noisy`, `cluster`, `durable`, `idempotency`); the
-    /// half-load run follows `unary-20`.
+    /// `x1000`, `stall`, `noisy`, `cluster`, `durable`, `idempotency`,
+    /// `floor`, `quota`); the half-load run follows `unary-20`.
     #[arg(long)]
     pub only: Option<String>,
     /// The gateway executable to run as the child (`serve`); default this one.
@@ -519,9 +528,7 @@ fn noisy_gateway_toml(endpoint_url: &str) -> String {
         endpoint_url,
         "",
         "",
-        &format!(
-            "upstream_calls_per_second = {NOISY_GATEWAY_CALLS_PER_SECOND}\nupstream_burst = {NOISY_GATEWAY_BURST}"
-        ),
+        &paced_quotas(NOISY_GATEWAY_CALLS_PER_SECOND, NOISY_GATEWAY_BURST),
         &[(FLOOD_TENANT, FLOOD_SOURCE), (QUIET_TENANT, QUIET_SOURCE)]
             .iter()
             .map(|(tenant, source)| tenant_toml(tenant, source, Some(1)))
@@ -546,14 +553,18 @@ fn cluster_gateway_toml(
         endpoint_url,
         "",
         "",
-        &format!(
-            "upstream_calls_per_second = {CLUSTER_QUOTA_CALLS_PER_SECOND}\nupstream_burst = {CLUSTER_GATEWAY_BURST}"
-        ),
+        &paced_quotas(CLUSTER_QUOTA_CALLS_PER_SECOND, CLUSTER_GATEWAY_BURST),
         &format!(
             "{tenants}\n[cluster]\nurl = \"{redis_url}\"\nkey_prefix = \"{key_prefix}\"\nlease_calls = {lease_calls}\n"
         ),
         metrics_listen,
     )
+}
+
+/// The `[quotas]` lines of a gateway paced at `calls_per_second` with
+/// `burst` (the runs under an emulated quota).
+fn paced_quotas(calls_per_second: f64, burst: u32) -> String {
+    format!("upstream_calls_per_second = {calls_per_second}\nupstream_burst = {burst}")
 }
 
 /// One tenant with one source, `events`, in the bench's region.
@@ -669,7 +680,7 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     };
     let runs: usize = shapes.iter().map(|s| 2 * (1 + levels(*s).len())).sum();
     eprintln!(
-        "bench: {runs} runs of {:?} (+{:?} warm-up), gateway {}, emulator {url}, emulator quota {} (but {} calls/s, burst {NOISY_QUOTA_BURST} in the noisy-neighbour run)",
+        "bench: {runs} runs of {:?} (+{:?} warm-up), gateway {}, emulator {url}, emulator quota {} (but {} calls/s, burst {NOISY_QUOTA_BURST} in the noisy-neighbour run, {CLUSTER_QUOTA_CALLS_PER_SECOND} calls/s, burst {CLUSTER_QUOTA_BURST} in the cluster and quota runs)",
         plan.duration,
         plan.warmup,
         plan.gateway_bin.display(),
@@ -758,6 +769,16 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     } else {
         None
     };
+    let quota = if plan.wants("quota") {
+        Some(quota::at_quota(h).await?)
+    } else {
+        None
+    };
+    let floor = if plan.wants("floor") {
+        Some(floor::floor(h).await?)
+    } else {
+        None
+    };
     let mut notes = notes(plan);
     notes.push(format!(
         "1-minute load average before the run {load_before:.2}, after {:.2} (the run's own load included): anything else running on this machine competes for the same cores.",
@@ -781,6 +802,8 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
         cluster,
         durable,
         idempotency,
+        floor,
+        quota,
         targets: Vec::new(),
     };
     report.judge(plan.latency_ms);
@@ -789,6 +812,18 @@ async fn bench_with(h: &Harness, url: &str) -> Result<(), String> {
     std::fs::write(&plan.out, json)
         .map_err(|e| format!("cannot write {}: {e}", plan.out.display()))?;
     eprintln!("bench: report written to {}", plan.out.display());
+    let picture = plan.out.with_extension("svg");
+    match svg::render(&report) {
+        Some(svg) => {
+            std::fs::write(&picture, svg)
+                .map_err(|e| format!("cannot write {}: {e}", picture.display()))?;
+            eprintln!("bench: picture written to {}", picture.display());
+        }
+        None => eprintln!(
+            "bench: no picture: no throughput runs in this report ({} left as it was)",
+            picture.display()
+        ),
+    }
     Ok(())
 }
 
@@ -831,15 +866,22 @@ fn notes(plan: &Plan) -> Vec<String> {
     if plan.wants("idempotency") {
         notes.push(idempotency::note(plan));
     }
+    if plan.wants("quota") {
+        notes.push(quota::note(plan));
+    }
+    if plan.wants("floor") {
+        notes.push(floor::note(plan));
+    }
     notes
 }
 
 /// The note on how the durable run is made and measured.
 fn durable_note(plan: &Plan) -> String {
     format!(
-        "Durable: unary batches of 1 and 20 entries from {} callers (closed loop), the emulator at {} ms per call, SYNC and DURABLE taking turns (which goes first alternating), each run a fresh gateway child with a durable directory of its own (PEG_STATE_DIR) and the same config (the throughput runs', metrics on, default_delivery sync): only each request's `delivery` differs. acks/s: entries answered with a receipt (DURABLE: on disk, fsync'd) or an event id (SYNC) per second. Commits from the child's metrics over the window: partner_events_durable_commits_total (one fsync each; delivery rounds commit too), _commit_changes (batches and outcomes per commit), _enqueued_total, _commit_seconds; acks/commit = enqueued / commits; writer busy = commit seconds / the window (one thread commits: near 100%, acknowledgements queue behind it). Upstream entries/s in a DURABLE run is the background delivery. Restart: a gateway (same config, a fixed port) queues {} entries through the API as DURABLE batches of 500 from 8 callers (at most {:.0} s) while the emulator hangs every call (EventBridge out of reach), is stopped with SIGTERM, and a new one starts on the same directory: `open_ms` is its own log figure; `serving` is from the process's start until grpc.health.v1 answers SERVING on its port. When the API fill falls short, the library (Durable::open + enqueue, the same entries) fills another queue with the full count. Bytes per entry: queue.redb's size / entries queued, detail {} bytes. The queue files are on this machine's disk ({}).",
+        "Durable: unary batches of 1 and 20 entries from {} callers (closed loop), the emulator at {} ms per call, SYNC and DURABLE taking turns (which goes first alternating), each run a fresh gateway child with a durable directory of its own (PEG_STATE_DIR) and the same config (the throughput runs', metrics on, default_delivery sync): only each request's `delivery` differs. acks/s: entries answered with a receipt (DURABLE: on disk, fsync'd) or an event id (SYNC) per second. Commits from the child's metrics over the window: partner_events_durable_commits_total (one fsync each; delivery rounds commit too), _commit_changes (batches and outcomes per commit), _enqueued_total, _commit_seconds; acks/commit = enqueued / commits; writer busy = commit seconds / the window (one thread commits: near 100%, acknowledgements queue behind it). Upstream entries/s in a DURABLE run is the background delivery. Half load: DURABLE unary 20 at a fixed rate of {:.0}% of the median requests/s of the DURABLE unary-20 rounds above (the half-load runs' thread-paced generator), a fresh gateway, latency from when each request was due to its acknowledgement. Restart: a gateway (same config, a fixed port) queues {} entries through the API as DURABLE batches of 500 from 8 callers (at most {:.0} s) while the emulator hangs every call (EventBridge out of reach), is stopped with SIGTERM, and a new one starts on the same directory: `open_ms` is its own log figure; `serving` is from the process's start until grpc.health.v1 answers SERVING on its port. When the API fill falls short, the library (Durable::open + enqueue, the same entries) fills another queue with the full count. Bytes per entry: queue.redb's size / entries queued, detail {} bytes. The queue files are on this machine's disk ({}).",
         plan.unary_callers,
         plan.latency_ms,
+        plan.load_fraction * 100.0,
         report::thousands(plan.durable_fill as f64),
         plan.durable_fill_within.as_secs_f64(),
         load::detail().len(),
@@ -850,12 +892,13 @@ fn durable_note(plan: &Plan) -> String {
 /// The note on the emulator's quota, printed with the report.
 fn quota_note() -> String {
     format!(
-        "Emulator quota: {BENCH_QUOTA} in every run but the noisy neighbour (EventBridge's default is {} calls/s, burst {} per account and region): these runs measure the gateway's own cost, not EventBridge's quota. One account and region can take at most {} calls/s x 20 entries = {} entries/s. The noisy neighbour runs under {} calls/s, burst {NOISY_QUOTA_BURST}, and the quota is {BENCH_QUOTA} again after it.",
+        "Emulator quota: {BENCH_QUOTA} in every run but the noisy neighbour, cluster and quota runs (EventBridge's default is {} calls/s, burst {} per account and region): these runs measure the gateway's own cost, not EventBridge's quota. One account and region can take at most {} calls/s x 20 entries = {} entries/s. The noisy neighbour runs under {} calls/s, burst {NOISY_QUOTA_BURST}; the cluster and quota runs under {} calls/s, burst {CLUSTER_QUOTA_BURST} (EventBridge's quota scaled down to what this machine can drive); the quota is {BENCH_QUOTA} again after each.",
         report::thousands(Quota::EVENTBRIDGE_DEFAULT.calls_per_second),
         report::thousands(f64::from(Quota::EVENTBRIDGE_DEFAULT.burst)),
         report::thousands(Quota::EVENTBRIDGE_DEFAULT.calls_per_second),
         report::thousands(Quota::EVENTBRIDGE_DEFAULT.calls_per_second * 20.0),
         report::thousands(NOISY_QUOTA_CALLS_PER_SECOND),
+        report::thousands(CLUSTER_QUOTA_CALLS_PER_SECOND),
     )
 }
 
@@ -1184,10 +1227,16 @@ async fn paired_runs(h: &Harness, measurements: &[Measurement]) -> Result<Vec<Pa
 /// Which path goes first in a round of turns: alternating, so that neither
 /// always meets the machine first.
 fn turn_order(round: u32) -> [Path; 2] {
+    turns(round, Path::Baseline, Path::Gateway)
+}
+
+/// The two kinds of a run taking turns, in round `round`'s order: `a`
+/// first in even rounds, `b` first in odd ones.
+fn turns<T>(round: u32, a: T, b: T) -> [T; 2] {
     if round.is_multiple_of(2) {
-        [Path::Baseline, Path::Gateway]
+        [a, b]
     } else {
-        [Path::Gateway, Path::Baseline]
+        [b, a]
     }
 }
 
@@ -1280,6 +1329,19 @@ async fn half_load_turn(
 /// the run that set another one ends.
 struct QuotaRestore<'a>(&'a EmulatorHandle);
 
+/// Has the emulator enforce `calls_per_second` (with `burst`) until the
+/// guard is dropped: for the run that holds it only.
+fn emulator_quota(
+    emulator: &EmulatorHandle,
+    calls_per_second: f64,
+    burst: u32,
+) -> Result<QuotaRestore<'_>, String> {
+    emulator
+        .set_quota(calls_per_second, burst)
+        .map_err(|e| format!("cannot set the emulator's quota: {e}"))?;
+    Ok(QuotaRestore(emulator))
+}
+
 impl Drop for QuotaRestore<'_> {
     fn drop(&mut self) {
         // Cannot fail: BENCH_QUOTA is a valid quota (a test checks it).
@@ -1299,10 +1361,7 @@ async fn noisy(h: &Harness) -> Result<Noisy, String> {
         "noisy: emulator quota {NOISY_QUOTA_CALLS_PER_SECOND} calls/s (burst {NOISY_QUOTA_BURST}), gateway paced at {NOISY_GATEWAY_CALLS_PER_SECOND} calls/s (burst {NOISY_GATEWAY_BURST}); quiet alone {phase:?}, then the flood ({FLOOD_IN_FLIGHT} x {FLOOD_ENTRIES} entries) {FLOOD_RAMP:?} before and during {phase:?} of quiet"
     );
     h.emulator.set_faults(Vec::new());
-    h.emulator
-        .set_quota(NOISY_QUOTA_CALLS_PER_SECOND, NOISY_QUOTA_BURST)
-        .map_err(|e| format!("cannot set the emulator's quota: {e}"))?;
-    let _restore = QuotaRestore(&h.emulator);
+    let _restore = emulator_quota(&h.emulator, NOISY_QUOTA_CALLS_PER_SECOND, NOISY_QUOTA_BURST)?;
     let gateway_config = noisy_gateway_toml(&h.emulator.endpoint_url());
     let gateway = start_gateway(h, &gateway_config).await?;
     let quiet_clients = GatewayClients::connect(gateway.addr(), 1).await?;
@@ -1386,20 +1445,21 @@ async fn cluster(h: &Harness) -> Result<Cluster, String> {
         .await
         .map_err(|e| format!("redis start task failed: {e}"))??;
     h.emulator.set_faults(Vec::new());
-    h.emulator
-        .set_quota(CLUSTER_QUOTA_CALLS_PER_SECOND, CLUSTER_QUOTA_BURST)
-        .map_err(|e| format!("cannot set the emulator's quota: {e}"))?;
-    let _restore = QuotaRestore(&h.emulator);
+    let _restore = emulator_quota(
+        &h.emulator,
+        CLUSTER_QUOTA_CALLS_PER_SECOND,
+        CLUSTER_QUOTA_BURST,
+    )?;
     let mut runs = Vec::new();
     let mut gateway_config = String::new();
     for lease_calls in CLUSTER_LEASES {
         let (run, config) = cluster_run(h, &redis, lease_calls, phase).await?;
         eprintln!(
             "cluster: lease_calls {lease_calls}: {:.1}% of the quota, {:.2}% throttled, {} Redis round trips for {} calls",
-            run.quota_used * 100.0,
-            run.throttled_share * 100.0,
+            run.upstream.quota_used * 100.0,
+            run.upstream.throttled_share * 100.0,
             run.redis_round_trips,
-            run.calls
+            run.upstream.calls
         );
         runs.push(run);
         if gateway_config.is_empty() {
@@ -1487,20 +1547,10 @@ async fn cluster_run(
         tally.merge(join_load(load).await?);
     }
     drop(replicas);
-    let calls = after.calls.saturating_sub(before.calls);
-    let throttled = after.throttled.saturating_sub(before.throttled);
-    let delivered = after.delivered.saturating_sub(before.delivered);
     Ok((
         ClusterRun {
             lease_calls,
-            secs,
-            calls,
-            throttled,
-            delivered,
-            quota_used: delivered as f64
-                / secs.max(1e-3)
-                / (CLUSTER_QUOTA_CALLS_PER_SECOND * MAX_ENTRIES_PER_CALL as f64),
-            throttled_share: throttled as f64 / calls.max(1) as f64,
+            upstream: QuotaWindow::between(&before, &after, secs, CLUSTER_QUOTA_CALLS_PER_SECOND),
             gateway_cpu_secs: cpu_after - cpu_before,
             redis_cpu_secs: redis_after - redis_before,
             redis_round_trips: (trips_after - trips_before).max(0.0) as u64,
@@ -1641,6 +1691,27 @@ mod tests {
             .wants("cluster"));
     }
 
+    /// `--only <name>` runs that run and nothing else; the default run and
+    /// `--quick` run it too.
+    pub(super) fn assert_runs_alone(name: &str) {
+        let plan = Plan::new(args(false, Some(name))).unwrap();
+        assert!(plan.wants(name) && plan.shapes().is_empty(), "{name}");
+        for other in [
+            "stall",
+            "noisy",
+            "cluster",
+            "durable",
+            "idempotency",
+            "floor",
+            "quota",
+        ] {
+            assert_eq!(plan.wants(other), other == name, "--only {name}: {other}");
+        }
+        for quick in [false, true] {
+            assert!(Plan::new(args(quick, None)).unwrap().wants(name), "{name}");
+        }
+    }
+
     pub(super) fn args(quick: bool, only: Option<&str>) -> BenchArgs {
         BenchArgs {
             duration_secs: 5,
@@ -1674,7 +1745,8 @@ mod tests {
         assert!(
             notes.iter().any(|n| n
                 .starts_with("Emulator quota: unlimited in every run but the noisy neighbour")
-                && n.contains("runs under 150 calls/s, burst 300")),
+                && n.contains("runs under 150 calls/s, burst 300")
+                && n.contains("the cluster and quota runs under 150 calls/s, burst 20")),
             "{notes:?}"
         );
         assert!(

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::load::Tally;
-use crate::emulator::RecordCounts;
+use crate::{domain::limits::MAX_ENTRIES_PER_CALL, emulator::RecordCounts};
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -262,7 +262,7 @@ impl Paired {
 }
 
 /// The middle value (the mean of the two middle ones for an even count).
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -295,7 +295,10 @@ pub fn best_stream_run<'a>(
 }
 
 /// The caller p99 the stream targets are judged under.
-const STREAM_P99_BOUND_MS: f64 = 50.0;
+pub const STREAM_P99_BOUND_MS: f64 = 50.0;
+
+/// Streams of 1-entry batches: gateway CPU seconds per 100k entries at most.
+pub const STREAM_MAX_CPU_PER_100K: f64 = 1.0;
 
 /// Open streams against a stalled upstream: the gateway's memory over time.
 #[derive(Debug, Clone, Serialize)]
@@ -339,21 +342,79 @@ pub struct Cluster {
     pub gateway_config: String,
 }
 
+/// What the emulator counted over a measured window under an emulated
+/// quota, and what that says about the quota's use (the cluster and the
+/// quota runs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct QuotaWindow {
+    pub secs: f64,
+    /// The quota's calls per second.
+    pub quota_calls_per_second: f64,
+    /// Calls received (throttled included), answered 200, refused by the
+    /// quota; entries delivered.
+    pub calls: u64,
+    pub ok_calls: u64,
+    pub throttled: u64,
+    pub delivered: u64,
+    /// Entries delivered per second over what the quota carries
+    /// (`quota x 20` entries/s: the physical limit).
+    pub quota_used: f64,
+    /// `throttled / calls`.
+    pub throttled_share: f64,
+}
+
+impl QuotaWindow {
+    /// The figures from two readings of the emulator's counts `secs` apart,
+    /// under a quota of `quota_calls_per_second`.
+    pub fn between(
+        before: &RecordCounts,
+        after: &RecordCounts,
+        secs: f64,
+        quota_calls_per_second: f64,
+    ) -> Self {
+        let calls = after.calls.saturating_sub(before.calls);
+        let throttled = after.throttled.saturating_sub(before.throttled);
+        let delivered = after.delivered.saturating_sub(before.delivered);
+        let limit = quota_calls_per_second * MAX_ENTRIES_PER_CALL as f64;
+        Self {
+            secs,
+            quota_calls_per_second,
+            calls,
+            ok_calls: after.ok_calls.saturating_sub(before.ok_calls),
+            throttled,
+            delivered,
+            quota_used: if secs > 0.0 && limit > 0.0 {
+                delivered as f64 / secs / limit
+            } else {
+                0.0
+            },
+            throttled_share: throttled as f64 / calls.max(1) as f64,
+        }
+    }
+
+    /// Entries delivered per second.
+    pub fn entries_per_sec(&self) -> f64 {
+        self.delivered as f64 / self.secs.max(1e-3)
+    }
+
+    /// What the quota carries: `quota x 20` entries per second.
+    pub fn limit_entries_per_sec(&self) -> f64 {
+        self.quota_calls_per_second * MAX_ENTRIES_PER_CALL as f64
+    }
+
+    /// Mean entries per accepted call.
+    pub fn entries_per_call(&self) -> f64 {
+        self.delivered as f64 / self.ok_calls.max(1) as f64
+    }
+}
+
 /// One lease size's measured window.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterRun {
     pub lease_calls: u32,
-    pub secs: f64,
-    /// The emulator's counts over the window: calls (throttled included),
-    /// calls refused by the quota, entries delivered.
-    pub calls: u64,
-    pub throttled: u64,
-    pub delivered: u64,
-    /// Entries delivered per second over what the quota carries
-    /// (`quota x 20` entries/s).
-    pub quota_used: f64,
-    /// `throttled / calls`.
-    pub throttled_share: f64,
+    /// The emulator's counts over the window.
+    #[serde(flatten)]
+    pub upstream: QuotaWindow,
     /// CPU seconds over the window: the replicas' together, and Redis's.
     pub gateway_cpu_secs: f64,
     pub redis_cpu_secs: f64,
@@ -370,11 +431,11 @@ pub struct ClusterRun {
 impl ClusterRun {
     /// Microseconds of `cpu_secs` per upstream call.
     fn us_per_call(&self, cpu_secs: f64) -> f64 {
-        cpu_secs * 1e6 / self.calls.max(1) as f64
+        cpu_secs * 1e6 / self.upstream.calls.max(1) as f64
     }
 
     fn round_trips_per_call(&self) -> f64 {
-        self.redis_round_trips as f64 / self.calls.max(1) as f64
+        self.redis_round_trips as f64 / self.upstream.calls.max(1) as f64
     }
 }
 
@@ -407,14 +468,15 @@ cluster: {} replicas sharing the emulator's quota {}/s (burst {}) through Redis,
             "failed"
         );
         for r in &self.runs {
+            let u = &r.upstream;
             let _ = writeln!(
                 out,
                 "  {:>5} {:>6.2} {:>8.1} {:>9.1}% {:>10.2}% {:>12} {:>14.2} {:>9.0} µs {:>10.1} µs {:>7}",
                 r.lease_calls,
-                r.secs,
-                r.calls as f64 / r.secs.max(1e-3),
-                r.quota_used * 100.0,
-                r.throttled_share * 100.0,
+                u.secs,
+                u.calls as f64 / u.secs.max(1e-3),
+                u.quota_used * 100.0,
+                u.throttled_share * 100.0,
                 thousands(r.redis_round_trips as f64),
                 r.round_trips_per_call(),
                 r.us_per_call(r.gateway_cpu_secs),
@@ -424,6 +486,330 @@ cluster: {} replicas sharing the emulator's quota {}/s (burst {}) through Redis,
             if let Some(f) = &r.first_failure {
                 let _ = writeln!(out, "        first failure (lease {}): {f}", r.lease_calls);
             }
+        }
+    }
+}
+
+/// Which call a turn of the floor run sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FloorCall {
+    /// Unary `PutPartnerEvents` of one entry.
+    Put,
+    /// `grpc.health.v1.Health/Check`: tonic's floor.
+    Health,
+}
+
+impl FloorCall {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Put => "put",
+            Self::Health => "health",
+        }
+    }
+}
+
+/// One kind's turn of the floor run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorTurn {
+    pub call: FloorCall,
+    pub window_secs: f64,
+    /// Requests answered in the window (health: with any status)...
+    pub requests: u64,
+    /// ...and those that failed: an entry's error code, a health status
+    /// other than SERVING, a call failed whole.
+    pub failed: u64,
+    pub requests_per_sec: f64,
+    /// Send to answer.
+    pub latency_ms: Percentiles,
+    /// The gateway child's utime+stime over the window, and per request
+    /// answered in it, in µs.
+    pub gateway_cpu_secs: f64,
+    pub cpu_us_per_request: f64,
+    /// `PutPartnerEvents` calls the emulator received in the window, and
+    /// their mean entries (what coalescing made of the 1-entry requests).
+    pub upstream_calls: u64,
+    pub entries_per_call: f64,
+    pub first_failure: Option<String>,
+}
+
+impl FloorTurn {
+    /// The figures of one turn: its tally, the gateway's CPU seconds over
+    /// the window, the emulator's calls.
+    pub fn new(
+        call: FloorCall,
+        window_secs: f64,
+        mut tally: Tally,
+        gateway_cpu_secs: f64,
+        upstream: UpstreamTally,
+    ) -> Self {
+        Self {
+            call,
+            window_secs,
+            requests: tally.batches,
+            failed: tally.entries_failed + tally.errors,
+            requests_per_sec: tally.batches as f64 / window_secs.max(1e-3),
+            latency_ms: Percentiles::of(&mut tally.latencies_us),
+            gateway_cpu_secs,
+            cpu_us_per_request: if tally.batches == 0 {
+                f64::NAN
+            } else {
+                gateway_cpu_secs * 1e6 / tally.batches as f64
+            },
+            upstream_calls: upstream.calls,
+            entries_per_call: if upstream.calls == 0 {
+                0.0
+            } else {
+                upstream.entries as f64 / upstream.calls as f64
+            },
+            first_failure: tally.first_failure,
+        }
+    }
+}
+
+/// One round of the floor run: each kind's turn.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorRound {
+    pub round: u32,
+    /// The kind that went first.
+    pub first: FloorCall,
+    pub put: FloorTurn,
+    pub health: FloorTurn,
+}
+
+impl FloorRound {
+    /// The gateway's CPU per 1-entry request over its CPU per health check.
+    pub fn ratio(&self) -> f64 {
+        ratio(self.put.cpu_us_per_request, self.health.cpu_us_per_request)
+    }
+}
+
+/// The target: a 1-entry request may cost the gateway at most this many
+/// times the CPU of a health check.
+pub const FLOOR_MAX_RATIO: f64 = 1.5;
+
+/// The floor run: 1-entry `PutPartnerEvents` against health checks, taking
+/// turns against one gateway.
+#[derive(Debug, Clone, Serialize)]
+pub struct Floor {
+    pub emulator_latency_ms: u64,
+    /// Requests in flight in each turn (closed loop).
+    pub in_flight: usize,
+    pub warmup_secs: f64,
+    pub window_secs: f64,
+    pub rounds: Vec<FloorRound>,
+    /// Each round's ratio, put over health, and their median.
+    pub ratios: Vec<f64>,
+    pub median_ratio: f64,
+    /// Medians over the rounds of each kind's CPU per request, in µs.
+    pub put_cpu_us: f64,
+    pub health_cpu_us: f64,
+}
+
+impl Floor {
+    pub fn new(
+        emulator_latency_ms: u64,
+        in_flight: usize,
+        warmup_secs: f64,
+        window_secs: f64,
+        rounds: Vec<FloorRound>,
+    ) -> Self {
+        let ratios: Vec<f64> = rounds.iter().map(FloorRound::ratio).collect();
+        Self {
+            emulator_latency_ms,
+            in_flight,
+            warmup_secs,
+            window_secs,
+            median_ratio: median(ratios.clone()),
+            ratios,
+            put_cpu_us: median(rounds.iter().map(|r| r.put.cpu_us_per_request).collect()),
+            health_cpu_us: median(rounds.iter().map(|r| r.health.cpu_us_per_request).collect()),
+            rounds,
+        }
+    }
+
+    fn failed(&self) -> u64 {
+        self.rounds
+            .iter()
+            .map(|r| r.put.failed + r.health.failed)
+            .sum()
+    }
+
+    pub fn targets(&self) -> Vec<Target> {
+        vec![Target {
+            name: format!(
+                "floor: gateway CPU per 1-entry request <= {FLOOR_MAX_RATIO}x a grpc.health.v1 Check's ({} in flight, {} ms upstream)",
+                self.in_flight, self.emulator_latency_ms
+            ),
+            pass: !self.rounds.is_empty()
+                && self.failed() == 0
+                && self.median_ratio <= FLOOR_MAX_RATIO,
+            detail: format!(
+                "median of {} rounds {:.2}x ({}); {:.1} against {:.1} µs per request (medians); {} failed",
+                self.rounds.len(),
+                self.median_ratio,
+                self.ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}x"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                self.put_cpu_us,
+                self.health_cpu_us,
+                self.failed()
+            ),
+        }]
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "
+floor: one gateway, emulator {} ms per call, {} requests in flight (closed loop), {:.1} s windows after {:.1} s warm-up; 1-entry PutPartnerEvents and grpc.health.v1 Check taking turns
+  {:>5} {:<6} {:<6} {:>11} {:>8} {:>8} {:>15} {:>12} {:>6}",
+            self.emulator_latency_ms,
+            self.in_flight,
+            self.window_secs,
+            self.warmup_secs,
+            "round",
+            "first",
+            "call",
+            "requests/s",
+            "p50 ms",
+            "p99 ms",
+            "gw cpu/request",
+            "entries/call",
+            "failed"
+        );
+        for r in &self.rounds {
+            for t in [&r.put, &r.health] {
+                let _ = writeln!(
+                    out,
+                    "  {:>5} {:<6} {:<6} {:>11} {:>8.2} {:>8.2} {:>12.1} µs {:>12} {:>6}",
+                    r.round,
+                    r.first.name(),
+                    t.call.name(),
+                    thousands(t.requests_per_sec),
+                    t.latency_ms.p50,
+                    t.latency_ms.p99,
+                    t.cpu_us_per_request,
+                    if t.call == FloorCall::Put {
+                        format!("{:.2}", t.entries_per_call)
+                    } else {
+                        "-".to_string()
+                    },
+                    t.failed
+                );
+                if let Some(f) = &t.first_failure {
+                    let _ = writeln!(out, "        first failure ({}): {f}", t.call.name());
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "  gateway CPU per request, put over health: {} median {:.2}x ({:.1} against {:.1} µs)",
+            self.ratios
+                .iter()
+                .map(|r| format!("{r:.2}x"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            self.median_ratio,
+            self.put_cpu_us,
+            self.health_cpu_us
+        );
+    }
+}
+
+/// The quota run: one gateway paced at an emulated quota, 1-entry
+/// requests offering more than the quota carries.
+#[derive(Debug, Clone, Serialize)]
+pub struct AtQuota {
+    /// The emulator's quota in this run, and the gateway's pace and burst.
+    pub quota_calls_per_second: f64,
+    pub quota_burst: u32,
+    pub gateway_calls_per_second: f64,
+    pub gateway_burst: u32,
+    pub emulator_latency_ms: u64,
+    /// 1-entry unary requests kept in flight (closed loop).
+    pub in_flight: usize,
+    pub warmup_secs: f64,
+    /// What the emulator counted over the measured window.
+    pub upstream: QuotaWindow,
+    /// The callers' requests answered in the window.
+    pub callers: TenantRun,
+    /// The gateway child's utime+stime over the window.
+    pub gateway_cpu_secs: f64,
+    pub gateway_config: String,
+}
+
+/// The quota run's targets: at least this share of the physical limit
+/// delivered, and no call throttled.
+pub const AT_QUOTA_MIN_USED: f64 = 0.95;
+
+impl AtQuota {
+    pub fn targets(&self) -> Vec<Target> {
+        let u = &self.upstream;
+        vec![
+            Target {
+                name: format!(
+                    "at the quota ({}/s, scaled down): delivered entries/s >= {:.0}% of {}/s x 20",
+                    thousands(u.quota_calls_per_second),
+                    AT_QUOTA_MIN_USED * 100.0,
+                    thousands(u.quota_calls_per_second)
+                ),
+                pass: u.quota_used >= AT_QUOTA_MIN_USED,
+                detail: format!(
+                    "{:.1}% ({} of {} entries/s; {:.2} entries per call; {} caller requests failed)",
+                    u.quota_used * 100.0,
+                    thousands(u.entries_per_sec()),
+                    thousands(u.limit_entries_per_sec()),
+                    u.entries_per_call(),
+                    self.callers.failed
+                ),
+            },
+            Target {
+                name: "at the quota: no call throttled by the emulator".into(),
+                pass: u.calls > 0 && u.throttled == 0,
+                detail: throttled_detail(u.throttled, u.calls, u.throttled_share),
+            },
+        ]
+    }
+
+    fn render(&self, out: &mut String) {
+        let u = &self.upstream;
+        let c = &self.callers;
+        let _ = writeln!(
+            out,
+            "
+quota: emulator quota {}/s (burst {}), gateway paced at {}/s (burst {}), emulator {} ms per call; {} 1-entry unary requests in flight, {:.1} s warm-up then {:.2} s measured
+  delivered {} entries/s of the limit {}/s ({}/s x 20): {:.1}%; {} calls ({:.1}/s), {:.2} entries per call; throttled {} of {} calls ({:.2}%)
+  callers: {} requests answered ({}/s), p50/p99 {:.1}/{:.1} ms, {} failed; gateway CPU {:.0} µs per call",
+            thousands(self.quota_calls_per_second),
+            self.quota_burst,
+            thousands(self.gateway_calls_per_second),
+            self.gateway_burst,
+            self.emulator_latency_ms,
+            self.in_flight,
+            self.warmup_secs,
+            u.secs,
+            thousands(u.entries_per_sec()),
+            thousands(u.limit_entries_per_sec()),
+            thousands(u.quota_calls_per_second),
+            u.quota_used * 100.0,
+            thousands(u.ok_calls as f64),
+            u.ok_calls as f64 / u.secs.max(1e-3),
+            u.entries_per_call(),
+            thousands(u.throttled as f64),
+            thousands(u.calls as f64),
+            u.throttled_share * 100.0,
+            thousands(c.requests as f64),
+            thousands(c.requests as f64 / u.secs.max(1e-3)),
+            c.latency_ms.p50,
+            c.latency_ms.p99,
+            c.failed,
+            self.gateway_cpu_secs * 1e6 / u.ok_calls.max(1) as f64
+        );
+        if let Some(f) = &c.first_failure {
+            let _ = writeln!(out, "  first failure: {f}");
         }
     }
 }
@@ -440,6 +826,8 @@ pub struct DurableBench {
     pub runs: Vec<DurableRun>,
     /// Per batch size: DURABLE acks/s over SYNC's, each round and median.
     pub ratios: Vec<DurableRatio>,
+    /// DURABLE unary 20 at a fixed rate of half its maximum.
+    pub half_load: Option<DurableHalfLoad>,
     /// The restart after the gRPC fill, and after the library fill if the
     /// gRPC fill fell short.
     pub restarts: Vec<Restart>,
@@ -514,6 +902,30 @@ pub struct DurableRatio {
     pub durable_p99_ms: f64,
 }
 
+/// DURABLE unary 20 at a fixed share of the maximum the closed-loop runs
+/// measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct DurableHalfLoad {
+    /// The median of the closed-loop DURABLE unary-20 runs' requests/s...
+    pub max_requests_per_sec: f64,
+    /// ...each of them...
+    pub maxima: Vec<f64>,
+    /// ...the share of it sent (0.5 for the target), and the rate.
+    pub fraction: f64,
+    pub rate: f64,
+    /// The run: latency from when each request was due to its
+    /// acknowledgement (on disk, fsync'd).
+    pub run: DurableRun,
+    /// How late the generator itself started requests.
+    pub late_ms: Percentiles,
+}
+
+/// The DURABLE targets: at least this share of SYNC's entries/s with
+/// 20-entry batches...
+pub const DURABLE_MIN_RATIO: f64 = 0.5;
+/// ...and an acknowledgement p99 under this at half load.
+pub const DURABLE_HALF_LOAD_P99_MS: f64 = 10.0;
+
 /// A gateway's start on a large queue.
 #[derive(Debug, Clone, Serialize)]
 pub struct Restart {
@@ -563,6 +975,7 @@ impl DurableBench {
         callers: usize,
         detail_bytes: usize,
         runs: Vec<DurableRun>,
+        half_load: Option<DurableHalfLoad>,
         restarts: Vec<Restart>,
         gateway_config: String,
     ) -> Self {
@@ -612,9 +1025,57 @@ impl DurableBench {
             detail_bytes,
             runs,
             ratios,
+            half_load,
             restarts,
             gateway_config,
         }
+    }
+
+    /// The DURABLE targets: 20-entry batches at >= half SYNC's acks/s
+    /// (the median of the rounds), and p99 < 10 ms at half load.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut targets = Vec::new();
+        if let Some(q) = self.ratios.iter().find(|q| q.entries_per_batch == 20) {
+            targets.push(Target {
+                name: format!(
+                    "DURABLE unary 20, {} ms upstream: acks/s >= {DURABLE_MIN_RATIO}x SYNC's",
+                    self.emulator_latency_ms
+                ),
+                pass: q.median >= DURABLE_MIN_RATIO,
+                detail: format!(
+                    "median of {} rounds {:.2}x ({})",
+                    q.rounds.len(),
+                    q.median,
+                    q.rounds
+                        .iter()
+                        .map(|r| format!("{r:.2}x"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            });
+        }
+        if let Some(hl) = self.half_load.as_ref().filter(|hl| hl.fraction == 0.5) {
+            let m = &hl.run.measurement;
+            targets.push(Target {
+                name: format!(
+                    "DURABLE unary 20 at half its maximum, {} ms upstream: p99 acknowledgement < {DURABLE_HALF_LOAD_P99_MS} ms",
+                    self.emulator_latency_ms
+                ),
+                pass: m.batches > 0
+                    && m.errors + m.entries_failed + m.skipped == 0
+                    && m.latency_ms.p99 < DURABLE_HALF_LOAD_P99_MS,
+                detail: format!(
+                    "p99 {:.2} ms, p50 {:.2} ms at {} requests/s (half of {}); {} errors, {} skipped",
+                    m.latency_ms.p99,
+                    m.latency_ms.p50,
+                    thousands(hl.rate),
+                    thousands(hl.max_requests_per_sec),
+                    m.errors + m.entries_failed,
+                    m.skipped
+                ),
+            });
+        }
+        targets
     }
 
     fn render(&self, out: &mut String) {
@@ -682,6 +1143,36 @@ durable: unary, {} callers, emulator {} ms per call, detail {} bytes; SYNC and D
                 q.durable_p50_ms,
                 q.durable_p99_ms
             );
+        }
+        if let Some(hl) = &self.half_load {
+            let m = &hl.run.measurement;
+            let c = &hl.run.commits;
+            let _ = writeln!(
+                out,
+                "  half load: DURABLE unary-{} at {} requests/s ({:.0}% of the median closed-loop maximum {} requests/s; rounds {}): {} acks/s, p50/p99 {:.2}/{:.2} ms from when each request was due (generator late p50/p99 {:.2}/{:.2} ms); {:.1} commits/s, {:.1} acks/commit, writer busy {:.0}%; {} errors, {} skipped",
+                m.entries_per_batch,
+                thousands(hl.rate),
+                hl.fraction * 100.0,
+                thousands(hl.max_requests_per_sec),
+                hl.maxima
+                    .iter()
+                    .map(|r| thousands(*r))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                thousands(m.entries_per_sec),
+                m.latency_ms.p50,
+                m.latency_ms.p99,
+                hl.late_ms.p50,
+                hl.late_ms.p99,
+                c.commits_per_sec(),
+                c.acks_per_commit(),
+                c.writer_busy() * 100.0,
+                m.errors + m.entries_failed,
+                m.skipped
+            );
+            if let Some(f) = &m.first_failure {
+                let _ = writeln!(out, "        first failure: {f}");
+            }
         }
         for r in &self.restarts {
             let _ = writeln!(
@@ -1332,12 +1823,7 @@ impl Noisy {
                     NOISY_MAX_THROTTLED * 100.0
                 ),
                 pass: u.calls > 0 && u.throttled_share <= NOISY_MAX_THROTTLED,
-                detail: format!(
-                    "{} of {} calls ({:.2}%)",
-                    thousands(u.throttled as f64),
-                    thousands(u.calls as f64),
-                    u.throttled_share * 100.0
-                ),
+                detail: throttled_detail(u.throttled, u.calls, u.throttled_share),
             },
         ]
     }
@@ -1447,6 +1933,10 @@ pub struct Report {
     pub durable: Option<DurableBench>,
     /// Entries with and without idempotency keys, resends, memory per key.
     pub idempotency: Option<IdempotencyBench>,
+    /// 1-entry requests against health checks: the gateway's CPU over tonic's.
+    pub floor: Option<Floor>,
+    /// One gateway at an emulated quota.
+    pub quota: Option<AtQuota>,
     pub targets: Vec<Target>,
 }
 
@@ -1553,6 +2043,9 @@ impl Report {
                 });
             }
         }
+        if let Some(t) = self.stream_cpu_target(latency_ms) {
+            targets.push(t);
+        }
         let streams: Vec<&Measurement> = self
             .measurements
             .iter()
@@ -1608,7 +2101,57 @@ impl Report {
         if let Some(n) = &self.noisy {
             targets.extend(n.targets());
         }
+        if let Some(q) = &self.quota {
+            targets.extend(q.targets());
+        }
+        if let Some(d) = &self.durable {
+            targets.extend(d.targets());
+        }
+        if let Some(f) = &self.floor {
+            targets.extend(f.targets());
+        }
         self.targets = targets;
+    }
+
+    /// Streams of 1-entry batches: at most [`STREAM_MAX_CPU_PER_100K`] s of
+    /// gateway CPU per 100k entries, judged on stream-1 x100 at the
+    /// latency runs' latency, in the run the stream target takes
+    /// ([`best_stream_run`]); the scenario's other load levels are listed.
+    fn stream_cpu_target(&self, latency_ms: u64) -> Option<Target> {
+        const SCENARIO: &str = "stream-1 x100";
+        if latency_ms == 0 {
+            return None;
+        }
+        let g = best_stream_run(&self.measurements, SCENARIO, latency_ms)?;
+        let cpu = g.gateway_cpu_secs_per_100k?;
+        let levels: Vec<String> = self
+            .measurements
+            .iter()
+            .filter(|m| {
+                m.path == Path::Gateway
+                    && m.scenario == SCENARIO
+                    && m.emulator_latency_ms == latency_ms
+            })
+            .filter_map(|m| {
+                Some(format!(
+                    "{:.2} s at {}",
+                    m.gateway_cpu_secs_per_100k?, m.in_flight
+                ))
+            })
+            .collect();
+        Some(Target {
+            name: format!(
+                "{SCENARIO}, {latency_ms} ms latency: gateway CPU per 100k entries (gw cpu/100k) <= {STREAM_MAX_CPU_PER_100K:.1} s"
+            ),
+            pass: cpu <= STREAM_MAX_CPU_PER_100K,
+            detail: format!(
+                "{cpu:.2} s in the run the stream target takes ({} batches in flight per stream, {} entries/s, p99 {:.1} ms); every load level (s at batches in flight): {}",
+                g.in_flight,
+                thousands(g.entries_per_sec),
+                g.latency_ms.p99,
+                levels.join(", ")
+            ),
+        })
     }
 
     /// The human-readable table.
@@ -1738,6 +2281,12 @@ impl Report {
         if let Some(i) = &self.idempotency {
             i.render(&mut out);
         }
+        if let Some(q) = &self.quota {
+            q.render(&mut out);
+        }
+        if let Some(f) = &self.floor {
+            f.render(&mut out);
+        }
         if !self.targets.is_empty() {
             let _ = writeln!(out, "\ntargets (reported, not asserted)");
             for t in &self.targets {
@@ -1756,6 +2305,80 @@ impl Report {
         }
         out
     }
+}
+
+#[cfg(test)]
+impl Measurement {
+    /// A closed-loop run of 1-entry batches from 100 callers or streams
+    /// over 1 s: `entries_per_sec` batches, each answered in `p99_ms`.
+    pub fn closed_loop_run(
+        scenario: &str,
+        path: Path,
+        latency_ms: u64,
+        entries_per_sec: u64,
+        p99_ms: u32,
+        in_flight: usize,
+    ) -> Self {
+        let tally = Tally {
+            latencies_us: vec![p99_ms * 1000; 10],
+            batches: entries_per_sec,
+            entries_ok: entries_per_sec,
+            ..Tally::default()
+        };
+        Measurement::new(
+            scenario.into(),
+            path,
+            latency_ms,
+            "closed loop".into(),
+            1,
+            100,
+            1.0,
+            tally,
+            UpstreamTally::default(),
+            None,
+            0.0,
+        )
+        .with_in_flight(in_flight)
+    }
+}
+
+#[cfg(test)]
+impl Report {
+    /// A report of `measurements` alone, for tests.
+    pub fn with_measurements(measurements: Vec<Measurement>) -> Self {
+        Self {
+            notes: vec![],
+            cpus: 2,
+            duration_secs: 1.0,
+            warmup_secs: 0.5,
+            unary_callers: 64,
+            stream_batches_in_flight: 64,
+            stream_entries_in_flight: vec![1000, 2000],
+            gateway_config: String::new(),
+            stall_gateway_config: String::new(),
+            measurements,
+            paired: Vec::new(),
+            half_load: Vec::new(),
+            stall: None,
+            noisy: None,
+            cluster: None,
+            durable: None,
+            idempotency: None,
+            floor: None,
+            quota: None,
+            targets: vec![],
+        }
+    }
+}
+
+/// `3 of 750 calls (0.40%)`.
+fn throttled_detail(throttled: u64, calls: u64, share: f64) -> String {
+    format!(
+        "{} of {} calls ({:.2}%)",
+        thousands(throttled as f64),
+        thousands(calls as f64),
+        share * 100.0
+    )
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -1890,50 +2513,18 @@ mod tests {
     }
 
     fn stream_run(path: Path, entries_per_sec: u64, p99_ms: u32, in_flight: usize) -> Measurement {
-        let secs = 1.0;
-        let tally = Tally {
-            latencies_us: vec![p99_ms * 1000; 10],
-            batches: entries_per_sec,
-            entries_ok: entries_per_sec,
-            ..Tally::default()
-        };
-        Measurement::new(
-            "stream-1 x100".into(),
+        Measurement::closed_loop_run(
+            "stream-1 x100",
             path,
             20,
-            "closed loop".into(),
-            1,
-            100,
-            secs,
-            tally,
-            UpstreamTally::default(),
-            None,
-            0.0,
+            entries_per_sec,
+            p99_ms,
+            in_flight,
         )
-        .with_in_flight(in_flight)
     }
 
     fn report(measurements: Vec<Measurement>) -> Report {
-        Report {
-            notes: vec![],
-            cpus: 2,
-            duration_secs: 1.0,
-            warmup_secs: 0.5,
-            unary_callers: 64,
-            stream_batches_in_flight: 64,
-            stream_entries_in_flight: vec![1000, 2000],
-            gateway_config: String::new(),
-            stall_gateway_config: String::new(),
-            measurements,
-            paired: Vec::new(),
-            half_load: Vec::new(),
-            stall: None,
-            noisy: None,
-            cluster: None,
-            durable: None,
-            idempotency: None,
-            targets: vec![],
-        }
+        Report::with_measurements(measurements)
     }
 
     /// The stream-1 x100 target judged from `measurements` (20 ms latency).
@@ -2258,12 +2849,16 @@ mod tests {
     fn the_cluster_run_prints_figures_per_call_for_each_lease() {
         let run = |lease_calls, redis_round_trips| ClusterRun {
             lease_calls,
-            secs: 5.0,
-            calls: 750,
-            throttled: 3,
-            delivered: 15_000,
-            quota_used: 1.0,
-            throttled_share: 0.004,
+            upstream: QuotaWindow {
+                secs: 5.0,
+                quota_calls_per_second: 150.0,
+                calls: 750,
+                ok_calls: 747,
+                throttled: 3,
+                delivered: 15_000,
+                quota_used: 1.0,
+                throttled_share: 0.004,
+            },
             gateway_cpu_secs: 1.5,
             redis_cpu_secs: 0.15,
             redis_round_trips,
@@ -2302,25 +2897,38 @@ mod tests {
         assert_eq!(json["cluster"]["runs"][1]["redis_round_trips"], 750);
     }
 
+    /// A durable run of `entries`-entry requests at `entries_per_sec`, p99 `p99_ms`.
+    fn durable_run(
+        delivery: &str,
+        round: u32,
+        entries: usize,
+        entries_per_sec: u64,
+        p99_ms: f64,
+        commits: CommitFigures,
+    ) -> DurableRun {
+        let mut m = unary_run(Path::Gateway, entries_per_sec);
+        m.entries_per_batch = entries;
+        m.latency_ms.p99 = p99_ms;
+        DurableRun {
+            delivery: delivery.into(),
+            round,
+            measurement: m,
+            commits,
+        }
+    }
+
     #[test]
     fn the_durable_run_gives_ratios_per_batch_size_and_prints_its_restarts() {
+        let commits = CommitFigures {
+            secs: 2.0,
+            commits: 100,
+            changes: 800,
+            commit_seconds: 0.2,
+            enqueued: 4_000,
+            queued_at_end: 0,
+        };
         let run = |delivery: &str, round, entries, entries_per_sec: u64, p99_ms| {
-            let mut m = unary_run(Path::Gateway, entries_per_sec);
-            m.entries_per_batch = entries;
-            m.latency_ms.p99 = p99_ms;
-            DurableRun {
-                delivery: delivery.into(),
-                round,
-                measurement: m,
-                commits: CommitFigures {
-                    secs: 2.0,
-                    commits: 100,
-                    changes: 800,
-                    commit_seconds: 0.2,
-                    enqueued: 4_000,
-                    queued_at_end: 0,
-                },
-            }
+            durable_run(delivery, round, entries, entries_per_sec, p99_ms, commits)
         };
         let runs = vec![
             run("sync", 1, 1, 2_000, 30.0),
@@ -2349,7 +2957,7 @@ mod tests {
             fill_failed: 0,
             first_failure: None,
         };
-        let d = DurableBench::new(20, 64, 228, runs, vec![restart], String::new());
+        let d = DurableBench::new(20, 64, 228, runs, None, vec![restart], String::new());
         assert_eq!(d.ratios.len(), 2);
         // Each DURABLE run over the SYNC run of its own round.
         assert_eq!(d.ratios[0].rounds, vec![3.0, 3.0]);
@@ -2469,5 +3077,255 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["idempotency"]["comparisons"][0]["cpu_ratio"], 1.75);
         assert_eq!(json["idempotency"]["memory"]["keys_held"], 200_000);
+    }
+
+    fn floor_turn(call: FloorCall, requests: u64, cpu_secs: f64, failed: u64) -> FloorTurn {
+        let tally = Tally {
+            latencies_us: vec![20_000; requests as usize],
+            batches: requests,
+            entries_ok: requests - failed,
+            entries_failed: failed,
+            ..Tally::default()
+        };
+        let upstream = UpstreamTally {
+            calls: requests / 20,
+            entries: requests,
+            failed_calls: 0,
+        };
+        FloorTurn::new(call, 1.0, tally, cpu_secs, upstream)
+    }
+
+    fn floor(rounds: &[(f64, f64)]) -> Floor {
+        let rounds = rounds
+            .iter()
+            .enumerate()
+            .map(|(i, &(put_cpu, health_cpu))| FloorRound {
+                round: i as u32 + 1,
+                first: if i % 2 == 0 {
+                    FloorCall::Put
+                } else {
+                    FloorCall::Health
+                },
+                put: floor_turn(FloorCall::Put, 10_000, put_cpu, 0),
+                health: floor_turn(FloorCall::Health, 20_000, health_cpu, 0),
+            })
+            .collect();
+        Floor::new(20, 512, 0.5, 1.0, rounds)
+    }
+
+    #[test]
+    fn the_floor_target_is_the_median_of_each_rounds_cpu_per_request_ratio() {
+        // 10,000 puts on 0.375 s = 37.5 µs each, 20,000 checks on 0.5 s =
+        // 25 µs: 1.5x.
+        let f = floor(&[(0.375, 0.5), (0.5, 0.5), (0.3125, 0.5)]);
+        assert_eq!(f.rounds[0].put.cpu_us_per_request, 37.5);
+        assert_eq!(f.rounds[0].health.cpu_us_per_request, 25.0);
+        assert_eq!(f.ratios, vec![1.5, 2.0, 1.25]);
+        assert_eq!(f.median_ratio, 1.5);
+        assert_eq!(f.rounds[0].put.entries_per_call, 20.0);
+        let t = &f.targets()[0];
+        assert!(t.pass, "{}", t.detail);
+        assert!(
+            t.detail.starts_with(
+                "median of 3 rounds 1.50x (1.50x 2.00x 1.25x); 37.5 against 25.0 µs per request"
+            ),
+            "{}",
+            t.detail
+        );
+        // Over the bound, or a failed request, fails it.
+        assert!(!floor(&[(0.4, 0.5), (0.5, 0.5)]).targets()[0].pass);
+        let mut f = floor(&[(0.25, 0.5), (0.25, 0.5)]);
+        assert!(f.targets()[0].pass);
+        f.rounds[1].health = floor_turn(FloorCall::Health, 20_000, 0.5, 1);
+        assert!(!f.targets()[0].pass);
+
+        let mut r = report(Vec::new());
+        r.floor = Some(floor(&[(0.375, 0.5), (0.5, 0.5)]));
+        r.judge(20);
+        assert!(
+            r.targets[0].name.starts_with(
+                "floor: gateway CPU per 1-entry request <= 1.5x a grpc.health.v1 Check's (512 in flight, 20 ms upstream)"
+            ),
+            "{}",
+            r.targets[0].name
+        );
+        let out = r.render();
+        assert!(
+            out.contains("put over health: 1.50x 2.00x median 1.75x"),
+            "{out}"
+        );
+        assert!(out.contains("10,000") && out.contains("20,000"), "{out}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["floor"]["rounds"][1]["first"], "health");
+        assert_eq!(json["floor"]["median_ratio"], 1.75);
+    }
+
+    fn at_quota(delivered: u64, ok_calls: u64, throttled: u64) -> AtQuota {
+        let before = RecordCounts::default();
+        let after = RecordCounts {
+            calls: ok_calls + throttled,
+            ok_calls,
+            throttled,
+            delivered,
+            ..RecordCounts::default()
+        };
+        AtQuota {
+            quota_calls_per_second: 150.0,
+            quota_burst: 20,
+            gateway_calls_per_second: 150.0,
+            gateway_burst: 5,
+            emulator_latency_ms: 20,
+            in_flight: 512,
+            warmup_secs: 1.0,
+            upstream: QuotaWindow::between(&before, &after, 5.0, 150.0),
+            callers: tenant_run(delivered, 180.0, 0),
+            gateway_cpu_secs: 1.5,
+            gateway_config: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_quota_run_judges_the_share_of_the_physical_limit_and_throttling() {
+        // 5 s at 150 calls/s x 20: 15,000 entries is the limit; 14,250 is 95%.
+        let q = at_quota(14_250, 713, 0);
+        assert_eq!(q.upstream.quota_used, 0.95);
+        assert!((q.upstream.entries_per_call() - 14_250.0 / 713.0).abs() < 1e-9);
+        assert_eq!(
+            q.targets().iter().map(|t| t.pass).collect::<Vec<_>>(),
+            [true, true]
+        );
+        assert!(
+            q.targets()[0]
+                .detail
+                .starts_with("95.0% (2,850 of 3,000 entries/s; 19.99 entries per call"),
+            "{}",
+            q.targets()[0].detail
+        );
+        assert!(!at_quota(14_249, 713, 0).targets()[0].pass);
+        assert!(!at_quota(15_000, 750, 1).targets()[1].pass);
+        // No calls at all is no figure, not a pass.
+        assert!(!at_quota(0, 0, 0).targets()[1].pass);
+
+        let mut r = report(Vec::new());
+        r.quota = Some(at_quota(15_000, 750, 0));
+        r.judge(20);
+        assert_eq!(r.targets.len(), 2);
+        let out = r.render();
+        assert!(
+            out.contains("delivered 3,000 entries/s of the limit 3,000/s (150/s x 20): 100.0%"),
+            "{out}"
+        );
+        assert!(out.contains("gateway CPU 2000 µs per call"), "{out}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["quota"]["upstream"]["throttled"], 0);
+    }
+
+    #[test]
+    fn the_durable_targets_take_the_unary_20_median_and_the_half_load_p99() {
+        let run = |delivery: &str, round, entries, entries_per_sec: u64, p99_ms| {
+            durable_run(
+                delivery,
+                round,
+                entries,
+                entries_per_sec,
+                p99_ms,
+                CommitFigures::default(),
+            )
+        };
+        let runs = vec![
+            run("sync", 1, 20, 40_000, 60.0),
+            run("durable", 1, 20, 20_000, 90.0),
+            run("durable", 2, 20, 32_000, 90.0),
+            run("sync", 2, 20, 40_000, 60.0),
+        ];
+        let half = |p99_ms| DurableHalfLoad {
+            max_requests_per_sec: 1_250.0,
+            maxima: vec![1_000.0, 1_500.0],
+            fraction: 0.5,
+            rate: 625.0,
+            run: run("durable", 1, 20, 12_500, p99_ms),
+            late_ms: Percentiles::default(),
+        };
+        let d = DurableBench::new(
+            20,
+            64,
+            228,
+            runs.clone(),
+            Some(half(9.9)),
+            vec![],
+            String::new(),
+        );
+        let t = d.targets();
+        assert_eq!(t.len(), 2);
+        // Rounds 0.50x and 0.80x: median 0.65x.
+        assert!(
+            t[0].pass
+                && t[0]
+                    .detail
+                    .starts_with("median of 2 rounds 0.65x (0.50x 0.80x)"),
+            "{}",
+            t[0].detail
+        );
+        assert!(t[1].pass, "{}", t[1].detail);
+        assert!(t[1].detail.starts_with("p99 9.90 ms"), "{}", t[1].detail);
+        let d = DurableBench::new(
+            20,
+            64,
+            228,
+            runs.clone(),
+            Some(half(10.0)),
+            vec![],
+            String::new(),
+        );
+        assert!(!d.targets()[1].pass);
+        // Another share of the maximum is printed, not judged.
+        let mut other = half(3.0);
+        other.fraction = 0.25;
+        let d = DurableBench::new(20, 64, 228, runs, Some(other), vec![], String::new());
+        assert_eq!(d.targets().len(), 1);
+        let mut r = report(Vec::new());
+        r.durable = Some(d);
+        let out = r.render();
+        assert!(
+            out.contains("half load: DURABLE unary-20 at 625 requests/s (25% of the median closed-loop maximum 1,250 requests/s; rounds 1,000 1,500)"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn the_stream_cpu_target_takes_the_run_the_stream_target_takes() {
+        let cpu = |m: Measurement, cpu: f64| Measurement {
+            gateway_cpu_secs_per_100k: Some(cpu),
+            ..m
+        };
+        let mut r = report(vec![
+            stream_run(Path::Baseline, 4_000, 25, 1),
+            cpu(stream_run(Path::Gateway, 50_000, 30, 10), 0.9),
+            cpu(stream_run(Path::Gateway, 64_000, 45, 20), 1.1),
+            cpu(stream_run(Path::Gateway, 70_000, 90, 40), 0.8),
+        ]);
+        r.judge(20);
+        let t = target(
+            &r,
+            "stream-1 x100, 20 ms latency: gateway CPU per 100k entries",
+        );
+        assert!(!t.pass, "{}", t.detail);
+        assert!(
+            t.detail.starts_with("1.10 s in the run the stream target takes (20 batches in flight per stream, 64,000 entries/s"),
+            "{}",
+            t.detail
+        );
+        assert!(
+            t.detail
+                .ends_with("0.90 s at 10, 1.10 s at 20, 0.80 s at 40"),
+            "{}",
+            t.detail
+        );
+        r.measurements[2].gateway_cpu_secs_per_100k = Some(1.0);
+        r.judge(20);
+        assert!(target(&r, "stream-1 x100, 20 ms latency: gateway CPU").pass);
+        // Not judged without the latency runs.
+        r.judge(0);
+        assert!(!r.targets.iter().any(|t| t.name.contains("gw cpu/100k")));
     }
 }
