@@ -3,8 +3,8 @@
 //!
 //! One fresh gateway child (the throughput runs' config: unpaced, the
 //! emulator's quota off), the emulator at the latency runs' latency. Two
-//! kinds of load take turns against it over the same connections, each
-//! with [`IN_FLIGHT`] requests in flight (closed loop) for the same
+//! kinds of load take turns against it, each turn on connections of its
+//! own, each with [`IN_FLIGHT`] requests in flight (closed loop) for the same
 //! warm-up and window: unary `PutPartnerEvents` of one entry, and
 //! `grpc.health.v1.Health/Check`, which goes through the same server and
 //! layers (HTTP/2, routing, protobuf, the gRPC metrics and call tracking)
@@ -88,7 +88,7 @@ pub async fn floor(h: &Harness) -> Result<Floor, String> {
 /// The note on how the floor run is made and measured.
 pub fn note(plan: &super::Plan) -> String {
     format!(
-        "Floor: one fresh gateway child (the throughput runs' config: unpaced, the emulator's quota off), the emulator at {} ms per call. Turns of {IN_FLIGHT} unary PutPartnerEvents of 1 entry in flight (closed loop) and {IN_FLIGHT} grpc.health.v1.Health/Check (for {}) in flight over the same connections, {:.1} s warm-up then {:.1} s measured each, {} rounds (put first in odd rounds, health first in even ones). gw cpu/request: the child's utime+stime over the window / requests answered in it. The ratio is put over health per round, and the median of the rounds; the health check goes through the same server and layers to a handler that reads a map: tonic's floor on this gateway.",
+        "Floor: one fresh gateway child (the throughput runs' config: unpaced, the emulator's quota off), the emulator at {} ms per call. Turns of {IN_FLIGHT} unary PutPartnerEvents of 1 entry in flight (closed loop) and {IN_FLIGHT} grpc.health.v1.Health/Check (for {}) in flight, each turn on connections of its own, {:.1} s warm-up then {:.1} s measured each, {} rounds (put first in odd rounds, health first in even ones). gw cpu/request: the child's utime+stime over the window / requests answered in it. The ratio is put over health per round, and the median of the rounds; the health check goes through the same server and layers to a handler that reads a map: tonic's floor on this gateway.",
         plan.latency_ms,
         crate::server::SERVICE_NAME,
         plan.warmup.as_secs_f64(),
