@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{entry, sample, scrape, StateDir, TestGateway};
+use common::{assert_sent_once, entry, ids, sample, scrape, StateDir, TestGateway};
 use partner_events_gateway::{
     emulator::{Fault, FaultRule},
     proto::{
@@ -62,16 +62,6 @@ async fn put_within(
         .await
         .expect("the call succeeds")
         .into_inner()
-}
-
-fn ids(r: &PutPartnerEventsResponse) -> Vec<String> {
-    r.entries
-        .iter()
-        .map(|e| {
-            assert!(e.error_code.is_empty() && !e.event_id.is_empty(), "{e:?}");
-            e.event_id.clone()
-        })
-        .collect()
 }
 
 /// How many events of `detail_type` the emulator holds.
@@ -135,18 +125,8 @@ async fn ten_concurrent_copies_are_sent_once() {
     slow_calls(&gw, "Concurrent", 300, None);
     let answers =
         futures::future::join_all((0..10).map(|_| put(&gw, keyed("Concurrent", "c", 20)))).await;
-    let first = ids(&answers[0]);
-    for a in &answers {
-        assert_eq!(ids(a), first, "every answer carries the same event ids");
-    }
     // Each entry was sent by exactly one of the ten.
-    for i in 0..20 {
-        let sent = answers
-            .iter()
-            .filter(|a| !a.entries[i].deduplicated)
-            .count();
-        assert_eq!(sent, 1, "entry {i}");
-    }
+    assert_sent_once(&answers, 20);
     assert_eq!(held(&gw, "Concurrent"), 20, "each event once");
     gw.stop().await;
 }

@@ -260,6 +260,34 @@ pub async fn health(
 }
 
 /// An entry with a JSON-text detail.
+/// The event ids of an answer in which every entry was accepted.
+pub fn ids(r: &PutPartnerEventsResponse) -> Vec<String> {
+    r.entries
+        .iter()
+        .map(|e| {
+            assert!(e.error_code.is_empty() && !e.event_id.is_empty(), "{e:?}");
+            e.event_id.clone()
+        })
+        .collect()
+}
+
+/// Copies of one keyed batch of `entries` entries, sent concurrently: every
+/// answer carries the same event ids, and each entry was sent by exactly
+/// one copy (the others answered `deduplicated`).
+pub fn assert_sent_once(answers: &[PutPartnerEventsResponse], entries: usize) {
+    let first = ids(&answers[0]);
+    for a in answers {
+        assert_eq!(ids(a), first, "every answer carries the same event ids");
+    }
+    for i in 0..entries {
+        let sent = answers
+            .iter()
+            .filter(|a| !a.entries[i].deduplicated)
+            .count();
+        assert_eq!(sent, 1, "entry {i}");
+    }
+}
+
 pub fn entry(detail_type: &str, detail: &str) -> PartnerEventEntry {
     PartnerEventEntry {
         time: None,
