@@ -16,8 +16,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    active_emulator, assert_sent_once, entry, eventually_async, ids, redis::RedisServer, sample,
-    scrape, TestGateway,
+    active_emulator, assert_sent_once, entry, eventually_async, ids, keyed, redis::RedisServer,
+    sample, scrape, TestGateway,
 };
 use partner_events_gateway::{
     emulator::{EmulatorHandle, Fault, FaultRule},
@@ -105,17 +105,6 @@ impl Pair {
 async fn metric(gw: &TestGateway, name: &str) -> f64 {
     let text = scrape(gw.gateway.metrics_addr().expect("metrics listen")).await;
     sample(&text, name).unwrap_or(0.0)
-}
-
-/// `n` entries of `detail_type`, keyed `{tag}-{i}`, with details unique to
-/// the tag.
-fn keyed(detail_type: &str, tag: &str, n: usize) -> Vec<PartnerEventEntry> {
-    (0..n)
-        .map(|i| PartnerEventEntry {
-            idempotency_key: format!("{tag}-{i}"),
-            ..entry(detail_type, &format!(r#"{{"m":"{tag}-{i}"}}"#))
-        })
-        .collect()
 }
 
 /// Sends one unary request through `client` with the caller's deadline

@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_sent_once, entry, ids, sample, scrape, StateDir, TestGateway};
+use common::{assert_sent_once, entry, ids, keyed, sample, scrape, StateDir, TestGateway};
 use partner_events_gateway::{
     emulator::{Fault, FaultRule},
     proto::{
@@ -24,17 +24,6 @@ use partner_events_gateway::{
 use tonic::{Code, Request};
 
 const TENANT: &str = "acme";
-
-/// `n` entries of `detail_type`, keyed `{tag}-{i}`, with details unique to
-/// the tag.
-fn keyed(detail_type: &str, tag: &str, n: usize) -> Vec<PartnerEventEntry> {
-    (0..n)
-        .map(|i| PartnerEventEntry {
-            idempotency_key: format!("{tag}-{i}"),
-            ..entry(detail_type, &format!(r#"{{"m":"{tag}-{i}"}}"#))
-        })
-        .collect()
-}
 
 fn request(entries: Vec<PartnerEventEntry>, delivery: DeliveryMode) -> PutPartnerEventsRequest {
     PutPartnerEventsRequest {

@@ -288,6 +288,17 @@ pub fn assert_sent_once(answers: &[PutPartnerEventsResponse], entries: usize) {
     }
 }
 
+/// `n` entries of `detail_type`, keyed `{tag}-{i}`, with details unique to
+/// the tag.
+pub fn keyed(detail_type: &str, tag: &str, n: usize) -> Vec<PartnerEventEntry> {
+    (0..n)
+        .map(|i| PartnerEventEntry {
+            idempotency_key: format!("{tag}-{i}"),
+            ..entry(detail_type, &format!(r#"{{"m":"{tag}-{i}"}}"#))
+        })
+        .collect()
+}
+
 pub fn entry(detail_type: &str, detail: &str) -> PartnerEventEntry {
     PartnerEventEntry {
         time: None,
