@@ -53,7 +53,7 @@ pub use self::{
 };
 use self::{
     record::{Progress, Receipts},
-    store::{Change, Done, Finish, Store},
+    store::{Change, Done, Finish, Settle, Store},
     writer::Writer,
 };
 use crate::{
@@ -121,6 +121,8 @@ struct Pending {
     bytes: u32,
     age_from_ms: u64,
     progress: Tally,
+    /// A `progress` row is on disk for it (to delete when it finishes).
+    progress_row: bool,
     in_flight: bool,
 }
 
@@ -140,21 +142,6 @@ impl From<&Progress> for Tally {
             rounds: p.rounds,
             next_ms: p.next_ms,
             maybe_sent: p.maybe_sent,
-        }
-    }
-}
-
-impl Tally {
-    /// As recorded on disk when a round starts.
-    fn starting_round(self) -> Progress {
-        Progress {
-            attempts: self.attempts,
-            maybe_sent: self.maybe_sent,
-            in_round: true,
-            last_code: String::new(),
-            last_message: String::new(),
-            next_ms: self.next_ms,
-            rounds: self.rounds,
         }
     }
 }
@@ -220,6 +207,8 @@ pub struct Durable {
     reports: watch::Receiver<u64>,
     metrics: Arc<Metrics>,
     recovery: Recovery,
+    /// The last delivery round's id (rounds under way have a row each).
+    rounds: AtomicU64,
 }
 
 /// What the queue held at start-up.
@@ -274,6 +263,7 @@ impl Durable {
                     bytes: (e.bytes + ENTRY_OVERHEAD_BYTES) as u32,
                     age_from_ms: e.age_from_ms,
                     progress,
+                    progress_row: e.progress_row,
                     in_flight: false,
                 },
             );
@@ -311,6 +301,7 @@ impl Durable {
             reports,
             metrics,
             recovery,
+            rounds: AtomicU64::new(0),
         });
         durable.update_gauges();
         Ok((durable, opened))
@@ -426,6 +417,7 @@ impl Durable {
                         bytes: bytes as u32,
                         age_from_ms: now,
                         progress: Tally::default(),
+                        progress_row: false,
                         in_flight: false,
                     },
                 );
@@ -600,6 +592,7 @@ impl Durable {
                         bytes: bytes as u32,
                         age_from_ms: entry.age_from_ms,
                         progress: Tally::from(&progress),
+                        progress_row: true,
                         in_flight: false,
                     },
                 );
@@ -815,19 +808,13 @@ impl Durable {
         share: TenantShare,
         receipts: Vec<Receipt>,
     ) {
-        let starts: Vec<(Receipt, Progress)> = {
-            let state = lock(&self.state);
-            receipts
-                .iter()
-                .filter_map(|r| {
-                    state
-                        .pending
-                        .get(r)
-                        .map(|p| (*r, p.progress.starting_round()))
-                })
-                .collect()
+        // One row marks the round's entries as possibly sent from here on.
+        let round = self.rounds.fetch_add(1, Ordering::Relaxed) + 1;
+        let start = Change::Start {
+            round,
+            receipts: receipts.clone(),
         };
-        if let Err(e) = self.writer.commit(Change::Progress(starts)).await {
+        if let Err(e) = self.writer.commit(start).await {
             tracing::warn!(error = %e, entries = receipts.len(), "could not record a delivery round's start; trying again in a second");
             self.requeue(&receipts, now_ms() + 1_000);
             return;
@@ -839,11 +826,11 @@ impl Durable {
             Ok(Ok(entries)) => entries,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "could not read queued entries; trying again in a second");
-                self.requeue(&receipts, now_ms() + 1_000);
+                self.abandon(round, &receipts).await;
                 return;
             }
             Err(_) => {
-                self.requeue(&receipts, now_ms() + 1_000);
+                self.abandon(round, &receipts).await;
                 return;
             }
         };
@@ -883,6 +870,7 @@ impl Durable {
             order.push((receipt, e.tenant, e.batch_id, e.index, e.accepted_ms));
         }
         if prepared.is_empty() {
+            self.abandon(round, &[]).await;
             return;
         }
         let deadline = Instant::now() + self.settings.attempt_timeout;
@@ -895,12 +883,27 @@ impl Durable {
                 *slot = Some(r);
             }
         }
-        self.settle(order, by_index).await;
+        self.settle(round, order, by_index).await;
+    }
+
+    /// A round that sent nothing: its entries are tried again in a second,
+    /// and its row goes (if it cannot, they only count as possibly sent
+    /// after the next start).
+    async fn abandon(&self, round: u64, receipts: &[Receipt]) {
+        if !receipts.is_empty() {
+            self.requeue(receipts, now_ms() + 1_000);
+        }
+        let settle = Settle {
+            round: Some(round),
+            ..Settle::default()
+        };
+        let _ = self.writer.commit(Change::Settle(settle)).await;
     }
 
     /// Commits each entry's outcome after a round.
     async fn settle(
         &self,
+        round: u64,
         order: Vec<(Receipt, String, String, u32, u64)>,
         results: Vec<Option<EntryResult>>,
     ) {
@@ -951,6 +954,7 @@ impl Durable {
                                 p.progress.maybe_sent,
                             ),
                             dead: None,
+                            progress_row: p.progress_row,
                         });
                     }
                     Outcome::Failed { code, message } => {
@@ -1004,6 +1008,7 @@ impl Durable {
                             receipt,
                             report: report(REPORT_DEAD, String::new(), code, message, maybe_sent),
                             dead: Some(entry_dead),
+                            progress_row: p.progress_row,
                         });
                     }
                 }
@@ -1030,22 +1035,15 @@ impl Durable {
             .iter()
             .map(|f| (f.receipt, f.dead.is_some()))
             .collect();
-        let finish = async {
-            if finishes.is_empty() {
-                return Ok(Done::Nothing);
-            }
-            self.commit_until_done(Change::Finish(finishes)).await
-        };
-        let retry = async {
-            if retries.is_empty() {
-                return Ok(Done::Nothing);
-            }
-            self.writer.commit(Change::Progress(retries.clone())).await
-        };
-        let (committed, retried) = tokio::join!(finish, retry);
-        if let Err(e) = &retried {
-            tracing::warn!(error = %e, "could not record delivery progress; the entries are resent as due");
-        }
+        // Outcomes, retries and the round's end in one commit: until it
+        // holds, a crash leaves every entry of the round possibly sent.
+        let committed = self
+            .commit_until_done(Change::Settle(Settle {
+                round: Some(round),
+                finishes,
+                retries: retries.clone(),
+            }))
+            .await;
         let m = &self.metrics.durable;
         let (mut delivered, mut dead) = (0, 0);
         {
@@ -1072,6 +1070,7 @@ impl Durable {
                     // The last failure's words stay on disk (GetDeliveries
                     // reads them there): memory holds counts and times.
                     p.progress = Tally::from(progress);
+                    p.progress_row |= committed.is_ok();
                 }
                 state.make_ready(*receipt, due);
             }

@@ -36,6 +36,12 @@ const OUTCOMES: TableDefinition<u128, u64> = TableDefinition::new("outcomes");
 const DEAD: TableDefinition<u128, &[u8]> = TableDefinition::new("dead");
 const UNREADABLE: TableDefinition<u128, &[u8]> = TableDefinition::new("unreadable");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Delivery rounds under way: a round's id to the receipts it carries
+/// (16 bytes each). One row marks a whole round's entries as possibly sent
+/// (a per-entry `progress` row each cost twice the writer's time); it goes
+/// in the commit of the round's outcomes, and a row left by a crash turns
+/// into its entries' `maybe_sent` progress at the next start.
+const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
 /// Idempotency keys of queued entries: (expires_ms, key hash) to the
 /// entry's fingerprint and receipt (16 bytes each), so that they expire in
 /// ranges and survive a restart with their entries.
@@ -86,11 +92,12 @@ pub enum Change {
     /// Idempotency keys whose window ended before this time deleted (at
     /// most [`EXPIRE_PER_COMMIT`]).
     ExpireKeys { before_ms: u64 },
-    /// Delivery progress (a round starts, or ends retryably).
-    Progress(Vec<(Receipt, Progress)>),
-    /// Final outcomes: out of the queue, a report each, and a dead letter
-    /// for those given up.
-    Finish(Vec<Finish>),
+    /// A delivery round starts: its entries may reach EventBridge from
+    /// when this commits until its [`Change::Settle`] does.
+    Start { round: u64, receipts: Vec<Receipt> },
+    /// A round's outcomes, and the round's row gone (`round`, when the
+    /// outcomes are a round's).
+    Settle(Settle),
     /// Dead letters back into the queue.
     Replay { receipts: Vec<Receipt>, now_ms: u64 },
     /// Dead letters deleted.
@@ -110,6 +117,19 @@ pub struct StoredKey {
     pub expires_ms: u64,
 }
 
+/// What a delivery round ended with.
+#[derive(Clone, Default)]
+pub struct Settle {
+    /// The round whose row goes in the same commit.
+    pub round: Option<u64>,
+    /// Final outcomes: out of the queue, a report each, and a dead letter
+    /// for those given up.
+    pub finishes: Vec<Finish>,
+    /// Entries to try again: their progress (skipped for an entry no
+    /// longer queued: it finished meanwhile and stays finished).
+    pub retries: Vec<(Receipt, Progress)>,
+}
+
 /// A final outcome to commit.
 #[derive(Clone)]
 pub struct Finish {
@@ -117,6 +137,9 @@ pub struct Finish {
     pub report: StoredReport,
     /// Set for a dead letter.
     pub dead: Option<StoredDead>,
+    /// The entry has a `progress` row to delete (most entries, delivered
+    /// in their first round, have none).
+    pub progress_row: bool,
 }
 
 /// What a change did, once committed.
@@ -147,6 +170,8 @@ pub struct LoadedEntry {
     /// Bytes it takes in the queue table.
     pub bytes: u64,
     pub progress: Progress,
+    /// `progress` is from a row on disk (not the default).
+    pub progress_row: bool,
 }
 
 /// What start-up found in the file.
@@ -267,10 +292,27 @@ impl Store {
     fn load(&self, on_entry: &mut dyn FnMut(LoadedEntry)) -> Result<Loaded, StoreError> {
         let mut loaded = Loaded::default();
         let mut bad: Vec<(u128, Vec<u8>, &'static str)> = Vec::new();
+        let mut round_ids: Vec<u64> = Vec::new();
+        // Entries of those rounds still queued, with their progress.
+        let mut marked: Vec<(u128, Progress)> = Vec::new();
         {
             let txn = self.db.begin_read().map_err(read_err)?;
             let queue = txn.open_table(QUEUE).map_err(read_err)?;
             let progress = txn.open_table(PROGRESS).map_err(read_err)?;
+            // Rounds a stop (or crash) left open: their entries may have
+            // been sent. A file from before the table has none.
+            let mut in_round = std::collections::HashSet::new();
+            match txn.open_table(ROUNDS) {
+                Ok(rounds) => {
+                    for row in rounds.iter().map_err(read_err)? {
+                        let (k, v) = row.map_err(read_err)?;
+                        round_ids.push(k.value());
+                        in_round.extend(decode_receipts(v.value()));
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(read_err(e)),
+            }
             for row in queue.iter().map_err(read_err)? {
                 let (k, v) = row.map_err(read_err)?;
                 let (receipt, bytes) = (k.value(), v.value());
@@ -278,7 +320,9 @@ impl Store {
                     bad.push((receipt, bytes.to_vec(), "queue"));
                     continue;
                 };
-                let progress = match progress.get(receipt).map_err(read_err)? {
+                let row = progress.get(receipt).map_err(read_err)?;
+                let progress_row = row.is_some();
+                let mut progress = match row {
                     None => Progress::default(),
                     Some(p) => Progress::decode(p.value()).unwrap_or_else(|_| {
                         // Only counts and flags: the entry itself is sound,
@@ -289,6 +333,12 @@ impl Store {
                         }
                     }),
                 };
+                let mut progress_row = progress_row;
+                if in_round.contains(&receipt) {
+                    progress.in_round = true;
+                    marked.push((receipt, progress.clone()));
+                    progress_row = true;
+                }
                 loaded.queued += 1;
                 on_entry(LoadedEntry {
                     receipt: Receipt(receipt),
@@ -296,6 +346,7 @@ impl Store {
                     age_from_ms: entry.age_from_ms,
                     bytes: bytes.len() as u64,
                     progress,
+                    progress_row,
                 });
             }
             let dead = txn.open_table(DEAD).map_err(read_err)?;
@@ -328,6 +379,28 @@ impl Store {
                 Err(redb::TableError::TableDoesNotExist(_)) => {}
                 Err(e) => return Err(read_err(e)),
             }
+        }
+        if !round_ids.is_empty() {
+            // The rounds' marks become their entries' own (`in_round`, so
+            // every later start still counts them as possibly sent), and
+            // the rows go: round ids start again with this process.
+            let txn = self.db.begin_write().map_err(write_err)?;
+            {
+                let mut progress = txn.open_table(PROGRESS).map_err(write_err)?;
+                let mut rounds = txn.open_table(ROUNDS).map_err(write_err)?;
+                let mut buf = Vec::new();
+                for (receipt, p) in &marked {
+                    buf.clear();
+                    p.encode(&mut buf).expect("a Vec grows");
+                    progress
+                        .insert(*receipt, buf.as_slice())
+                        .map_err(write_err)?;
+                }
+                for id in &round_ids {
+                    rounds.remove(*id).map_err(write_err)?;
+                }
+            }
+            txn.commit().map_err(write_err)?;
         }
         if !bad.is_empty() {
             let txn = self.db.begin_write().map_err(write_err)?;
@@ -371,6 +444,7 @@ impl Store {
             let mut outcomes = txn.open_table(OUTCOMES).map_err(write_err)?;
             let mut dead = txn.open_table(DEAD).map_err(write_err)?;
             let mut keys_table = None;
+            let mut rounds_table = None;
             let mut buf = Vec::new();
             for change in changes {
                 done.push(match change {
@@ -416,24 +490,22 @@ impl Store {
                         }
                         Done::Expired(old.len() as u64)
                     }
-                    Change::Progress(items) => {
-                        for (receipt, p) in items {
-                            // An entry finished meanwhile stays finished.
-                            if queue.get(receipt.0).map_err(write_err)?.is_none() {
-                                continue;
-                            }
-                            buf.clear();
-                            p.encode(&mut buf).expect("a Vec grows");
-                            progress
-                                .insert(receipt.0, buf.as_slice())
-                                .map_err(write_err)?;
+                    Change::Start { round, receipts } => {
+                        if rounds_table.is_none() {
+                            rounds_table = Some(txn.open_table(ROUNDS).map_err(write_err)?);
                         }
+                        let table = rounds_table.as_mut().expect("opened above");
+                        table
+                            .insert(*round, encode_receipts(receipts).as_slice())
+                            .map_err(write_err)?;
                         Done::Nothing
                     }
-                    Change::Finish(items) => {
-                        for f in items {
+                    Change::Settle(settle) => {
+                        for f in &settle.finishes {
                             queue.remove(f.receipt.0).map_err(write_err)?;
-                            progress.remove(f.receipt.0).map_err(write_err)?;
+                            if f.progress_row {
+                                progress.remove(f.receipt.0).map_err(write_err)?;
+                            }
                             seq += 1;
                             buf.clear();
                             f.report.encode(&mut buf).expect("a Vec grows");
@@ -445,6 +517,24 @@ impl Store {
                                 dead.insert(f.receipt.0, buf.as_slice())
                                     .map_err(write_err)?;
                             }
+                        }
+                        for (receipt, p) in &settle.retries {
+                            // An entry finished meanwhile stays finished.
+                            if queue.get(receipt.0).map_err(write_err)?.is_none() {
+                                continue;
+                            }
+                            buf.clear();
+                            p.encode(&mut buf).expect("a Vec grows");
+                            progress
+                                .insert(receipt.0, buf.as_slice())
+                                .map_err(write_err)?;
+                        }
+                        if let Some(round) = settle.round {
+                            if rounds_table.is_none() {
+                                rounds_table = Some(txn.open_table(ROUNDS).map_err(write_err)?);
+                            }
+                            let table = rounds_table.as_mut().expect("opened above");
+                            table.remove(round).map_err(write_err)?;
                         }
                         Done::Nothing
                     }
@@ -792,6 +882,19 @@ fn salvage(damaged: &Path, db: &Database) -> (u64, Option<u64>) {
         Ok((queue_rows.len() + dead_rows.len()) as u64)
     })();
     (copied.unwrap_or(0), expected)
+}
+
+/// Receipts packed 16 bytes each (big-endian), as a round's row holds them.
+fn encode_receipts(receipts: &[Receipt]) -> Vec<u8> {
+    receipts.iter().flat_map(|r| r.0.to_be_bytes()).collect()
+}
+
+/// The receipts of a round's row (a short tail, which no writer leaves, is
+/// ignored).
+fn decode_receipts(bytes: &[u8]) -> impl Iterator<Item = u128> + '_ {
+    bytes
+        .chunks_exact(16)
+        .map(|c| u128::from_be_bytes(c.try_into().expect("16 bytes")))
 }
 
 fn encode_key(k: &StoredKey) -> [u8; 32] {

@@ -5,7 +5,7 @@ use super::{
     record::{
         Progress, Receipt, Receipts, StoredDead, StoredEntry, StoredReport, REPORT_DELIVERED,
     },
-    store::{Change, Done, Finish, LoadedEntry, Store},
+    store::{Change, Done, Finish, LoadedEntry, Settle, Store},
 };
 
 struct Dir(std::path::PathBuf);
@@ -91,28 +91,44 @@ fn every_change_reads_back_after_a_reopen() {
         store
             .apply(
                 &[
-                    Change::Finish(vec![Finish {
-                        receipt: r[0],
-                        report: report(r[0], 5_000),
-                        dead: None,
-                    }]),
-                    Change::Finish(vec![Finish {
-                        receipt: r[1],
-                        report: report(r[1], 5_000),
-                        dead: Some(StoredDead {
-                            entry: Some(entry("t", 1)),
-                            error_code: "AccessDeniedException".into(),
-                            ..StoredDead::default()
-                        }),
-                    }]),
-                    Change::Progress(vec![(
-                        r[2],
-                        Progress {
-                            attempts: 1,
-                            in_round: true,
-                            ..Progress::default()
-                        },
-                    )]),
+                    Change::Settle(Settle {
+                        finishes: vec![Finish {
+                            receipt: r[0],
+                            report: report(r[0], 5_000),
+                            dead: None,
+                            progress_row: false,
+                        }],
+                        ..Settle::default()
+                    }),
+                    Change::Settle(Settle {
+                        finishes: vec![Finish {
+                            receipt: r[1],
+                            report: report(r[1], 5_000),
+                            dead: Some(StoredDead {
+                                entry: Some(entry("t", 1)),
+                                error_code: "AccessDeniedException".into(),
+                                ..StoredDead::default()
+                            }),
+                            progress_row: false,
+                        }],
+                        ..Settle::default()
+                    }),
+                    // r[2] failed retryably once, then a second round
+                    // started and never ended.
+                    Change::Settle(Settle {
+                        retries: vec![(
+                            r[2],
+                            Progress {
+                                attempts: 1,
+                                ..Progress::default()
+                            },
+                        )],
+                        ..Settle::default()
+                    }),
+                    Change::Start {
+                        round: 7,
+                        receipts: vec![r[2]],
+                    },
                 ],
                 &mut seq,
             )
@@ -143,6 +159,22 @@ fn every_change_reads_back_after_a_reopen() {
         "AccessDeniedException"
     );
     assert_eq!(store.entry(r[3]).unwrap().unwrap().detail, "{\"i\":3}");
+    let of = |entries: &[LoadedEntry], r: Receipt| {
+        let e = entries.iter().find(|e| e.receipt == r).unwrap();
+        (e.progress.in_round, e.progress_row)
+    };
+    assert_eq!(of(&entries, r[2]), (true, true));
+    assert_eq!(
+        of(&entries, r[3]),
+        (false, false),
+        "never in a round: no row"
+    );
+    // The open round's row became r[2]'s own mark: a second start (after
+    // another stop before its next round) still counts it possibly sent.
+    drop(store);
+    let (_store, entries, _) = open(&dir);
+    assert_eq!(of(&entries, r[2]), (true, true));
+    assert_eq!(of(&entries, r[3]), (false, false));
 }
 
 #[test]
@@ -154,6 +186,7 @@ fn replay_purge_and_expiry() {
     let mut seq = 0;
     let dead = |r: Receipt| Finish {
         receipt: r,
+        progress_row: false,
         report: report(r, 1_000),
         dead: Some(StoredDead {
             entry: Some(entry("t", 0)),
@@ -166,7 +199,10 @@ fn replay_purge_and_expiry() {
         .apply(
             &[
                 Change::Enqueue(vec![(a, entry("t", 0)), (b, entry("t", 1))]),
-                Change::Finish(vec![dead(a), dead(b)]),
+                Change::Settle(Settle {
+                    finishes: vec![dead(a), dead(b)],
+                    ..Settle::default()
+                }),
             ],
             &mut seq,
         )
@@ -253,8 +289,9 @@ fn dead_letters_come_a_page_at_a_time() {
                         .map(|(i, r)| (*r, entry(tenant(i), 0)))
                         .collect(),
                 ),
-                Change::Finish(
-                    r.iter()
+                Change::Settle(Settle {
+                    finishes: r
+                        .iter()
                         .enumerate()
                         .map(|(i, r)| Finish {
                             receipt: *r,
@@ -263,9 +300,11 @@ fn dead_letters_come_a_page_at_a_time() {
                                 entry: Some(entry(tenant(i), 0)),
                                 ..StoredDead::default()
                             }),
+                            progress_row: false,
                         })
                         .collect(),
-                ),
+                    ..Settle::default()
+                }),
             ],
             &mut seq,
         )
