@@ -321,7 +321,7 @@ impl Store {
                     continue;
                 };
                 let row = progress.get(receipt).map_err(read_err)?;
-                let progress_row = row.is_some();
+                let mut progress_row = row.is_some();
                 let mut progress = match row {
                     None => Progress::default(),
                     Some(p) => Progress::decode(p.value()).unwrap_or_else(|_| {
@@ -333,7 +333,6 @@ impl Store {
                         }
                     }),
                 };
-                let mut progress_row = progress_row;
                 if in_round.contains(&receipt) {
                     progress.in_round = true;
                     marked.push((receipt, progress.clone()));
@@ -443,8 +442,8 @@ impl Store {
             let mut reports = txn.open_table(REPORTS).map_err(write_err)?;
             let mut outcomes = txn.open_table(OUTCOMES).map_err(write_err)?;
             let mut dead = txn.open_table(DEAD).map_err(write_err)?;
+            let mut rounds = txn.open_table(ROUNDS).map_err(write_err)?;
             let mut keys_table = None;
-            let mut rounds_table = None;
             let mut buf = Vec::new();
             for change in changes {
                 done.push(match change {
@@ -491,11 +490,7 @@ impl Store {
                         Done::Expired(old.len() as u64)
                     }
                     Change::Start { round, receipts } => {
-                        if rounds_table.is_none() {
-                            rounds_table = Some(txn.open_table(ROUNDS).map_err(write_err)?);
-                        }
-                        let table = rounds_table.as_mut().expect("opened above");
-                        table
+                        rounds
                             .insert(*round, encode_receipts(receipts).as_slice())
                             .map_err(write_err)?;
                         Done::Nothing
@@ -530,11 +525,7 @@ impl Store {
                                 .map_err(write_err)?;
                         }
                         if let Some(round) = settle.round {
-                            if rounds_table.is_none() {
-                                rounds_table = Some(txn.open_table(ROUNDS).map_err(write_err)?);
-                            }
-                            let table = rounds_table.as_mut().expect("opened above");
-                            table.remove(round).map_err(write_err)?;
+                            rounds.remove(round).map_err(write_err)?;
                         }
                         Done::Nothing
                     }
