@@ -38,9 +38,12 @@ const MEASURE: Duration = Duration::from_secs(8);
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The other producer's tally.
+/// The other producer's tally. `gate` is held across each call and its
+/// tally, so a snapshot taken under it sees the emulator's counts and the
+/// tally agree on the other producer's calls (none half counted).
 #[derive(Default)]
 struct Other {
+    gate: tokio::sync::Mutex<()>,
     ok: AtomicU64,
     throttled: AtomicU64,
 }
@@ -63,6 +66,7 @@ fn other_producer(
                 .detail_type("Other")
                 .detail("{}")
                 .build();
+            let _counting = tally.gate.lock().await;
             match client.put_partner_events().entries(entry).send().await {
                 Ok(_) => tally.ok.fetch_add(1, Ordering::Relaxed),
                 Err(_) => tally.throttled.fetch_add(1, Ordering::Relaxed),
@@ -153,19 +157,24 @@ async fn run(adaptive: bool) -> Figures {
     let flood = flood(&url, 24, stop.clone());
     tokio::time::sleep(WARM_UP).await;
 
-    let snapshot = |c: &RecordCounts, o: &Other| {
+    // Under the other producer's gate: its calls are then either in both
+    // the emulator's counts and its tally or in neither, so what is left
+    // after taking them away is the gateway's alone.
+    let snapshot = || async {
+        let _counting = other.gate.lock().await;
+        let c: RecordCounts = emulator.counts();
         (
             c.calls,
             c.throttled,
             c.ok_calls,
-            o.ok.load(Ordering::Relaxed),
-            o.throttled.load(Ordering::Relaxed),
+            other.ok.load(Ordering::Relaxed),
+            other.throttled.load(Ordering::Relaxed),
         )
     };
-    let before = snapshot(&emulator.counts(), &other);
+    let before = snapshot().await;
     let started = Instant::now();
     tokio::time::sleep(MEASURE).await;
-    let after = snapshot(&emulator.counts(), &other);
+    let after = snapshot().await;
     let secs = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for f in flood {
