@@ -413,6 +413,74 @@ pub fn sum_samples(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The upper bound (in the metric's unit) of the bucket of histogram
+/// `name` that holds the `q` quantile of what it observed between two
+/// scrapes, over the series whose labels include `label` (all when
+/// `None`): "at most this". `None` when it observed nothing then, and
+/// infinity when the quantile fell beyond the last finite bucket.
+pub fn window_quantile(
+    before: &str,
+    after: &str,
+    name: &str,
+    label: Option<&str>,
+    q: f64,
+) -> Option<f64> {
+    let buckets = |text: &str| {
+        let mut by_le: Vec<(f64, f64)> = Vec::new();
+        let series = format!("{name}_bucket{{");
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(series.as_str()) else {
+                continue;
+            };
+            let Some((labels, value)) = rest.rsplit_once('}') else {
+                continue;
+            };
+            let labels: Vec<&str> = labels.split(',').collect();
+            if label.is_some_and(|want| !labels.contains(&want)) {
+                continue;
+            }
+            let le = labels.iter().find_map(|l| l.strip_prefix("le=\""));
+            let le = match le.map(|l| l.trim_end_matches('"')) {
+                Some("+Inf") => f64::INFINITY,
+                Some(l) => match l.parse::<f64>() {
+                    Ok(le) => le,
+                    Err(_) => continue,
+                },
+                None => continue,
+            };
+            let Some(count) = value
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+            else {
+                continue;
+            };
+            match by_le.iter_mut().find(|(l, _)| *l == le) {
+                Some((_, c)) => *c += count,
+                None => by_le.push((le, count)),
+            }
+        }
+        by_le.sort_by(|a, b| a.0.total_cmp(&b.0));
+        by_le
+    };
+    let (before, after) = (buckets(before), buckets(after));
+    let cumulative: Vec<(f64, f64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let was = before.iter().find(|(l, _)| *l == le).map_or(0.0, |b| b.1);
+            (le, n - was)
+        })
+        .collect();
+    let total = cumulative.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    cumulative
+        .iter()
+        .find(|(_, n)| *n >= q * total)
+        .map(|(le, _)| *le)
+}
+
 /// The sum of the samples of `name` whose labels include `label` (as
 /// written in the exposition: `op="idempotency_claim"`).
 pub fn sum_samples_with(text: &str, name: &str, label: &str) -> f64 {
@@ -460,6 +528,46 @@ fn serving_addr(line: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_quantile_is_the_bucket_that_holds_it_in_the_window() {
+        let scrape = |fast: u32, slow: u32, other: u32| {
+            format!(
+                "# TYPE h histogram\n\
+                 h_bucket{{m=\"Put\",le=\"0.001\"}} {fast}\n\
+                 h_bucket{{m=\"Put\",le=\"0.008\"}} {}\n\
+                 h_bucket{{m=\"Put\",le=\"+Inf\"}} {}\n\
+                 h_bucket{{m=\"Check\",le=\"0.001\"}} 0\n\
+                 h_bucket{{m=\"Check\",le=\"0.008\"}} 0\n\
+                 h_bucket{{m=\"Check\",le=\"+Inf\"}} {other}\n\
+                 h_count{{m=\"Put\"}} {}\n",
+                fast + slow,
+                fast + slow,
+                fast + slow
+            )
+        };
+        // Before: 1,000 fast ones. In the window: 98 fast, 2 slow.
+        let (before, after) = (scrape(1_000, 0, 0), scrape(1_098, 2, 50));
+        let put = Some("m=\"Put\"");
+        assert_eq!(
+            window_quantile(&before, &after, "h", put, 0.98),
+            Some(0.001)
+        );
+        assert_eq!(
+            window_quantile(&before, &after, "h", put, 0.99),
+            Some(0.008)
+        );
+        // All series: the 50 beyond the last bucket take the p99.
+        assert_eq!(
+            window_quantile(&before, &after, "h", None, 0.99),
+            Some(f64::INFINITY)
+        );
+        assert_eq!(window_quantile(&before, &before, "h", put, 0.99), None);
+        assert_eq!(
+            window_quantile(&before, &after, "nothing", None, 0.99),
+            None
+        );
+    }
 
     #[test]
     fn the_serving_line_gives_the_address() {
