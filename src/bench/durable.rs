@@ -209,7 +209,7 @@ fn server_p99s(before: &str, after: &str) -> ServerP99s {
 /// pipeline delivers; above it the queue only grows until it refuses).
 /// When DURABLE's acceptance alone is well above that, a second run at the
 /// same share of it shows the burst the queue absorbs with delivery
-/// saturated behind it. None when there were no DURABLE runs.
+/// saturated behind it. Empty when there were no DURABLE runs.
 async fn half_loads(h: &Harness, runs: &[DurableRun]) -> Result<Vec<DurableHalfLoad>, String> {
     let (accepted, sustained) = maxima(runs);
     if accepted.is_empty() {
