@@ -3365,6 +3365,9 @@ mod tests {
             run("durable", 2, 20, 32_000, 90.0),
             run("sync", 2, 20, 40_000, 60.0),
         ];
+        let durable = |half_load: Vec<DurableHalfLoad>| {
+            DurableBench::new(20, 64, 228, runs.clone(), half_load, vec![], String::new())
+        };
         let half = |p99_ms| DurableHalfLoad {
             basis: HalfLoadBasis::Sustained,
             max_requests_per_sec: 1_250.0,
@@ -3379,15 +3382,7 @@ mod tests {
             run: run("durable", 1, 20, 12_500, p99_ms),
             late_ms: Percentiles::default(),
         };
-        let d = DurableBench::new(
-            20,
-            64,
-            228,
-            runs.clone(),
-            vec![half(9.9)],
-            vec![],
-            String::new(),
-        );
+        let d = durable(vec![half(9.9)]);
         let t = d.targets();
         assert_eq!(t.len(), 2);
         // Rounds 0.50x and 0.80x: median 0.65x.
@@ -3405,15 +3400,7 @@ mod tests {
             "{}",
             t[1].detail
         );
-        let d = DurableBench::new(
-            20,
-            64,
-            228,
-            runs.clone(),
-            vec![half(10.0)],
-            vec![],
-            String::new(),
-        );
+        let d = durable(vec![half(10.0)]);
         assert!(!d.targets()[1].pass);
         // A round with failures fails it, whatever the median round did.
         let mut failing = half(5.0);
@@ -3422,15 +3409,7 @@ mod tests {
             p99_ms: 4.0,
             failed: 3,
         });
-        let d = DurableBench::new(
-            20,
-            64,
-            228,
-            runs.clone(),
-            vec![failing],
-            vec![],
-            String::new(),
-        );
+        let d = durable(vec![failing]);
         let t = d.targets();
         assert!(!t[1].pass);
         assert!(
@@ -3444,15 +3423,7 @@ mod tests {
         let mut burst = half(40.0);
         burst.basis = HalfLoadBasis::Acceptance;
         burst.rate = 900.0;
-        let d = DurableBench::new(
-            20,
-            64,
-            228,
-            runs.clone(),
-            vec![half(9.9), burst.clone()],
-            vec![],
-            String::new(),
-        );
+        let d = durable(vec![half(9.9), burst.clone()]);
         let t = d.targets();
         assert_eq!(t.len(), 2);
         assert!(t[1].pass, "{}", t[1].detail);
@@ -3462,20 +3433,12 @@ mod tests {
             t[1].detail
         );
         // The acceptance run alone is not judged.
-        let d = DurableBench::new(
-            20,
-            64,
-            228,
-            runs.clone(),
-            vec![burst],
-            vec![],
-            String::new(),
-        );
+        let d = durable(vec![burst]);
         assert_eq!(d.targets().len(), 1);
         // Another share of the maximum is printed, not judged.
         let mut other = half(3.0);
         other.fraction = 0.25;
-        let d = DurableBench::new(20, 64, 228, runs, vec![other], vec![], String::new());
+        let d = durable(vec![other]);
         assert_eq!(d.targets().len(), 1);
         let mut r = report(Vec::new());
         r.durable = Some(d);
