@@ -880,12 +880,13 @@ fn encode_receipts(receipts: &[Receipt]) -> Vec<u8> {
     receipts.iter().flat_map(|r| r.0.to_be_bytes()).collect()
 }
 
-/// The receipts of a round's row (a short tail, which no writer leaves, is
-/// ignored).
+/// The receipts of a round's row, each read as [`Receipt::from_bytes`]
+/// reads one (a short tail, which no writer leaves, is ignored).
 fn decode_receipts(bytes: &[u8]) -> impl Iterator<Item = u128> + '_ {
     bytes
         .chunks_exact(16)
-        .map(|c| u128::from_be_bytes(c.try_into().expect("16 bytes")))
+        .filter_map(Receipt::from_bytes)
+        .map(|r| r.0)
 }
 
 fn encode_key(k: &StoredKey) -> [u8; 32] {
